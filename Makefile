@@ -1,0 +1,51 @@
+# vmaudit: the two commands a new user types are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := libguestfs-tools python3-guestfs python3-hivex libhivex-bin qemu-utils \
+	e2fsprogs fdisk debootstrap ntfs-3g lvm2 python3-venv dpkg-dev xz-utils
+export LIBGUESTFS_BACKEND ?= direct
+
+.PHONY: setup deb venv test test-fast lint demo fixtures bench clean
+
+setup: deb venv
+
+deb:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+fixtures: setup
+	$(PY) fixtures/build.py build/datastore
+
+test: setup
+	$(PY) -m pytest -q -ra
+
+test-fast: setup
+	$(PY) -m pytest -q -ra -m 'not appliance'
+
+lint: setup
+	$(VENV)/bin/ruff check vmaudit tests fixtures
+	$(VENV)/bin/mypy --strict
+
+demo: fixtures
+	$(VENV)/bin/vmaudit scan build/datastore --inventory fixtures/inventory.yaml; \
+	  rc=$$?; echo "vmaudit scan exit code: $$rc (1 = findings at or above --fail-on)"
+
+bench: fixtures
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,59 @@
+"""The one root exception of vmaudit and the fixed list of error kinds.
+
+Every failure that reaches a report carries a kind from ``ErrorKind``; the CLI maps
+configuration errors to exit code 2 and image errors to an ``error`` row.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """Error kinds as documented in spec/report.md (``image.error.kind``)."""
+
+    UNSAFE_BACKING_FILE = "unsafe-backing-file"
+    UNSAFE_EXTENT = "unsafe-extent"
+    UNSAFE_DATA_FILE = "unsafe-data-file"
+    MISSING_PARENT = "missing-parent"
+    UNSUPPORTED_FORMAT = "unsupported-format"
+    FORMAT_MISMATCH = "format-mismatch"
+    NOT_A_REGULAR_FILE = "not-a-regular-file"
+    NO_OPERATING_SYSTEM = "no-operating-system"
+    MULTIPLE_OPERATING_SYSTEMS = "multiple-operating-systems"
+    ENCRYPTED = "encrypted"
+    TIMEOUT = "timeout"
+    APPLIANCE_FAILED = "appliance-failed"
+    PERMISSION_DENIED = "permission-denied"
+    CORRUPT_IMAGE = "corrupt-image"
+    IMAGE_CHANGED = "image-changed"
+    IN_USE = "in-use"
+    CONFIG = "config"
+
+
+class VmauditError(Exception):
+    """Root of every error vmaudit raises on purpose; carries its kind."""
+
+    def __init__(self, kind: ErrorKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+class ConfigError(VmauditError):
+    """A baseline, inventory or option is wrong: nothing is scanned (exit 2)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorKind.CONFIG, message)
+
+
+class GuestFileError(Exception):
+    """One guest file could not be read; collectors turn it into a warning."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason

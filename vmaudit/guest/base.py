@@ -1,0 +1,116 @@
+"""The small interface collectors read guest files through, and bounded text helpers.
+
+Paths are guest paths (``/etc/passwd``), resolved inside the guest: a symlink never leads
+out of the guest root. Names that are not UTF-8 survive as ``surrogateescape`` strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from vmaudit.errors import GuestFileError
+
+DEFAULT_CAP = 16 * 1024 * 1024  # bytes of one guest file we are willing to read
+MAX_LINE = 64 * 1024  # characters of one line we are willing to parse
+
+FileKind = Literal["file", "dir", "link", "other"]
+
+
+@dataclass(frozen=True)
+class GuestStat:
+    kind: FileKind
+    size: int
+    mtime: float
+    mode: int
+
+
+class GuestFS(Protocol):
+    """Read-only access to one guest's files."""
+
+    def read(self, path: str, cap: int = DEFAULT_CAP) -> bytes:
+        """The file's bytes; ``GuestFileError`` when missing, unreadable or over ``cap``."""
+        ...
+
+    def listdir(self, path: str) -> list[str]:
+        """Names in a directory (no ``.``/``..``); ``GuestFileError`` when not listable."""
+        ...
+
+    def stat(self, path: str) -> GuestStat | None:
+        """Metadata following symlinks inside the guest; None when missing or dangling."""
+        ...
+
+    def lstat(self, path: str) -> GuestStat | None:
+        """Metadata of the path itself; None when missing."""
+        ...
+
+    def readlink(self, path: str) -> str:
+        """A symlink's target as stored; ``GuestFileError`` when not a symlink."""
+        ...
+
+
+def read_text(
+    fs: GuestFS, path: str, warnings: list[str], cap: int = DEFAULT_CAP, missing_ok: bool = True
+) -> str | None:
+    """A guest file decoded as UTF-8 (bad bytes replaced), or None with a warning."""
+    try:
+        data = fs.read(path, cap)
+    except GuestFileError as exc:
+        if not (missing_ok and exc.reason == "not found"):
+            warnings.append(f"{safe_path(path)}: {exc.reason}")
+        return None
+    return data.decode("utf-8", errors="replace")
+
+
+def read_lines(
+    fs: GuestFS, path: str, warnings: list[str], cap: int = DEFAULT_CAP, missing_ok: bool = True
+) -> list[str] | None:
+    """A guest text file split in lines; lines over ``MAX_LINE`` are dropped with a warning."""
+    text = read_text(fs, path, warnings, cap, missing_ok)
+    if text is None:
+        return None
+    return cap_lines(text, path, warnings)
+
+
+def cap_lines(text: str, path: str, warnings: list[str]) -> list[str]:
+    """Split text into lines, dropping (with one warning) any over ``MAX_LINE`` characters."""
+    lines = text.splitlines()
+    kept = [line for line in lines if len(line) <= MAX_LINE]
+    if len(kept) != len(lines):
+        warnings.append(
+            f"{safe_path(path)}: {len(lines) - len(kept)} line(s) over {MAX_LINE} characters skipped"
+        )
+    return kept
+
+
+def is_file(fs: GuestFS, path: str) -> bool:
+    st = fs.stat(path)
+    return st is not None and st.kind == "file"
+
+
+def is_dir(fs: GuestFS, path: str) -> bool:
+    st = fs.stat(path)
+    return st is not None and st.kind == "dir"
+
+
+def list_dir(fs: GuestFS, path: str, warnings: list[str]) -> list[str]:
+    """Directory names, or an empty list (with a warning unless it simply does not exist)."""
+    try:
+        return sorted(fs.listdir(path))
+    except GuestFileError as exc:
+        if exc.reason != "not found":
+            warnings.append(f"{safe_path(path)}: {exc.reason}")
+        return []
+
+
+def safe_path(path: str) -> str:
+    """A guest path fit for a message: undecodable bytes and control characters escaped."""
+    raw = path.encode("utf-8", errors="surrogateescape")
+    return "".join(
+        ch if ch.isprintable() else f"\\x{ord(ch):02x}"
+        for ch in raw.decode("utf-8", errors="backslashreplace")
+    )
+
+
+def join(directory: str, name: str) -> str:
+    return directory.rstrip("/") + "/" + name

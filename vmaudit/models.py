@@ -1,0 +1,235 @@
+"""Frozen dataclasses that flow between the pipeline's stages.
+
+discover -> ``ImageRef``; open + collect -> ``Facts``; evaluate -> ``Finding``;
+score -> ``Risk``; the CLI gathers ``ImageResult`` into a ``ScanReport``.
+Facts serialise to ``vmaudit.facts/v1`` (spec/report.md) with ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FACTS_SCHEMA = "vmaudit.facts/v1"
+REPORT_SCHEMA = "vmaudit.report/v1"
+
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
+PasswordState = Literal["set", "empty", "locked", "none"]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and mappings as plain JSON-ready values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+# ---------------------------------------------------------------- discovery
+
+
+@dataclass(frozen=True)
+class DiskRef:
+    """One disk of a guest, at its leaf, with the chain of files below it (leaf first)."""
+
+    path: str
+    format: str  # qcow2 | vmdk | vpc | vhdx | raw (qemu driver names)
+    chain: tuple[str, ...] = ()  # every file qemu will read for this disk, leaf first
+    chain_formats: tuple[str, ...] = ()  # the pinned format of each file of ``chain``
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One guest to audit: a single disk image or a VM with several disks."""
+
+    path: str  # the image (or the VM descriptor) as found
+    format: str  # format of the first disk; "vm" never appears here
+    disks: tuple[DiskRef, ...]
+    vm: str | None = None  # VM name when grouped by a descriptor
+    in_use: bool = False
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file that looks like an image but cannot be audited, with its reason."""
+
+    path: str
+    kind: str
+    message: str
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    path: str
+    format: str
+    size_bytes: int
+    mtime: str
+    sha256_head: str
+    vm: str | None
+    disks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    type: str  # linux | windows | unknown
+    distro: str | None = None
+    version: str | None = None
+    product: str | None = None
+    hostname: str | None = None
+    arch: str | None = None
+    package_format: str | None = None
+    build: str | None = None  # Windows: CurrentBuild.UBR
+    edition: str | None = None  # Windows: EditionID
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    arch: str | None = None
+    source: str | None = None
+    publisher: str | None = None  # Windows applications
+
+
+@dataclass(frozen=True)
+class Hotfix:
+    id: str
+    installed_at: str | None = None
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int | None
+    gid: int | None
+    shell: str | None
+    home: str | None
+    password: PasswordState
+    last_change: str | None
+    max_days: int | None
+    expires: str | None
+    can_login: bool
+    groups: tuple[str, ...]
+    admin: bool
+    admin_via: tuple[str, ...]
+    authorized_keys: int
+    rid: int | None = None  # Windows
+    disabled: bool | None = None  # Windows
+    last_logon: str | None = None  # Windows
+
+
+@dataclass(frozen=True)
+class SshFacts:
+    installed: bool
+    permit_root_login: str | None
+    password_authentication: bool | None
+
+
+@dataclass(frozen=True)
+class FirewallBackend:
+    name: str
+    installed: bool
+    enabled: bool
+    default_inbound: str | None  # deny | accept | None when unknown
+
+
+@dataclass(frozen=True)
+class FirewallFacts:
+    enabled: bool
+    backends: tuple[FirewallBackend, ...]
+
+
+@dataclass(frozen=True)
+class Dormancy:
+    last_boot: str | None
+    last_login: str | None
+    last_update: str | None
+    days_idle: int | None
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything read from one guest: ``vmaudit.facts/v1``."""
+
+    image: ImageInfo
+    os: OsInfo
+    packages: tuple[Package, ...] = ()
+    hotfixes: tuple[Hotfix, ...] = ()
+    users: tuple[User, ...] = ()
+    ssh: SshFacts = SshFacts(False, None, None)
+    firewall: FirewallFacts = FirewallFacts(False, ())
+    dormancy: Dormancy = Dormancy(None, None, None, None)
+    warnings: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"schema": FACTS_SCHEMA}
+        data.update(to_jsonable(self))
+        return data
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class Finding:
+    rule: str
+    severity: Severity
+    subject: str
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    baseline: str = ""
+
+
+@dataclass(frozen=True)
+class Risk:
+    score: int
+    level: str  # critical | high | medium | low | none
+
+
+@dataclass(frozen=True)
+class Business:
+    application: str | None
+    owner: str | None
+    criticality: str  # low | medium | high | critical
+
+
+@dataclass(frozen=True)
+class ImageError:
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's outcome: audited (facts, findings, risk) or in error."""
+
+    image: ImageRef
+    facts: Facts | None
+    error: ImageError | None
+    findings: tuple[Finding, ...] = ()
+    risk: Risk = Risk(0, "none")
+    business: Business = Business(None, None, "medium")
+    from_cache: bool = False
+    rules_evaluated: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error is not None else "audited"
+
+
+@dataclass(frozen=True)
+class ScanReport:
+    started_at: str
+    finished_at: str
+    baselines: tuple[str, ...]
+    fail_on: str
+    results: tuple[ImageResult, ...]
+    exit_code: int
