@@ -38,9 +38,9 @@ class DiskRef:
     """One disk of a guest, at its leaf, with the chain of files below it (leaf first)."""
 
     path: str
-    format: str  # qcow2 | vmdk | vpc | vhdx | raw (qemu driver names)
+    format: str  # qcow2 | vmdk | vhd | vhdx | raw
     chain: tuple[str, ...] = ()  # every file qemu will read for this disk, leaf first
-    chain_formats: tuple[str, ...] = ()  # the pinned format of each file of ``chain``
+    chain_formats: tuple[str, ...] = ()  # format of each file of ``chain`` ("extent": VMDK data)
 
 
 @dataclass(frozen=True)

@@ -77,9 +77,8 @@ def cap_lines(text: str, path: str, warnings: list[str]) -> list[str]:
     lines = text.splitlines()
     kept = [line for line in lines if len(line) <= MAX_LINE]
     if len(kept) != len(lines):
-        warnings.append(
-            f"{safe_path(path)}: {len(lines) - len(kept)} line(s) over {MAX_LINE} characters skipped"
-        )
+        skipped = len(lines) - len(kept)
+        warnings.append(f"{safe_path(path)}: {skipped} line(s) over {MAX_LINE} characters skipped")
     return kept
 
 
