@@ -28,6 +28,7 @@ class ErrorKind(StrEnum):
     CORRUPT_IMAGE = "corrupt-image"
     IMAGE_CHANGED = "image-changed"
     IN_USE = "in-use"
+    INTERNAL = "internal-error"
     CONFIG = "config"
 
 

@@ -233,3 +233,23 @@ class ScanReport:
     fail_on: str
     results: tuple[ImageResult, ...]
     exit_code: int
+
+
+def image_ref_from_dict(data: dict[str, Any]) -> ImageRef:
+    """Inverse of ``to_jsonable(ImageRef)``: how an image crosses a process boundary."""
+    disks = tuple(
+        DiskRef(
+            path=str(d["path"]),
+            format=str(d["format"]),
+            chain=tuple(str(p) for p in d.get("chain", ())),
+            chain_formats=tuple(str(f) for f in d.get("chain_formats", ())),
+        )
+        for d in data["disks"]
+    )
+    return ImageRef(
+        path=str(data["path"]),
+        format=str(data["format"]),
+        disks=disks,
+        vm=data.get("vm"),
+        in_use=bool(data.get("in_use", False)),
+    )

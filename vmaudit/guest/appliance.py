@@ -1,0 +1,333 @@
+"""Opening images safely in a libguestfs appliance, and ``ApplianceFS`` over the mounted guest.
+
+What spec/safety.md requires, in order: every file of a disk's chain is a regular file in
+the image's folder (discovery); ``qemu-img info -U -f <fmt>`` of each link, never
+``--backing-chain``, under memory and CPU limits, agrees with what discovery read; the
+appliance gets our own qcow2 overlay (format pinned for the layer below) in a private temp
+dir, never the image itself; no network; a failed KVM launch is retried with ``force_tcg``.
+Guest filesystems are only ever mounted inside the appliance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from typing import Any
+
+from vmaudit.errors import ErrorKind, GuestFileError, VmauditError
+from vmaudit.formats import qemu_driver
+from vmaudit.guest.base import DEFAULT_CAP, GuestStat
+from vmaudit.models import DiskRef, ImageRef
+
+QEMU_IMG_TIMEOUT = 30
+QEMU_IMG_MEMORY = 1 << 30
+QEMU_IMG_CPU_SECONDS = 20
+PREAD_CHUNK = 2 * 1024 * 1024  # the protocol refuses preads over ~4 MB
+ENCRYPTED_FS = ("crypto_LUKS", "BitLocker")
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    force_tcg: bool = False
+    memsize_mb: int | None = None
+    smp: int | None = None
+    trace: bool = False
+
+
+def _limit_resources() -> None:  # runs in the child before exec
+    resource.setrlimit(resource.RLIMIT_AS, (QEMU_IMG_MEMORY, QEMU_IMG_MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (QEMU_IMG_CPU_SECONDS, QEMU_IMG_CPU_SECONDS))
+
+
+def qemu_img_info(path: str, fmt: str) -> dict[str, Any]:
+    """``qemu-img info`` of one file, format pinned, shared lock, bounded in memory and time."""
+    try:
+        proc = subprocess.run(
+            ["qemu-img", "info", "-U", "-f", qemu_driver(fmt), "--output=json", path],
+            capture_output=True, timeout=QEMU_IMG_TIMEOUT, preexec_fn=_limit_resources,
+            check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+        )
+    except subprocess.TimeoutExpired:
+        raise VmauditError(ErrorKind.TIMEOUT, f"qemu-img info timed out on {path}") from None
+    if proc.returncode != 0:
+        message = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
+        text = message[-1] if message else f"qemu-img info failed ({proc.returncode})"
+        kind = ErrorKind.PERMISSION_DENIED if "Permission denied" in text \
+            else ErrorKind.CORRUPT_IMAGE
+        raise VmauditError(kind, text[:500])
+    try:
+        info: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise VmauditError(ErrorKind.CORRUPT_IMAGE, "qemu-img info gave no JSON") from None
+    return info
+
+
+def _same_file(folder: str, written: str, expected: str) -> bool:
+    if written.startswith("json:") or "://" in written:
+        return False
+    return os.path.normpath(os.path.join(folder, written)) == os.path.normpath(expected)
+
+
+def validate_disk(disk: DiskRef) -> None:
+    """Check every link of ``disk`` with qemu's own reading of its header; raise if unsafe."""
+    links = [(p, f) for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f != "extent"]
+    extents = {p for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f == "extent"}
+    if any(fmt == "vhd" for _, fmt in links) and len(links) > 1:
+        raise VmauditError(ErrorKind.UNSUPPORTED_FORMAT,
+                           "VHD differencing disks cannot be read through their parent by qemu")
+    for index, (path, fmt) in enumerate(links):
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise VmauditError(ErrorKind.NOT_A_REGULAR_FILE, f"{path} is not a regular file")
+        info = qemu_img_info(path, fmt)
+        folder = os.path.dirname(path)
+        backing = info.get("backing-filename")
+        if backing is not None:
+            expected = links[index + 1][0] if index + 1 < len(links) else None
+            if expected is None or not _same_file(folder, str(backing), expected):
+                raise VmauditError(ErrorKind.UNSAFE_BACKING_FILE,
+                                   f"{os.path.basename(path)}: backing file not in its folder")
+        elif index + 1 < len(links):
+            raise VmauditError(ErrorKind.CORRUPT_IMAGE,
+                               f"{os.path.basename(path)}: qemu sees no backing file")
+        specific = info.get("format-specific", {}).get("data", {})
+        if isinstance(specific, dict):
+            if specific.get("data-file"):
+                raise VmauditError(ErrorKind.UNSAFE_DATA_FILE,
+                                   f"{os.path.basename(path)}: external data file refused")
+            for extent in specific.get("extents", []) or []:
+                name = str(extent.get("filename", "")) if isinstance(extent, dict) else ""
+                if name and os.path.normpath(name) != os.path.normpath(path) \
+                        and os.path.normpath(name) not in extents:
+                    raise VmauditError(ErrorKind.UNSAFE_EXTENT,
+                                       f"{os.path.basename(path)}: extent outside its folder")
+
+
+def make_overlay(disk: DiskRef, directory: str, index: int) -> str:
+    """Our qcow2 overlay over the disk's leaf, the leaf's format pinned; never opens the chain."""
+    info = qemu_img_info(disk.path, disk.format)
+    size = int(info.get("virtual-size", 0))
+    if size <= 0:
+        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"{disk.path}: no virtual size")
+    overlay = os.path.join(directory, f"disk{index}.qcow2")
+    proc = subprocess.run(
+        ["qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", qemu_driver(disk.format),
+         "-b", os.path.abspath(disk.path), overlay, str(size)],
+        capture_output=True, timeout=QEMU_IMG_TIMEOUT, check=False,
+    )
+    if proc.returncode != 0:
+        raise VmauditError(ErrorKind.APPLIANCE_FAILED,
+                           proc.stderr.decode("utf-8", errors="replace").strip()[:500])
+    return overlay
+
+
+def _new_handle(options: LaunchOptions) -> Any:
+    import guestfs  # Debian's python3-guestfs; imported late so fast paths need no appliance
+
+    handle = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
+    handle.set_backend("direct")
+    handle.set_network(False)
+    if options.force_tcg:
+        handle.set_backend_settings(["force_tcg"])
+    if options.memsize_mb:
+        handle.set_memsize(options.memsize_mb)
+    if options.smp:
+        handle.set_smp(options.smp)
+    if options.trace:
+        handle.set_trace(True)
+    return handle
+
+
+class Appliance:
+    """One launched appliance holding the overlays of one or more images' disks."""
+
+    def __init__(self, handle: Any, tcg_fallback: bool) -> None:
+        self.handle = handle
+        self.tcg_fallback = tcg_fallback  # KVM failed and we relaunched in software
+
+    def close(self) -> None:
+        with suppress(RuntimeError):
+            self.handle.shutdown()
+        self.handle.close()
+
+
+def launch(overlays: Sequence[str], options: LaunchOptions) -> Appliance:
+    """Launch with the overlays attached; retry once in software emulation if KVM fails."""
+    attempts = [options.force_tcg] if options.force_tcg else [False, True]
+    last_error = ""
+    for force_tcg in attempts:
+        handle = _new_handle(LaunchOptions(force_tcg, options.memsize_mb, options.smp,
+                                           options.trace))
+        for overlay in overlays:
+            handle.add_drive_opts(overlay, format="qcow2", readonly=False)
+        try:
+            handle.launch()
+        except RuntimeError as exc:
+            last_error = str(exc).splitlines()[0] if str(exc) else "launch failed"
+            handle.close()
+            continue
+        return Appliance(handle, tcg_fallback=force_tcg and not options.force_tcg)
+    raise VmauditError(ErrorKind.APPLIANCE_FAILED, last_error)
+
+
+@contextmanager
+def opened(image: ImageRef, options: LaunchOptions) -> Iterator[Appliance]:
+    """The image's disks validated, overlaid in a private temp dir, attached and launched."""
+    for disk in image.disks:
+        validate_disk(disk)
+    workdir = tempfile.mkdtemp(prefix="vmaudit-")  # mode 0700
+    appliance: Appliance | None = None
+    try:
+        overlays = [make_overlay(disk, workdir, i) for i, disk in enumerate(image.disks)]
+        appliance = launch(overlays, options)
+        yield appliance
+    finally:
+        if appliance is not None:
+            appliance.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class MountedGuest:
+    root: str
+    os_type: str
+    inspected: dict[str, Any]
+    warnings: tuple[str, ...]
+
+
+def _inspect_value(handle: Any, name: str, root: str) -> Any:
+    try:
+        return getattr(handle, name)(root)
+    except (RuntimeError, UnicodeDecodeError):
+        return None
+
+
+def mount_guest(handle: Any) -> MountedGuest:
+    """Inspect, pick the root, mount its filesystems read-only, shortest mountpoint first."""
+    warnings: list[str] = []
+    try:
+        roots = sorted(handle.inspect_os())
+    except (RuntimeError, UnicodeDecodeError) as exc:
+        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"inspection failed: {exc}") from None
+    if not roots:
+        try:
+            filesystems = handle.list_filesystems()
+        except RuntimeError:
+            filesystems = {}
+        if any(fs_type in ENCRYPTED_FS for fs_type in filesystems.values()):
+            raise VmauditError(ErrorKind.ENCRYPTED,
+                               "the disk holds an encrypted volume; no key is guessed")
+        raise VmauditError(ErrorKind.NO_OPERATING_SYSTEM, "no operating system found")
+    root = roots[0]
+    if len(roots) > 1:
+        warnings.append(f"{len(roots)} operating systems found; audited the one on {root}")
+    try:
+        mountpoints = handle.inspect_get_mountpoints(root)
+    except RuntimeError as exc:
+        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"no mountpoints: {exc}") from None
+    for mountpoint, device in sorted(mountpoints.items(), key=lambda item: len(item[0])):
+        try:
+            handle.mount_ro(device, mountpoint)
+        except RuntimeError as exc:
+            warnings.append(f"could not mount {device} on {mountpoint}: {exc}")
+    inspected = {
+        key: _inspect_value(handle, f"inspect_get_{key}", root)
+        for key in ("type", "distro", "product_name", "hostname", "arch", "package_format",
+                    "major_version", "minor_version", "product_variant")
+    }
+    return MountedGuest(root, str(inspected.get("type") or "unknown"), inspected,
+                        tuple(warnings))
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "dir"
+    if stat.S_ISLNK(mode):
+        return "link"
+    return "other"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    if "No such file" in text or "ENOENT" in text:
+        return "not found"
+    if "Too many levels of symbolic links" in text:
+        return "too many levels of symbolic links"
+    if isinstance(exc, UnicodeError):
+        return "name is not UTF-8"
+    return text.splitlines()[0][:200] if text else "unreadable"
+
+
+class ApplianceFS:
+    """``GuestFS`` over the guest mounted in a launched appliance (API calls only)."""
+
+    def __init__(self, handle: Any, scratch_dir: str) -> None:
+        self.handle = handle
+        self.scratch_dir = scratch_dir
+
+    def _stat(self, path: str, follow: bool) -> GuestStat | None:
+        try:
+            st = (self.handle.statns if follow else self.handle.lstatns)(path)
+        except (RuntimeError, UnicodeError):
+            return None
+        return GuestStat(kind=_kind(st["st_mode"]), size=st["st_size"],  # type: ignore[arg-type]
+                         mtime=float(st["st_mtime_sec"]), mode=st["st_mode"])
+
+    def stat(self, path: str) -> GuestStat | None:
+        return self._stat(path, follow=True)
+
+    def lstat(self, path: str) -> GuestStat | None:
+        return self._stat(path, follow=False)
+
+    def read(self, path: str, cap: int = DEFAULT_CAP) -> bytes:
+        try:
+            st = self.handle.statns(path)
+        except (RuntimeError, UnicodeError) as exc:
+            raise GuestFileError(path, _reason(exc)) from None
+        if not stat.S_ISREG(st["st_mode"]):
+            raise GuestFileError(path, "not a regular file")
+        size = int(st["st_size"])
+        if size > cap:
+            raise GuestFileError(path, f"{size} bytes, over the {cap}-byte cap")
+        chunks: list[bytes] = []
+        offset = 0
+        try:
+            while offset < size:
+                chunk = self.handle.pread(path, min(PREAD_CHUNK, size - offset), offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset += len(chunk)
+        except (RuntimeError, UnicodeError) as exc:
+            raise GuestFileError(path, _reason(exc)) from None
+        return b"".join(chunks)
+
+    def listdir(self, path: str) -> list[str]:
+        # ls0 writes NUL-separated names to a host file: names that are not UTF-8 survive.
+        fd, listing = tempfile.mkstemp(dir=self.scratch_dir)
+        os.close(fd)
+        try:
+            self.handle.ls0(path, listing)
+            with open(listing, "rb") as handle:
+                raw = handle.read(64 * 1024 * 1024)
+        except (RuntimeError, UnicodeError) as exc:
+            raise GuestFileError(path, _reason(exc)) from None
+        finally:
+            os.unlink(listing)
+        return [os.fsdecode(name) for name in raw.split(b"\0") if name not in (b"", b".", b"..")]
+
+    def readlink(self, path: str) -> str:
+        try:
+            return str(self.handle.readlink(path))
+        except (RuntimeError, UnicodeError) as exc:
+            raise GuestFileError(path, _reason(exc)) from None

@@ -1,0 +1,130 @@
+"""Running audits in child processes: N at once, each bounded by a wall-clock timeout.
+
+A child runs in its own session; on timeout the whole process group (the worker and the
+qemu it started) is killed, so nothing is left behind. The first child that had to fall back
+from KVM to software emulation makes every later launch start in software emulation, and the
+``on_notice`` callback is told once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from vmaudit.errors import ErrorKind
+from vmaudit.guest.appliance import LaunchOptions
+from vmaudit.models import ImageError, ImageRef, to_jsonable
+from vmaudit.worker import RESULT_PREFIX
+
+STDERR_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class RawOutcome:
+    """A child's answer: facts as a ``vmaudit.facts/v1`` dict, or an error."""
+
+    image: ImageRef
+    facts: dict[str, Any] | None
+    error: ImageError | None
+
+
+class Runner:
+    def __init__(
+        self,
+        jobs: int,
+        timeout: float,
+        options: LaunchOptions | None = None,
+        on_notice: Callable[[str], None] | None = None,
+    ) -> None:
+        self.jobs = max(1, jobs)
+        self.timeout = timeout
+        self.options = options or LaunchOptions()
+        self.on_notice = on_notice or (lambda message: None)
+        self._lock = threading.Lock()
+        self._force_tcg = self.options.force_tcg or os.environ.get(
+            "VMAUDIT_FORCE_TCG", ""
+        ) not in ("", "0")
+
+    def _launch_options(self) -> dict[str, Any]:
+        with self._lock:
+            force_tcg = self._force_tcg
+        return {"force_tcg": force_tcg, "memsize_mb": self.options.memsize_mb,
+                "smp": self.options.smp}
+
+    def _note_fallback(self) -> None:
+        with self._lock:
+            first = not self._force_tcg
+            self._force_tcg = True
+        if first:
+            self.on_notice("KVM launch failed; retrying in software emulation (force_tcg) "
+                           "for the rest of this run")
+
+    def run_one(self, image: ImageRef, now: datetime) -> RawOutcome:
+        request = {"image": to_jsonable(image), "options": self._launch_options(),
+                   "now": now.isoformat()}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vmaudit.worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        try:
+            out, err = proc.communicate(json.dumps(request).encode(), timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            return RawOutcome(image, None, ImageError(
+                str(ErrorKind.TIMEOUT), f"no result within {self.timeout:g} s; appliance killed"))
+        finally:
+            _kill_group(proc)  # whatever the worker left running (it should be nothing)
+        answer = _parse(out)
+        if answer is None:
+            tail = err.decode("utf-8", errors="replace").strip()[-STDERR_TAIL:]
+            return RawOutcome(image, None, ImageError(
+                str(ErrorKind.APPLIANCE_FAILED),
+                f"audit process ended with code {proc.returncode}: {tail or 'no output'}"))
+        if answer.get("tcg_fallback"):
+            self._note_fallback()
+        if "error" in answer:
+            error = answer["error"]
+            return RawOutcome(image, None, ImageError(str(error["kind"]), str(error["message"])))
+        return RawOutcome(image, answer["facts"], None)
+
+    def run(self, images: Sequence[ImageRef], now: datetime) -> Iterator[RawOutcome]:
+        """Outcomes as they finish (not in input order)."""
+        if not images:
+            return
+        # Probe the launch mode on the first image alone when KVM is still untested, so
+        # that a host without KVM pays the failed KVM launch once, not once per job.
+        remaining = list(images)
+        if not self._force_tcg and self.jobs > 1:
+            yield self.run_one(remaining.pop(0), now)
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            futures = [pool.submit(self.run_one, image, now) for image in remaining]
+            for future in as_completed(futures):
+                yield future.result()
+
+
+def _parse(out: bytes) -> dict[str, Any] | None:
+    for line in reversed(out.decode("utf-8", errors="replace").splitlines()):
+        if line.startswith(RESULT_PREFIX):
+            try:
+                value = json.loads(line[len(RESULT_PREFIX):])
+            except json.JSONDecodeError:
+                return None
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
