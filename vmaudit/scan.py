@@ -1,0 +1,193 @@
+"""The scan pipeline: discover -> (cache | audit) -> evaluate -> score -> ``ScanReport``.
+
+Only plain data goes in and out; the CLI draws progress from the ``ScanObserver`` events and
+renders the report. One image failing is one error row; the scan always goes on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from vmaudit.baseline.factsio import facts_from_dict
+from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
+from vmaudit.baseline.loader import load_baseline
+from vmaudit.baseline.model import Baseline
+from vmaudit.baseline.rules import evaluate
+from vmaudit.discover import discover
+from vmaudit.errors import ErrorKind
+from vmaudit.gate import exit_code
+from vmaudit.guest.appliance import LaunchOptions
+from vmaudit.models import (
+    Business,
+    Facts,
+    ImageError,
+    ImageRef,
+    ImageResult,
+    ScanReport,
+    Skipped,
+)
+from vmaudit.risk import score
+from vmaudit.runner import RawOutcome, Runner
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def iso_z(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ScanObserver(Protocol):
+    def discovered(self, total: int) -> None: ...
+
+    def finished(self, result: ImageResult) -> None: ...
+
+    def notice(self, message: str) -> None: ...
+
+
+class SilentObserver:
+    def discovered(self, total: int) -> None:
+        pass
+
+    def finished(self, result: ImageResult) -> None:
+        pass
+
+    def notice(self, message: str) -> None:
+        pass
+
+
+class FactsCache(Protocol):
+    """What the scan needs of the state database (vmaudit.state)."""
+
+    def cached_facts(self, image: ImageRef) -> Facts | None: ...
+
+    def begin(self, baselines: Sequence[str], started_at: datetime) -> None: ...
+
+    def record(self, result: ImageResult) -> None: ...
+
+    def finish(self, report: ScanReport, roots: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    paths: tuple[str, ...]
+    baselines: tuple[str, ...] = ("default",)
+    inventory: str | None = None
+    fail_on: str = "high"
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    timeout: float = 600.0
+    excludes: tuple[str, ...] = ()
+    no_cache: bool = False
+    launch: LaunchOptions = LaunchOptions()
+
+
+@dataclass(frozen=True)
+class Judge:
+    """Baselines and inventory, loaded once: turn facts into a judged ``ImageResult``."""
+
+    baselines: tuple[Baseline, ...]
+    inventory: Inventory | None
+    roots: tuple[str, ...]
+    now: datetime
+
+    def business(self, image: ImageRef) -> Business:
+        if self.inventory is None:
+            return UNMAPPED
+        root = _root_of(image.path, self.roots)
+        return self.inventory.business_for(image.path, image.vm, root)
+
+    def judge(self, image: ImageRef, facts: Facts, from_cache: bool) -> ImageResult:
+        evaluation = evaluate(facts, self.baselines, self.now)
+        business = self.business(image)
+        risk = score(evaluation.findings, facts.dormancy.days_idle, business.criticality)
+        return ImageResult(image=image, facts=facts, error=None, findings=evaluation.findings,
+                           risk=risk, business=business, from_cache=from_cache,
+                           rules_evaluated=evaluation.rules_evaluated)
+
+    def failed(self, image: ImageRef, error: ImageError) -> ImageResult:
+        return ImageResult(image=image, facts=None, error=error, business=self.business(image))
+
+
+def _root_of(path: str, roots: Sequence[str]) -> str:
+    best = ""
+    for root in roots:
+        if (path == root or path.startswith(root.rstrip("/") + "/")) and len(root) > len(best):
+            best = root
+    return best or os.path.dirname(path)
+
+
+def load_judge(options: ScanOptions, now: datetime) -> Judge:
+    """Baselines and inventory; raises ``ConfigError`` (exit 2) before anything is scanned."""
+    baselines = tuple(load_baseline(ref) for ref in options.baselines)
+    inventory = load_inventory(options.inventory) if options.inventory else None
+    roots = tuple(os.path.abspath(p) for p in options.paths)
+    return Judge(baselines, inventory, roots, now)
+
+
+def skipped_ref(skipped: Skipped) -> ImageRef:
+    return ImageRef(path=skipped.path, format="unknown", disks=())
+
+
+def run_scan(
+    options: ScanOptions,
+    observer: ScanObserver | None = None,
+    cache: FactsCache | None = None,
+    judge: Judge | None = None,
+) -> ScanReport:
+    """Scan ``options.paths`` and return the judged report (exit code included)."""
+    observer = observer or SilentObserver()
+    started = utc_now()
+    judge = judge or load_judge(options, started)
+    found = discover(options.paths, options.excludes)
+    observer.discovered(len(found.images) + len(found.skipped))
+    if cache is not None:
+        cache.begin(options.baselines, started)
+    results: list[ImageResult] = []
+
+    def done(result: ImageResult) -> None:
+        results.append(result)
+        if cache is not None:
+            cache.record(result)
+        observer.finished(result)
+
+    for skipped in found.skipped:
+        done(judge.failed(skipped_ref(skipped), ImageError(str(skipped.kind), skipped.message)))
+    to_audit: list[ImageRef] = []
+    for image in found.images:
+        facts = None if (cache is None or options.no_cache) else cache.cached_facts(image)
+        if facts is not None:
+            done(judge.judge(image, facts, from_cache=True))
+        else:
+            to_audit.append(image)
+    runner = Runner(options.jobs, options.timeout, options.launch, on_notice=observer.notice)
+    for outcome in runner.run(to_audit, started):
+        done(_judged(judge, outcome))
+    results.sort(key=lambda r: r.image.path)
+    report = ScanReport(
+        started_at=iso_z(started),
+        finished_at=iso_z(utc_now()),
+        baselines=tuple(options.baselines),
+        fail_on=options.fail_on,
+        results=tuple(results),
+        exit_code=exit_code(results, options.fail_on),
+    )
+    if cache is not None:
+        cache.finish(report, judge.roots)
+    return report
+
+
+def _judged(judge: Judge, outcome: RawOutcome) -> ImageResult:
+    if outcome.error is not None or outcome.facts is None:
+        error = outcome.error or ImageError(str(ErrorKind.INTERNAL), "no facts")
+        return judge.failed(outcome.image, error)
+    try:
+        facts = facts_from_dict(outcome.facts)
+    except (ValueError, KeyError, TypeError) as exc:
+        return judge.failed(outcome.image, ImageError(str(ErrorKind.INTERNAL),
+                                                      f"facts unreadable: {exc}"))
+    return judge.judge(outcome.image, facts, from_cache=False)
