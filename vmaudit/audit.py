@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -99,19 +98,16 @@ class AuditOutcome:
     tcg_fallback: bool
 
 
-def audit_image(ref: ImageRef, options: LaunchOptions, now: datetime | None = None) -> AuditOutcome:
-    """Open ``ref`` read-only in an appliance and read its facts."""
-    now = now or datetime.now(UTC)
+def audit_image(ref: ImageRef, options: LaunchOptions, now: datetime, workdir: str) -> AuditOutcome:
+    """Open ``ref`` read-only in an appliance (overlays in ``workdir``) and read its facts."""
     try:
         info = image_info(ref)
     except PermissionError as exc:
         raise VmauditError(ErrorKind.PERMISSION_DENIED, str(exc)) from None
     except OSError as exc:
         raise VmauditError(ErrorKind.CORRUPT_IMAGE, str(exc)) from None
-    with opened(ref, options) as appliance, tempfile.TemporaryDirectory(
-        prefix="vmaudit-ls-"
-    ) as scratch:
+    with opened(ref, options, workdir) as appliance:
         guest = mount_guest(appliance.handle)
-        fs = ApplianceFS(appliance.handle, scratch)
+        fs = ApplianceFS(appliance.handle, workdir)
         facts = collect_facts(fs, info, now, list(guest.warnings), guest.inspected)
         return AuditOutcome(facts, appliance.tcg_fallback)

@@ -1,5 +1,261 @@
-"""Command-line interface (placeholder until the pipeline lands)."""
+"""Click commands only: parse options, call the pipeline, render, pick the exit code.
+
+Exit codes are data (spec/cli.md): 0 clean, 1 findings at or above ``--fail-on``, 2 usage or
+configuration error (nothing scanned), 3 some image could not be audited.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vmaudit import __version__
+from vmaudit.errors import ConfigError, VmauditError
+from vmaudit.gate import EXIT_CONFIG
+from vmaudit.guest.appliance import LaunchOptions
+from vmaudit.models import ImageResult
+
+FAIL_ON = ("critical", "high", "medium", "low", "never")
+FORMATS = ("table", "csv", "json", "junit", "html")
 
 
+def _stderr(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        click.echo(f"vmaudit: {message}", err=True)
+
+
+def use_color(stream: Any) -> bool:
+    return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder and a rename."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def emit(text: str, output: str | None) -> None:
+    if output:
+        write_atomically(output, text)
+    else:
+        click.echo(text, nl=not text.endswith("\n"))
+
+
+@contextmanager
+def config_errors() -> Iterator[None]:
+    """A configuration error is a message on stderr and exit code 2."""
+    try:
+        yield
+    except ConfigError as exc:
+        click.echo(f"vmaudit: {exc.message}", err=True)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+class Progress:
+    """Scan observer: a rich progress bar on stderr when it is a terminal, else quiet lines."""
+
+    def __init__(self, quiet: bool, verbose: bool) -> None:
+        self.quiet = quiet
+        self.verbose = verbose
+        self.bar: Any = None
+        self.task: Any = None
+        if not quiet and sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+            console = Console(stderr=True, no_color="NO_COLOR" in os.environ)
+            self.bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.description}"), console=console,
+                                transient=True)
+
+    def discovered(self, total: int) -> None:
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("", total=total)
+        elif self.verbose:
+            _stderr(f"{total} image(s) found")
+
+    def finished(self, result: ImageResult) -> None:
+        from vmaudit.report.common import terminal_safe
+
+        name = terminal_safe(os.path.basename(result.image.path))
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, description=name)
+        elif self.verbose:
+            status = result.error.kind if result.error else f"risk {result.risk.score}"
+            _stderr(f"{name}: {status}")
+
+    def notice(self, message: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(f"vmaudit: {message}")
+        else:
+            _stderr(message, self.quiet)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vmaudit")
 def main() -> None:
-    raise SystemExit("vmaudit: not built yet")
+    """Audit dormant virtual-machine disk images read-only through libguestfs."""
+
+
+def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--state", "state_path", type=click.Path(dir_okay=False),
+                        help="SQLite state database [default: $XDG_STATE_HOME/vmaudit/state.db]")(
+        func)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE",
+              help="Baseline to apply; repeatable, applied together  [default: default]")
+@click.option("-i", "--inventory", type=click.Path(dir_okay=False),
+              help="YAML mapping of images to business applications")
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the report there (atomically) instead of stdout")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="high", show_default=True)
+@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
+              help="Images audited in parallel  [default: number of CPUs]")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Wall-clock seconds for one image")
+@_state_options
+@click.option("--no-cache", is_flag=True, help="Open every image even when unchanged")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Paths to skip")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Images whose disks share one appliance (1 = one appliance per image)")
+@click.option("-q", "--quiet", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True)
+def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | None, fmt: str,
+         output: str | None, fail_on: str, jobs: int | None, timeout: float,
+         state_path: str | None, no_cache: bool, excludes: tuple[str, ...], batch: int | None,
+         quiet: bool, verbose: bool) -> None:
+    """Discover images under each PATH, audit each, print the report."""
+    from vmaudit.report import Format, render
+    from vmaudit.scan import ScanOptions, load_judge, run_scan, utc_now
+    from vmaudit.statecache import open_cache
+
+    options = ScanOptions(
+        paths=paths, baselines=baselines or ("default",), inventory=inventory,
+        fail_on=fail_on, jobs=jobs or (os.cpu_count() or 1), timeout=timeout,
+        excludes=excludes, no_cache=no_cache, launch=LaunchOptions(),
+    )
+    with config_errors():
+        judge = load_judge(options, utc_now())
+        cache = open_cache(state_path)
+    progress = Progress(quiet, verbose)
+    try:
+        report = run_scan(options, progress, cache=cache, judge=judge)
+    finally:
+        progress.close()
+        cache.close()
+    color = fmt == "table" and output is None and use_color(sys.stdout)
+    emit(render(report, Format(fmt), color=color), output)
+    raise SystemExit(report.exit_code)
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@click.option("-f", "--format", "fmt", type=click.Choice(["json", "table"]), default="json",
+              show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+def inspect(image: str, fmt: str, timeout: float) -> None:
+    """Print the facts read from one image (vmaudit.facts/v1), no baseline."""
+    from vmaudit.discover import discover
+    from vmaudit.report.facts_view import render_facts
+    from vmaudit.runner import Runner
+
+    found = discover([image])
+    if not found.images:
+        for skipped in found.skipped:
+            _stderr(f"{skipped.path}: {skipped.kind}: {skipped.message}")
+        if not found.skipped:
+            _stderr(f"{image}: no disk image found")
+        raise SystemExit(3)
+    runner = Runner(jobs=1, timeout=timeout, on_notice=_stderr)
+    exit_status = 0
+    for ref in found.images:
+        outcome = runner.run_one(ref, datetime.now(UTC))
+        if outcome.error is not None or outcome.facts is None:
+            kind = outcome.error.kind if outcome.error else "internal-error"
+            message = outcome.error.message if outcome.error else "no facts"
+            _stderr(f"{ref.path}: {kind}: {message}")
+            exit_status = 3
+            continue
+        if fmt == "json":
+            click.echo(json.dumps(outcome.facts, indent=2, ensure_ascii=False))
+        else:
+            click.echo(render_facts(outcome.facts, color=use_color(sys.stdout)))
+    raise SystemExit(exit_status)
+
+
+@main.group()
+def baselines() -> None:
+    """List, show, validate and capture baselines."""
+
+
+@baselines.command("list")
+def baselines_list() -> None:
+    """The built-in baselines, one line each."""
+    from vmaudit.baseline.loader import builtin_baselines
+
+    for name, description in builtin_baselines():
+        click.echo(f"{name:<16} {description}")
+
+
+@baselines.command("show")
+@click.argument("ref", metavar="NAME|FILE")
+def baselines_show(ref: str) -> None:
+    """The fully resolved baseline (after extends) as YAML."""
+    from vmaudit.baseline.loader import dump_resolved, load_baseline
+
+    with config_errors():
+        click.echo(dump_resolved(load_baseline(ref)), nl=False)
+
+
+@baselines.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+def baselines_validate(files: tuple[str, ...]) -> None:
+    """Check baseline files; every problem with file, line and key; exit 2 on any."""
+    from vmaudit.baseline.loader import validate_files
+
+    problems = validate_files(files)
+    for problem in problems:
+        click.echo(str(problem), err=True)
+    if problems:
+        raise SystemExit(EXIT_CONFIG)
+    click.echo(f"{len(files)} baseline file(s) valid")
+
+
+def run() -> None:
+    """Entry point that turns unexpected ``VmauditError`` into a message, not a traceback."""
+    try:
+        main(standalone_mode=True)
+    except VmauditError as exc:
+        _stderr(str(exc))
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+if __name__ == "__main__":
+    run()

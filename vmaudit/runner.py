@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -70,12 +72,24 @@ class Runner:
                            "for the rest of this run")
 
     def run_one(self, image: ImageRef, now: datetime) -> RawOutcome:
+        # The worker's private folder holds our overlays and libguestfs's own temporary
+        # files (TMPDIR), so that it is removed whole even when the worker is killed.
+        workdir = tempfile.mkdtemp(prefix="vmaudit-")
+        try:
+            return self._run_in(workdir, image, now)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _run_in(self, workdir: str, image: ImageRef, now: datetime) -> RawOutcome:
         request = {"image": to_jsonable(image), "options": self._launch_options(),
-                   "now": now.isoformat()}
+                   "now": now.isoformat(), "workdir": workdir}
+        env = {**os.environ, "TMPDIR": workdir,
+               "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR")
+               or os.environ.get("TMPDIR") or "/var/tmp"}
         proc = subprocess.Popen(
             [sys.executable, "-m", "vmaudit.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )
         try:
             out, err = proc.communicate(json.dumps(request).encode(), timeout=self.timeout)

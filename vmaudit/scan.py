@@ -83,7 +83,7 @@ class ScanOptions:
     timeout: float = 600.0
     excludes: tuple[str, ...] = ()
     no_cache: bool = False
-    launch: LaunchOptions = LaunchOptions()
+    launch: LaunchOptions = field(default_factory=LaunchOptions)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     options = LaunchOptions(**request.get("options", {}))
     now = datetime.fromisoformat(request["now"])
     try:
-        outcome = audit_image(ref, options, now)
+        outcome = audit_image(ref, options, now, request["workdir"])
     except VmauditError as exc:
         return {"error": {"kind": str(exc.kind), "message": exc.message}}
     except PermissionError as exc:

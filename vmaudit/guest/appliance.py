@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -179,11 +178,10 @@ def launch(overlays: Sequence[str], options: LaunchOptions) -> Appliance:
 
 
 @contextmanager
-def opened(image: ImageRef, options: LaunchOptions) -> Iterator[Appliance]:
-    """The image's disks validated, overlaid in a private temp dir, attached and launched."""
+def opened(image: ImageRef, options: LaunchOptions, workdir: str) -> Iterator[Appliance]:
+    """The image's disks validated, overlaid in ``workdir`` (private, 0700), launched."""
     for disk in image.disks:
         validate_disk(disk)
-    workdir = tempfile.mkdtemp(prefix="vmaudit-")  # mode 0700
     appliance: Appliance | None = None
     try:
         overlays = [make_overlay(disk, workdir, i) for i, disk in enumerate(image.disks)]
@@ -192,7 +190,6 @@ def opened(image: ImageRef, options: LaunchOptions) -> Iterator[Appliance]:
     finally:
         if appliance is not None:
             appliance.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass(frozen=True)
