@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,14 @@ from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
 from vmaudit.collect.windows import collect_windows, detect_windows
 from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.guest.appliance import ApplianceFS, LaunchOptions, mount_guest, opened
+from vmaudit.guest.appliance import (
+    ApplianceFS,
+    LaunchOptions,
+    attach_all,
+    inspect_roots,
+    launch,
+    mount_root,
+)
 from vmaudit.guest.base import GuestFS
 from vmaudit.models import Facts, ImageInfo, ImageRef, OsInfo
 
@@ -93,21 +101,59 @@ def collect_facts(
 
 
 @dataclass(frozen=True)
-class AuditOutcome:
-    facts: Facts
+class BatchOutcome:
+    """Per image (in request order): facts, or the error that stopped it."""
+
+    results: tuple[Facts | VmauditError, ...]
     tcg_fallback: bool
+    clashing: tuple[int, ...] = ()  # images to re-run alone (shared VG or root with another)
 
 
-def audit_image(ref: ImageRef, options: LaunchOptions, now: datetime, workdir: str) -> AuditOutcome:
-    """Open ``ref`` read-only in an appliance (overlays in ``workdir``) and read its facts."""
-    try:
-        info = image_info(ref)
-    except PermissionError as exc:
-        raise VmauditError(ErrorKind.PERMISSION_DENIED, str(exc)) from None
-    except OSError as exc:
-        raise VmauditError(ErrorKind.CORRUPT_IMAGE, str(exc)) from None
-    with opened(ref, options, workdir) as appliance:
-        guest = mount_guest(appliance.handle)
-        fs = ApplianceFS(appliance.handle, workdir)
-        facts = collect_facts(fs, info, now, list(guest.warnings), guest.inspected)
-        return AuditOutcome(facts, appliance.tcg_fallback)
+def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
+                workdir: str) -> BatchOutcome:
+    """Open every image of ``refs`` in one appliance and read each one's facts separately.
+
+    An image that is refused before the launch, or whose root cannot be told apart from
+    another image's (clones sharing LVM names), does not stop the others.
+    """
+    results: dict[int, Facts | VmauditError] = {}
+    infos: dict[int, ImageInfo] = {}
+    for index, ref in enumerate(refs):
+        try:
+            infos[index] = image_info(ref)
+        except PermissionError as exc:
+            results[index] = VmauditError(ErrorKind.PERMISSION_DENIED, str(exc))
+        except OSError as exc:
+            results[index] = VmauditError(ErrorKind.CORRUPT_IMAGE, str(exc))
+    candidates = [refs[i] for i in sorted(infos)]
+    overlays, attached, refused = attach_all(candidates, workdir)
+    position = sorted(infos)  # candidate index -> request index
+    for candidate, error in refused.items():
+        results[position[candidate]] = error
+    clashing: list[int] = []
+    tcg_fallback = False
+    if overlays:
+        appliance = launch(overlays, options)
+        tcg_fallback = appliance.tcg_fallback
+        try:
+            split = inspect_roots(appliance.handle, attached)
+            for candidate in sorted(set(attached.drives.values())):
+                index = position[candidate]
+                if candidate in split.clashing and len(refs) > 1:
+                    clashing.append(index)
+                    continue
+                try:
+                    guest = mount_root(appliance.handle, split.roots.get(candidate, []),
+                                       candidate in split.encrypted)
+                    fs = ApplianceFS(appliance.handle, workdir)
+                    results[index] = collect_facts(fs, infos[index], now, list(guest.warnings),
+                                                   guest.inspected)
+                except VmauditError as exc:
+                    results[index] = exc
+        finally:
+            appliance.close()
+    for index in clashing:
+        results[index] = VmauditError(ErrorKind.APPLIANCE_FAILED,
+                                      "shares a volume group or root with another image")
+    return BatchOutcome(tuple(results[i] for i in range(len(refs))), tcg_fallback,
+                        tuple(clashing))

@@ -159,7 +159,7 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
     options = ScanOptions(
         paths=paths, baselines=baselines or ("default",), inventory=inventory,
         fail_on=fail_on, jobs=jobs or (os.cpu_count() or 1), timeout=timeout,
-        excludes=excludes, no_cache=no_cache, launch=LaunchOptions(),
+        excludes=excludes, no_cache=no_cache, batch=batch, launch=LaunchOptions(),
     )
     with config_errors():
         judge = load_judge(options, utc_now())

@@ -47,8 +47,10 @@ class Runner:
         timeout: float,
         options: LaunchOptions | None = None,
         on_notice: Callable[[str], None] | None = None,
+        batch: int = 1,
     ) -> None:
         self.jobs = max(1, jobs)
+        self.batch = max(1, batch)
         self.timeout = timeout
         self.options = options or LaunchOptions()
         self.on_notice = on_notice or (lambda message: None)
@@ -72,17 +74,35 @@ class Runner:
                            "for the rest of this run")
 
     def run_one(self, image: ImageRef, now: datetime) -> RawOutcome:
+        return self.run_batch([image], now)[0]
+
+    def run_batch(self, images: Sequence[ImageRef], now: datetime) -> list[RawOutcome]:
+        """Audit ``images`` in one appliance; a batch that fails as a whole is re-run singly."""
         # The worker's private folder holds our overlays and libguestfs's own temporary
         # files (TMPDIR), so that it is removed whole even when the worker is killed.
         workdir = tempfile.mkdtemp(prefix="vmaudit-")
         try:
-            return self._run_in(workdir, image, now)
+            answer, failure = self._run_in(workdir, images, now)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        if failure is not None:
+            if len(images) > 1:
+                return [self.run_one(image, now) for image in images]
+            return [RawOutcome(images[0], None, failure)]
+        assert answer is not None
+        if answer.get("tcg_fallback"):
+            self._note_fallback()
+        outcomes = [_outcome(image, entry) for image, entry in
+                    zip(images, answer.get("results", []), strict=True)]
+        for index in answer.get("clashing", []):
+            outcomes[index] = self.run_one(images[index], now)
+        return outcomes
 
-    def _run_in(self, workdir: str, image: ImageRef, now: datetime) -> RawOutcome:
-        request = {"image": to_jsonable(image), "options": self._launch_options(),
-                   "now": now.isoformat(), "workdir": workdir}
+    def _run_in(self, workdir: str, images: Sequence[ImageRef], now: datetime,
+                ) -> tuple[dict[str, Any] | None, ImageError | None]:
+        request = {"images": [to_jsonable(image) for image in images],
+                   "options": self._launch_options(), "now": now.isoformat(),
+                   "workdir": workdir}
         env = {**os.environ, "TMPDIR": workdir,
                "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR")
                or os.environ.get("TMPDIR") or "/var/tmp"}
@@ -91,40 +111,46 @@ class Runner:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, env=env,
         )
+        limit = self.timeout * len(images)
         try:
-            out, err = proc.communicate(json.dumps(request).encode(), timeout=self.timeout)
+            out, err = proc.communicate(json.dumps(request).encode(), timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return RawOutcome(image, None, ImageError(
-                str(ErrorKind.TIMEOUT), f"no result within {self.timeout:g} s; appliance killed"))
+            return None, ImageError(str(ErrorKind.TIMEOUT),
+                                    f"no result within {limit:g} s; appliance killed")
         finally:
             _kill_group(proc)  # whatever the worker left running (it should be nothing)
         answer = _parse(out)
-        if answer is None:
+        if answer is None or len(answer.get("results", images)) != len(images):
             tail = err.decode("utf-8", errors="replace").strip()[-STDERR_TAIL:]
-            return RawOutcome(image, None, ImageError(
+            return None, ImageError(
                 str(ErrorKind.APPLIANCE_FAILED),
-                f"audit process ended with code {proc.returncode}: {tail or 'no output'}"))
-        if answer.get("tcg_fallback"):
-            self._note_fallback()
-        if "error" in answer:
-            error = answer["error"]
-            return RawOutcome(image, None, ImageError(str(error["kind"]), str(error["message"])))
-        return RawOutcome(image, answer["facts"], None)
+                f"audit process ended with code {proc.returncode}: {tail or 'no output'}")
+        if "batch_error" in answer:
+            error = answer["batch_error"]
+            return None, ImageError(str(error["kind"]), str(error["message"]))
+        return answer, None
 
     def run(self, images: Sequence[ImageRef], now: datetime) -> Iterator[RawOutcome]:
-        """Outcomes as they finish (not in input order)."""
-        if not images:
+        """Outcomes as batches finish (not in input order)."""
+        batches = [list(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
+        if not batches:
             return
-        # Probe the launch mode on the first image alone when KVM is still untested, so
-        # that a host without KVM pays the failed KVM launch once, not once per job.
-        remaining = list(images)
+        # Probe the launch mode on the first batch alone while KVM is untested, so that a
+        # host without KVM pays the failed KVM launch once, not once per job.
         if not self._force_tcg and self.jobs > 1:
-            yield self.run_one(remaining.pop(0), now)
+            yield from self.run_batch(batches.pop(0), now)
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self.run_one, image, now) for image in remaining]
+            futures = [pool.submit(self.run_batch, batch, now) for batch in batches]
             for future in as_completed(futures):
-                yield future.result()
+                yield from future.result()
+
+
+def _outcome(image: ImageRef, entry: dict[str, Any]) -> RawOutcome:
+    if "error" in entry:
+        error = entry["error"]
+        return RawOutcome(image, None, ImageError(str(error["kind"]), str(error["message"])))
+    return RawOutcome(image, entry["facts"], None)
 
 
 def _parse(out: bytes) -> dict[str, Any] | None:

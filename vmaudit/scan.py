@@ -33,6 +33,15 @@ from vmaudit.models import (
 from vmaudit.risk import score
 from vmaudit.runner import RawOutcome, Runner
 
+DEFAULT_BATCH = 8
+
+
+def batch_size(requested: int | None, images: int, jobs: int) -> int:
+    """Images per appliance: as asked, or up to ``DEFAULT_BATCH`` spread over the jobs."""
+    if requested is not None:
+        return max(1, requested)
+    return max(1, min(DEFAULT_BATCH, -(-images // max(1, jobs))))
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
@@ -83,6 +92,7 @@ class ScanOptions:
     timeout: float = 600.0
     excludes: tuple[str, ...] = ()
     no_cache: bool = False
+    batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
     launch: LaunchOptions = field(default_factory=LaunchOptions)
 
 
@@ -164,7 +174,8 @@ def run_scan(
             done(judge.judge(image, facts, from_cache=True))
         else:
             to_audit.append(image)
-    runner = Runner(options.jobs, options.timeout, options.launch, on_notice=observer.notice)
+    runner = Runner(options.jobs, options.timeout, options.launch, on_notice=observer.notice,
+                    batch=batch_size(options.batch, len(to_audit), options.jobs))
     for outcome in runner.run(to_audit, started):
         done(_judged(judge, outcome))
     results.sort(key=lambda r: r.image.path)

@@ -20,21 +20,29 @@ from vmaudit.models import image_ref_from_dict
 RESULT_PREFIX = "VMAUDIT-RESULT "
 
 
-def handle(request: dict[str, Any]) -> dict[str, Any]:
-    from vmaudit.audit import audit_image
+def _error(kind: str, message: str) -> dict[str, Any]:
+    return {"error": {"kind": kind, "message": message}}
 
-    ref = image_ref_from_dict(request["image"])
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    """Audit the request's images in one appliance; one answer entry per image."""
+    from vmaudit.audit import audit_batch
+
+    refs = [image_ref_from_dict(image) for image in request["images"]]
     options = LaunchOptions(**request.get("options", {}))
     now = datetime.fromisoformat(request["now"])
     try:
-        outcome = audit_image(ref, options, now, request["workdir"])
-    except VmauditError as exc:
-        return {"error": {"kind": str(exc.kind), "message": exc.message}}
-    except PermissionError as exc:
-        return {"error": {"kind": str(ErrorKind.PERMISSION_DENIED), "message": str(exc)}}
-    except Exception as exc:  # a bug must cost one image, not the scan
-        return {"error": {"kind": str(ErrorKind.INTERNAL), "message": repr(exc)[:500]}}
-    return {"facts": outcome.facts.to_dict(), "tcg_fallback": outcome.tcg_fallback}
+        outcome = audit_batch(refs, options, now, request["workdir"])
+    except VmauditError as exc:  # the appliance itself failed: every image shares it
+        return {"batch_error": {"kind": str(exc.kind), "message": exc.message}}
+    except Exception as exc:  # a bug must cost this batch, not the scan
+        return {"batch_error": {"kind": str(ErrorKind.INTERNAL), "message": repr(exc)[:500]}}
+    results = [
+        _error(str(r.kind), r.message) if isinstance(r, VmauditError) else {"facts": r.to_dict()}
+        for r in outcome.results
+    ]
+    return {"results": results, "tcg_fallback": outcome.tcg_fallback,
+            "clashing": list(outcome.clashing)}
 
 
 def main() -> None:

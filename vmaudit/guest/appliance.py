@@ -16,8 +16,8 @@ import resource
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -177,19 +177,124 @@ def launch(overlays: Sequence[str], options: LaunchOptions) -> Appliance:
     raise VmauditError(ErrorKind.APPLIANCE_FAILED, last_error)
 
 
-@contextmanager
-def opened(image: ImageRef, options: LaunchOptions, workdir: str) -> Iterator[Appliance]:
-    """The image's disks validated, overlaid in ``workdir`` (private, 0700), launched."""
-    for disk in image.disks:
-        validate_disk(disk)
-    appliance: Appliance | None = None
+@dataclass(frozen=True)
+class Attached:
+    """Which drives (by add order) of a launched appliance belong to which image."""
+
+    drives: dict[int, int]  # drive index -> image index
+
+
+def attach_all(images: Sequence[ImageRef], workdir: str,
+               ) -> tuple[list[str], Attached, dict[int, VmauditError]]:
+    """Validate and overlay every image's disks; an unsafe image is left out with its error."""
+    overlays: list[str] = []
+    drives: dict[int, int] = {}
+    refused: dict[int, VmauditError] = {}
+    for image_index, image in enumerate(images):
+        try:
+            for disk in image.disks:
+                validate_disk(disk)
+            mine = [make_overlay(disk, workdir, len(overlays) + k)
+                    for k, disk in enumerate(image.disks)]
+        except VmauditError as exc:
+            refused[image_index] = exc
+            continue
+        except PermissionError as exc:
+            refused[image_index] = VmauditError(ErrorKind.PERMISSION_DENIED, str(exc))
+            continue
+        except OSError as exc:
+            refused[image_index] = VmauditError(ErrorKind.CORRUPT_IMAGE, str(exc))
+            continue
+        for overlay in mine:
+            drives[len(overlays)] = image_index
+            overlays.append(overlay)
+    return overlays, Attached(drives), refused
+
+
+def _device_drives(handle: Any, device: str, vg_drives: dict[str, set[int]]) -> set[int]:
+    """Drive indices a guest device lives on (partitions, whole disks, LVM volumes)."""
+    if device.startswith("btrfsvol:"):
+        device = device[len("btrfsvol:"):].rsplit("/", 1)[0]
     try:
-        overlays = [make_overlay(disk, workdir, i) for i, disk in enumerate(image.disks)]
-        appliance = launch(overlays, options)
-        yield appliance
-    finally:
-        if appliance is not None:
-            appliance.close()
+        if handle.is_lv(device):
+            vg = handle.lvm_canonical_lv_name(device).split("/")[2]
+            return set(vg_drives.get(vg, set()))
+    except (RuntimeError, IndexError):
+        pass
+    try:
+        whole = handle.part_to_dev(device)
+    except RuntimeError:
+        whole = device
+    try:
+        return {int(handle.device_index(whole))}
+    except RuntimeError:
+        return set()
+
+
+def _vg_drives(handle: Any) -> dict[str, set[int]]:
+    """Volume group name -> drive indices of its physical volumes."""
+    result: dict[str, set[int]] = {}
+    try:
+        pv_names = {pv["pv_uuid"]: pv["pv_name"] for pv in handle.pvs_full()}
+        vgs = list(handle.vgs())
+    except RuntimeError:
+        return result
+    for vg in vgs:
+        try:
+            uuids = handle.vgpvuuids(vg)
+        except RuntimeError:
+            continue
+        drives: set[int] = set()
+        for uuid in uuids:
+            name = pv_names.get(uuid) or pv_names.get(uuid.replace("-", ""))
+            if name:
+                drives |= _device_drives(handle, name, {})
+        result[vg] = drives
+    return result
+
+
+@dataclass(frozen=True)
+class GuestRoots:
+    """Inspection of a whole appliance, split by image."""
+
+    roots: dict[int, list[str]]  # image index -> its roots
+    clashing: set[int]  # images sharing a root or a volume group with another image
+    encrypted: set[int]  # images holding an encrypted volume
+
+
+def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
+    """Run inspection once and give each image its roots; flag images that cannot be split."""
+    try:
+        all_roots = sorted(handle.inspect_os())
+    except (RuntimeError, UnicodeDecodeError) as exc:
+        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"inspection failed: {exc}") from None
+    vg_drives = _vg_drives(handle)
+    clashing: set[int] = set()
+    for drives in vg_drives.values():
+        owners = {attached.drives.get(d) for d in drives}
+        if len(owners) > 1:
+            clashing |= {o for o in owners if o is not None}
+    roots: dict[int, list[str]] = {}
+    for root in all_roots:
+        devices = {root}
+        with suppress(RuntimeError):
+            devices |= set(handle.inspect_get_mountpoints(root).values())
+        owners = {attached.drives.get(d) for dev in devices
+                  for d in _device_drives(handle, dev, vg_drives)}
+        if len(owners) != 1 or None in owners:
+            clashing |= {o for o in owners if o is not None}
+            continue
+        roots.setdefault(owners.pop(), []).append(root)  # type: ignore[arg-type]
+    encrypted: set[int] = set()
+    try:
+        filesystems = handle.list_filesystems()
+    except RuntimeError:
+        filesystems = {}
+    for device, fs_type in filesystems.items():
+        if fs_type in ENCRYPTED_FS:
+            encrypted |= {attached.drives[d] for d in _device_drives(handle, device, vg_drives)
+                          if d in attached.drives}
+    return GuestRoots(roots, clashing, encrypted)
 
 
 @dataclass(frozen=True)
@@ -207,22 +312,16 @@ def _inspect_value(handle: Any, name: str, root: str) -> Any:
         return None
 
 
-def mount_guest(handle: Any) -> MountedGuest:
-    """Inspect, pick the root, mount its filesystems read-only, shortest mountpoint first."""
-    warnings: list[str] = []
-    try:
-        roots = sorted(handle.inspect_os())
-    except (RuntimeError, UnicodeDecodeError) as exc:
-        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"inspection failed: {exc}") from None
+def mount_root(handle: Any, roots: Sequence[str], encrypted: bool) -> MountedGuest:
+    """Unmount whatever was mounted, then mount one image's root read-only, shortest first."""
+    with suppress(RuntimeError):
+        handle.umount_all()
     if not roots:
-        try:
-            filesystems = handle.list_filesystems()
-        except RuntimeError:
-            filesystems = {}
-        if any(fs_type in ENCRYPTED_FS for fs_type in filesystems.values()):
+        if encrypted:
             raise VmauditError(ErrorKind.ENCRYPTED,
                                "the disk holds an encrypted volume; no key is guessed")
         raise VmauditError(ErrorKind.NO_OPERATING_SYSTEM, "no operating system found")
+    warnings: list[str] = []
     root = roots[0]
     if len(roots) > 1:
         warnings.append(f"{len(roots)} operating systems found; audited the one on {root}")

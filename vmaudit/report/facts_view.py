@@ -34,21 +34,47 @@ def render_facts(facts: dict[str, Any], color: bool = False) -> str:
     image, os_info = facts.get("image", {}), facts.get("os", {})
     parts = [
         _section("Image", [image], ["path", "format", "size_bytes", "mtime", "vm"]),
-        _section("OS", [os_info], ["type", "distro", "version", "product", "hostname", "arch",
-                                   "build", "edition"]),
-        _section("Users", facts.get("users", []),
-                 ["name", "uid", "password", "can_login", "admin_via", "authorized_keys",
-                  "last_change", "expires"]),
-        _section("SSH", [facts.get("ssh", {})],
-                 ["installed", "permit_root_login", "password_authentication"]),
-        _section("Firewall", facts.get("firewall", {}).get("backends", []),
-                 ["name", "installed", "enabled", "default_inbound"]),
-        _section("Dormancy", [facts.get("dormancy", {})],
-                 ["last_boot", "last_login", "last_update", "days_idle"]),
+        _section(
+            "OS",
+            [os_info],
+            ["type", "distro", "version", "product", "hostname", "arch", "build", "edition"],
+        ),
+        _section(
+            "Users",
+            facts.get("users", []),
+            [
+                "name",
+                "uid",
+                "password",
+                "can_login",
+                "admin_via",
+                "authorized_keys",
+                "last_change",
+                "expires",
+            ],
+        ),
+        _section(
+            "SSH",
+            [facts.get("ssh", {})],
+            ["installed", "permit_root_login", "password_authentication"],
+        ),
+        _section(
+            "Firewall",
+            facts.get("firewall", {}).get("backends", []),
+            ["name", "installed", "enabled", "default_inbound"],
+        ),
+        _section(
+            "Dormancy",
+            [facts.get("dormancy", {})],
+            ["last_boot", "last_login", "last_update", "days_idle"],
+        ),
         _section("Hotfixes", facts.get("hotfixes", []), ["id", "installed_at"]),
         _section("Packages", facts.get("packages", []), ["name", "version", "arch"]),
     ]
     warnings = facts.get("warnings", [])
-    parts.append("Warnings:\n" + "\n".join(f"  {terminal_safe(w)}" for w in warnings)
-                 if warnings else "Warnings: none")
+    parts.append(
+        "Warnings:\n" + "\n".join(f"  {terminal_safe(w)}" for w in warnings)
+        if warnings
+        else "Warnings: none"
+    )
     return "\n\n".join(parts)

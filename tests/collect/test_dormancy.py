@@ -1,0 +1,154 @@
+"""Dormancy: wtmp records packed as glibc writes them, lastlog, real journal files."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from vmaudit.collect.dormancy import UTMP_SIZE, WTMP_TAIL, collect_dormancy
+from vmaudit.guest.tree import TreeFS
+from vmaudit.models import Dormancy
+
+from .conftest import NOW, Guest
+
+JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
+
+
+def utmp(ut_type: int, user: str, seconds: int, line: str = "pts/0") -> bytes:
+    """One x86_64 glibc utmp record (384 bytes)."""
+    record = struct.pack("<ii32s4s32s256shhiii16s20s", ut_type, 4242, line.encode(), b"ts/0",
+                         user.encode(), b"10.0.0.1", 0, 0, 0, seconds, 500, b"", b"")
+    assert len(record) == UTMP_SIZE
+    return record
+
+
+def ts(text: str) -> int:
+    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp())
+
+
+def dormancy(guest: Guest, mtime: str = "2024-01-15T10:00:00Z") -> tuple[Dormancy, list[str]]:
+    warnings: list[str] = []
+    return collect_dormancy(guest.fs, mtime, NOW, None, warnings), warnings
+
+
+def test_no_records_falls_back_to_image_mtime(guest: Guest) -> None:
+    guest.write("/var/log/wtmp", b"")
+    result, warnings = dormancy(guest)
+    assert result == Dormancy(None, None, None, (NOW - datetime(2024, 1, 15, 10, tzinfo=UTC)).days)
+    assert warnings == []
+
+
+def test_wtmp_boot_login_and_shutdown(guest: Guest) -> None:
+    guest.write("/var/log/wtmp", b"".join([
+        utmp(2, "reboot", ts("2025-06-01T08:00:00"), "~"),
+        utmp(7, "alice", ts("2025-06-01T09:15:00")),
+        utmp(8, "", ts("2025-06-01T10:00:00")),
+        utmp(2, "reboot", ts("2025-06-02T07:00:00"), "~"),
+        utmp(7, "bob", ts("2025-06-02T07:30:00")),
+        utmp(1, "shutdown", ts("2025-06-03T18:00:00"), "~"),  # RUN_LVL at shutdown
+    ]))
+    result, warnings = dormancy(guest)
+    assert result.last_boot == "2025-06-02T07:00:00Z"
+    assert result.last_login == "2025-06-02T07:30:00Z"
+    assert result.days_idle == (NOW - datetime(2025, 6, 3, 18, tzinfo=UTC)).days
+    assert warnings == []
+
+
+def test_corrupt_and_partial_wtmp_records_are_warnings(guest: Guest) -> None:
+    guest.write("/var/log/wtmp", utmp(7, "eve", ts("2025-01-01T00:00:00"))
+                + utmp(77, "junk", 123) + b"\x01" * 100)
+    result, warnings = dormancy(guest)
+    assert result.last_login == "2025-01-01T00:00:00Z"
+    assert warnings == ["/var/log/wtmp: 100 trailing bytes, not whole utmp records",
+                        "/var/log/wtmp: 1 corrupt utmp record(s) skipped"]
+
+
+def test_only_the_tail_of_a_long_wtmp_is_read(guest: Guest) -> None:
+    old = utmp(2, "reboot", ts("2020-01-01T00:00:00"), "~")
+    new = utmp(2, "reboot", ts("2025-02-02T02:02:02"), "~")
+    records = WTMP_TAIL // UTMP_SIZE
+    # A login older than the tail window must not count; the newest boot must.
+    guest.write("/var/log/wtmp", utmp(7, "ancient", ts("2019-01-01T00:00:00"))
+                + old * (records - 1) + new)
+    result, _ = dormancy(guest)
+    assert result.last_boot == "2025-02-02T02:02:02Z"
+    assert result.last_login is None
+
+
+def test_lastlog_newest_login(guest: Guest) -> None:
+    record = struct.Struct("<i32s256s")
+    data = bytearray(record.size * 1001)
+    record.pack_into(data, 0, ts("2024-05-05T05:05:05"), b"tty1", b"")
+    record.pack_into(data, record.size * 1000, ts("2024-06-06T06:06:06"), b"pts/1", b"host")
+    guest.write("/var/log/lastlog", bytes(data))
+    assert dormancy(guest)[0].last_login == "2024-06-06T06:06:06Z"
+
+
+@pytest.mark.skipif(not os.path.exists(JOURNAL_REMOTE),
+                    reason="systemd-journal-remote not installed (in the Makefile's DEB_PACKAGES)")
+def test_real_journal_file_tail_entry_time(guest: Guest, tmp_path: Path) -> None:
+    export = (
+        "__REALTIME_TIMESTAMP=1700000000123456\n__MONOTONIC_TIMESTAMP=1000\n"
+        "_BOOT_ID=0123456789abcdef0123456789abcdef\nMESSAGE=first\n\n"
+        "__REALTIME_TIMESTAMP=1710000000654321\n__MONOTONIC_TIMESTAMP=2000\n"
+        "_BOOT_ID=0123456789abcdef0123456789abcdef\nMESSAGE=last\n\n"
+    )
+    target = guest.host("/var/log/journal/0123456789abcdef0123456789abcdef/system.journal")
+    target.parent.mkdir(parents=True)
+    subprocess.run([JOURNAL_REMOTE, "-o", str(target), "-"], input=export.encode(), check=True,
+                   capture_output=True)
+    os.utime(target, (0, ts("2020-01-01T00:00:00")))  # the header, not the mtime, must count
+    result, warnings = dormancy(guest)
+    assert result.days_idle == (NOW - datetime(2024, 3, 9, 16, 0, 0, tzinfo=UTC)).days
+    assert warnings == []
+
+
+def test_journal_without_readable_header_uses_its_mtime(guest: Guest) -> None:
+    path = guest.write("/var/log/journal/m/system@x.journal~", b"not a journal")
+    os.utime(path, (0, ts("2025-10-10T10:10:10")))
+    assert dormancy(guest)[0].days_idle == (NOW - datetime(2025, 10, 10, 10, 10, 10,
+                                                           tzinfo=UTC)).days
+
+
+def test_future_timestamps_are_ignored_with_warning(guest: Guest) -> None:
+    guest.write("/var/log/wtmp", utmp(2, "reboot", ts("2030-01-01T00:00:00"), "~")
+                + utmp(7, "amy", ts("2025-11-20T00:00:00")))
+    result, warnings = dormancy(guest)
+    assert (result.last_boot, result.last_login) == (None, "2025-11-20T00:00:00Z")
+    assert result.days_idle == (NOW - datetime(2025, 11, 20, tzinfo=UTC)).days
+    assert warnings == [
+        "/var/log/wtmp boot: time 2030-01-01T00:00:00Z is in the future, ignored",
+        "/var/log/wtmp: time 2030-01-01T00:00:00Z is in the future, ignored",
+    ]
+
+
+class RangedTreeFS(TreeFS):
+    """TreeFS plus ``pread``, as a backend that can read byte ranges offers it."""
+
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        with open(self._host_path(path), "rb") as handle:
+            handle.seek(offset)
+            return handle.read(length)
+
+
+def test_huge_wtmp_tail_read_by_range_or_reported(guest: Guest) -> None:
+    wtmp = guest.host("/var/log/wtmp")
+    wtmp.parent.mkdir(parents=True)
+    with open(wtmp, "wb") as out:
+        out.truncate(UTMP_SIZE * 60_000)  # 23 MB of EMPTY records, over the 16 MiB cap
+        out.seek(0, os.SEEK_END)
+        out.write(utmp(2, "reboot", ts("2025-04-04T04:04:04"), "~"))
+
+    warnings: list[str] = []
+    ranged = collect_dormancy(RangedTreeFS(guest.root), "2024-01-15T10:00:00Z", NOW, None,
+                              warnings)
+    assert ranged.last_boot == "2025-04-04T04:04:04Z" and warnings == []
+
+    whole, warnings = dormancy(guest)
+    assert whole.last_boot is None
+    assert len(warnings) == 1 and "over the 16777216-byte cap" in warnings[0]

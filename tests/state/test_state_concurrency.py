@@ -1,0 +1,126 @@
+"""Two scans in two processes write one state file at once: nothing lost, nothing corrupt."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vmaudit.state import StateDB, StateError
+
+WORKER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from state_helpers import audited, make_facts, make_image
+    from vmaudit.models import ScanReport
+    from vmaudit.state import StateDB
+
+    db_path, name, count, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    state = StateDB(db_path, busy_timeout=5.0)
+    while not go.exists():
+        time.sleep(0.001)
+    scan = state.begin_scan([name], "2026-11-27T10:00:00Z")
+    results = []
+    for number in range(count):
+        # half the images are seen by both scans, half by this one only
+        path = f"/ds/shared{number}.qcow2" if number % 2 else f"/ds/{name}-{number}.qcow2"
+        facts = make_facts(path, hostname=f"{name}-{number}")
+        result = audited(make_image(path), facts)
+        state.record_result(scan, result, None)
+        results.append(result)
+        time.sleep(0.002)  # a real scan reads an image between two writes
+    report = ScanReport("2026-11-27T10:00:00Z", "2026-11-27T10:09:00Z", (name,), "high",
+                        tuple(results), 0)
+    state.finish_scan(scan, report, ["/ds"])
+    state.close()
+    print(scan)
+    """
+)
+
+
+def test_two_processes_scanning_at_once_lose_no_rows(tmp_path: Path) -> None:
+    db_path = tmp_path / "state.db"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    go = tmp_path / "go"
+    count = 200
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(db_path), name, str(count), str(go)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        )
+        for name in ("alpha", "beta")
+    ]
+    time.sleep(1.0)  # both have opened (and raced to create) the database
+    go.touch()
+    outputs = [worker.communicate(timeout=120) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, stderr
+    scan_ids = sorted(int(stdout) for stdout, _ in outputs)
+    assert len(set(scan_ids)) == 2
+
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    per_scan = dict(conn.execute("SELECT scan_id, count(*) FROM results GROUP BY scan_id"))
+    assert per_scan == {scan_ids[0]: count, scan_ids[1]: count}
+    assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == count // 2 + count
+    appeared = conn.execute(
+        "SELECT image_key, count(*) FROM events WHERE kind = 'appeared' GROUP BY image_key"
+    ).fetchall()
+    assert len(appeared) == count // 2 + count
+    assert all(number == 1 for _, number in appeared)
+    assert conn.execute("SELECT count(*) FROM scans WHERE finished_rank IS NULL").fetchone()[0] == 0
+    # the writes really interleaved: the scans took turns on the lock
+    order = [row[0] for row in conn.execute("SELECT scan_id FROM results ORDER BY id")]
+    assert sum(1 for a, b in itertools.pairwise(order) if a != b) > 2
+    conn.close()
+
+    with StateDB(db_path) as state:
+        report = state.last_report()
+        assert report is not None
+        assert len(report.results) == count
+        name = report.baselines[0]
+        assert all(r.facts is not None and r.facts.os.hostname is not None
+                   and r.facts.os.hostname.startswith(name) for r in report.results)
+        shared = state.history("/ds/shared1.qcow2")
+        assert [h.scan_id for h in shared] == scan_ids
+
+
+def test_a_write_waits_for_a_lock_held_longer_than_the_busy_timeout(tmp_path: Path) -> None:
+    db_path = tmp_path / "state.db"
+    with StateDB(db_path, busy_timeout=0.2) as state:
+        holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        release = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+        started = time.monotonic()
+        release.start()
+        scan = state.begin_scan(["default"], "2026-11-27T10:00:00Z")
+        waited = time.monotonic() - started
+        release.join()
+        holder.close()
+    assert scan == 1
+    assert waited >= 0.45
+
+
+def test_a_lock_that_never_goes_away_is_a_clear_error(tmp_path: Path) -> None:
+    db_path = tmp_path / "state.db"
+    with StateDB(db_path, busy_timeout=0.2) as state:
+        holder = sqlite3.connect(db_path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StateError, match="locked by another process"):
+                state.begin_scan(["default"], "t")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()

@@ -1,0 +1,1 @@
+"""Tests of the Windows collector and the Windows fixture images."""

@@ -1,0 +1,536 @@
+"""What a valid baseline or inventory file is: a small typed schema walked over YAML nodes.
+
+The walk works on ``yaml.compose`` nodes, so every problem keeps the line it was found
+on; it collects every problem of a file instead of stopping at the first. Each key
+carries a one-line description that the generated reference reuses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vmaudit.baseline.rules import ROOT_LOGIN_ORDER, RULES
+from vmaudit.baseline.versions import is_version_expression
+from vmaudit.models import SEVERITIES
+
+MAX_NODES = 100_000  # aliases can make a small file a huge graph ("billion laughs")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a file, with the line (1-based) and dotted key it concerns."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class Invalid:
+    """Marks a value that failed validation (its problem is already recorded)."""
+
+
+INVALID = Invalid()
+
+
+@dataclass
+class Walk:
+    """State of one file's validation: where it is, what went wrong."""
+
+    file: str
+    base_dir: Path
+    problems: list[Problem] = field(default_factory=list)
+    nodes: int = 0
+
+    def problem(self, node: yaml.Node | None, key: str, message: str) -> Invalid:
+        line = node.start_mark.line + 1 if node is not None else None
+        self.problems.append(Problem(self.file, line, key, message))
+        return INVALID
+
+
+def _scalar(node: yaml.Node) -> Any:
+    """The Python value of a scalar node as YAML 1.1 (PyYAML's safe loader) reads it."""
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def _type_name(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    value = _scalar(node)
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
+        type(value), type(value).__name__
+    )
+
+
+class Spec:
+    """How one value is checked; ``describe`` is its type as the reference shows it."""
+
+    describe = "value"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Str(Spec):
+    pattern: str | None = None
+    explain: str = ""
+    describe: str = "string"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        if not isinstance(node, yaml.ScalarNode) or not isinstance(_scalar(node), str):
+            return walk.problem(node, key, f"expected a string, got {_type_name(node)}")
+        value: str = _scalar(node)
+        if not value.strip():
+            return walk.problem(node, key, "must not be empty")
+        if self.pattern is not None and not re.fullmatch(self.pattern, value):
+            return walk.problem(node, key, f"{value!r} is not {self.explain}")
+        return value
+
+
+@dataclass(frozen=True)
+class Const(Spec):
+    value: str = ""
+
+    @property
+    def describe(self) -> str:  # type: ignore[override]
+        return f"`{self.value}`"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        actual = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if actual != self.value:
+            shown = repr(actual) if actual is not None else _type_name(node)
+            return walk.problem(node, key, f"must be {self.value!r}, got {shown}")
+        return actual
+
+
+@dataclass(frozen=True)
+class Version(Spec):
+    """A version string; integers are accepted, YAML floats refused (``1.10`` reads 1.1)."""
+
+    pattern: str | None = None
+    explain: str = ""
+    describe: str = "version string"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or value is None or isinstance(node, yaml.CollectionNode):
+            return walk.problem(node, key, f"expected a version string, got {_type_name(node)}")
+        if isinstance(value, float):
+            return walk.problem(
+                node,
+                key,
+                f"write the version in quotes: YAML reads {node.value!r} as the number {value!r}",
+            )
+        text = str(value)
+        if self.pattern is not None and not re.fullmatch(self.pattern, text):
+            return walk.problem(node, key, f"{text!r} is not {self.explain}")
+        return text
+
+
+@dataclass(frozen=True)
+class Bool(Spec):
+    describe: str = "boolean"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if not isinstance(value, bool):
+            return walk.problem(node, key, f"expected true or false, got {_type_name(node)}")
+        return value
+
+
+@dataclass(frozen=True)
+class Int(Spec):
+    minimum: int = 0
+    describe: str = "integer"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            return walk.problem(node, key, f"expected an integer, got {_type_name(node)}")
+        if value < self.minimum:
+            return walk.problem(node, key, f"must be at least {self.minimum}, got {value}")
+        return value
+
+
+@dataclass(frozen=True)
+class Enum(Spec):
+    values: tuple[str, ...] = ()
+    # YAML 1.1 reads an unquoted no/yes as a boolean; where the words are values
+    # (PermitRootLogin), the boolean says unambiguously which one was meant.
+    booleans: Mapping[bool, str] = field(default_factory=dict)
+
+    @property
+    def describe(self) -> str:  # type: ignore[override]
+        return " \\| ".join(f"`{v}`" for v in self.values)
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) and value in self.booleans:
+            return self.booleans[value]
+        if not isinstance(value, str) or value not in self.values:
+            shown = repr(value) if isinstance(value, str) else _type_name(node)
+            return walk.problem(node, key, f"must be one of {', '.join(self.values)}; got {shown}")
+        return value
+
+
+@dataclass(frozen=True)
+class FilePath(Spec):
+    """A path relative to the file that names it; must exist. Checked value is absolute."""
+
+    describe: str = "path (relative to this file)"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = Str().check(node, walk, key)
+        if isinstance(value, Invalid):
+            return value
+        path = (walk.base_dir / value).resolve()
+        if not path.is_file():
+            return walk.problem(node, key, f"file not found: {path}")
+        return str(path)
+
+
+@dataclass(frozen=True)
+class VersionExpr(Spec):
+    describe: str = 'version test (`"12"`, `">=12"`, `"<11"`, `"==12.4"`, comma = and)'
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = Version().check(node, walk, key)
+        if isinstance(value, Invalid):
+            return value
+        if not is_version_expression(value):
+            return walk.problem(
+                node,
+                key,
+                f'{value!r} is not a version test such as ">=12", "<11", "==12.4" or "12"',
+            )
+        return value
+
+
+@dataclass(frozen=True)
+class ListOf(Spec):
+    item: Spec = field(default_factory=Str)
+    single_ok: bool = False  # a lone scalar counts as a list of one
+
+    @property
+    def describe(self) -> str:  # type: ignore[override]
+        each = f"list of {self.item.describe}"
+        return f"{self.item.describe} or {each}" if self.single_ok else each
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        if self.single_ok and isinstance(node, yaml.ScalarNode):
+            value = self.item.check(node, walk, key)
+            return value if isinstance(value, Invalid) else [value]
+        if not isinstance(node, yaml.SequenceNode):
+            return walk.problem(node, key, f"expected a list, got {_type_name(node)}")
+        items = []
+        for position, child in enumerate(node.value):
+            walk.nodes += 1
+            if walk.nodes > MAX_NODES:
+                return walk.problem(child, key, f"more than {MAX_NODES} values")
+            value = self.item.check(child, walk, f"{key}[{position}]")
+            if not isinstance(value, Invalid):
+                items.append(value)
+        return items
+
+
+def _pairs(node: yaml.MappingNode, walk: Walk, key: str) -> list[tuple[str, yaml.Node, yaml.Node]]:
+    pairs: list[tuple[str, yaml.Node, yaml.Node]] = []
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        name = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+        if not isinstance(name, str):
+            walk.problem(
+                key_node, key or "(top)", f"keys must be strings, got {_type_name(key_node)}"
+            )
+            continue
+        full = f"{key}.{name}" if key else name
+        if name in seen:
+            walk.problem(key_node, full, "duplicate key")
+            continue
+        seen.add(name)
+        pairs.append((name, key_node, value_node))
+    return pairs
+
+
+@dataclass(frozen=True)
+class MapOf(Spec):
+    """A mapping of free-form keys (package names, rule ids) to checked values."""
+
+    value: Spec = field(default_factory=Str)
+    key_check: Callable[[str], str | None] | None = None  # returns a problem or None
+    key_describe: str = "name"
+
+    @property
+    def describe(self) -> str:  # type: ignore[override]
+        return f"mapping of {self.key_describe} to {self.value.describe}"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            return walk.problem(node, key, f"expected a mapping, got {_type_name(node)}")
+        result: dict[str, Any] = {}
+        for name, key_node, value_node in _pairs(node, walk, key):
+            full = f"{key}.{name}"
+            if self.key_check is not None:
+                complaint = self.key_check(name)
+                if complaint is not None:
+                    walk.problem(key_node, full, complaint)
+                    continue
+            value = self.value.check(value_node, walk, full)
+            if not isinstance(value, Invalid):
+                result[name] = value
+        return result
+
+
+@dataclass(frozen=True)
+class Key:
+    spec: Spec
+    doc: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Section(Spec):
+    keys: Mapping[str, Key] = field(default_factory=dict)
+    describe: str = "mapping"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        if not isinstance(node, yaml.MappingNode):
+            return walk.problem(node, key or "(top)", f"expected a mapping, got {_type_name(node)}")
+        result: dict[str, Any] = {}
+        for name, key_node, value_node in _pairs(node, walk, key):
+            full = f"{key}.{name}" if key else name
+            known = self.keys.get(name)
+            if known is None:
+                where = f"in {key}" if key else "at the top level"
+                allowed = ", ".join(self.keys)
+                walk.problem(key_node, full, f"unknown key {where} (known: {allowed})")
+                continue
+            value = known.spec.check(value_node, walk, full)
+            if not isinstance(value, Invalid):
+                result[name] = value
+        for name, known in self.keys.items():
+            if (
+                known.required
+                and name not in result
+                and not any(p.key == (f"{key}.{name}" if key else name) for p in walk.problems)
+            ):
+                walk.problem(node, f"{key}.{name}" if key else name, "required key is missing")
+        return result
+
+
+def _known_rule(name: str) -> str | None:
+    if name in RULES:
+        return None
+    return f"unknown rule id (known: {', '.join(sorted(RULES))})"
+
+
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+API_VERSION = "vmaudit/v1"
+
+BASELINE = Section(
+    {
+        "apiVersion": Key(Const(API_VERSION), "Schema version of the file.", required=True),
+        "kind": Key(Const("Baseline"), "What the file is.", required=True),
+        "metadata": Key(
+            Section(
+                {
+                    "name": Key(
+                        Str(NAME, "a name of letters, digits, '.', '_' and '-'"),
+                        "Name of the baseline, shown in findings.",
+                        required=True,
+                    ),
+                    "description": Key(Str(), "One line about what it checks."),
+                }
+            ),
+            "Name and description.",
+            required=True,
+        ),
+        "extends": Key(
+            ListOf(Str(), single_ok=True),
+            "Built-in baseline names or paths relative to this file, merged first; later wins.",
+        ),
+        "match": Key(
+            Section(
+                {
+                    "os": Key(Enum(("linux", "windows")), "Guest OS type."),
+                    "distro": Key(ListOf(Str(), single_ok=True), "libguestfs distro names."),
+                    "version": Key(VersionExpr(), "Test on the OS major.minor version."),
+                }
+            ),
+            "Which guests the baseline applies to; absent = all.",
+        ),
+        "dormancy": Key(
+            Section(
+                {
+                    "max_days_idle": Key(Int(0), "`dormancy.stale` past this many idle days."),
+                }
+            ),
+            "Dormancy.",
+        ),
+        "patches": Key(
+            Section(
+                {
+                    "minimum_versions": Key(
+                        MapOf(Version(), key_describe="package"),
+                        "Package to lowest acceptable version (the distro's ordering).",
+                    ),
+                    "repository_index": Key(
+                        ListOf(FilePath(), single_ok=True),
+                        "Debian Packages indexes (plain, .gz, .xz), relative to this file.",
+                    ),
+                    "max_days_since_update": Key(
+                        Int(0), "`patch.stale` past this many days without an install/upgrade."
+                    ),
+                    "windows": Key(
+                        Section(
+                            {
+                                "hotfixes_required": Key(
+                                    ListOf(Str(r"(?i)KB\d+", "a KB id such as KB5034441")),
+                                    "KB ids that must be installed.",
+                                ),
+                                "minimum_build": Key(
+                                    Version(r"\d+(\.\d+)*", 'a build such as "17763.5458"'),
+                                    "Lowest acceptable CurrentBuild.UBR.",
+                                ),
+                            }
+                        ),
+                        "Windows patches.",
+                    ),
+                }
+            ),
+            "Patch level.",
+        ),
+        "packages": Key(
+            Section(
+                {
+                    "forbidden": Key(ListOf(Str()), "Packages that must not be installed."),
+                    "required": Key(ListOf(Str()), "Packages that must be installed."),
+                }
+            ),
+            "Installed packages.",
+        ),
+        "accounts": Key(
+            Section(
+                {
+                    "revoked": Key(ListOf(Str()), "Accounts whose entitlement has ended."),
+                    "revoked_file": Key(
+                        FilePath(),
+                        "File of revoked names, one a line, '#' comments; relative to this file.",
+                    ),
+                    "allowed_admins": Key(
+                        ListOf(Str()), "Only these accounts may hold admin rights."
+                    ),
+                    "forbid_empty_password": Key(
+                        Bool(), "No login-capable account with an empty password."
+                    ),
+                    "forbid_extra_uid0": Key(Bool(), "No uid 0 besides root."),
+                    "max_password_age_days": Key(Int(1), "Longest accepted password age."),
+                    "forbid_authorized_keys": Key(
+                        ListOf(Str()), "Accounts that must have no authorized SSH keys."
+                    ),
+                }
+            ),
+            "Accounts and entitlements.",
+        ),
+        "ssh": Key(
+            Section(
+                {
+                    "permit_root_login": Key(
+                        Enum(ROOT_LOGIN_ORDER, {False: "no", True: "yes"}),
+                        "Most permissive PermitRootLogin allowed.",
+                    ),
+                    "password_authentication": Key(
+                        Bool(), "false: PasswordAuthentication must be no."
+                    ),
+                }
+            ),
+            "SSH daemon.",
+        ),
+        "firewall": Key(
+            Section(
+                {
+                    "required": Key(Bool(), "A host firewall must be enabled at boot."),
+                    "default_inbound": Key(
+                        Enum(("deny", "any")), "deny: default inbound must not accept."
+                    ),
+                }
+            ),
+            "Host firewall.",
+        ),
+        "severity": Key(
+            MapOf(Enum(SEVERITIES), _known_rule, "rule id"),
+            "Rule id to severity, overriding the default in this baseline.",
+        ),
+    }
+)
+
+INVENTORY = Section(
+    {
+        "apiVersion": Key(Const(API_VERSION), "Schema version of the file.", required=True),
+        "kind": Key(Const("Inventory"), "What the file is.", required=True),
+        "applications": Key(
+            ListOf(
+                Section(
+                    {
+                        "name": Key(Str(), "Application name.", required=True),
+                        "owner": Key(Str(), "Owning team or person."),
+                        "criticality": Key(
+                            Enum(("low", "medium", "high", "critical")),
+                            "Business criticality (default medium).",
+                        ),
+                        "images": Key(
+                            ListOf(Str(), single_ok=True),
+                            "Globs on the image path relative to the scanned root, or VM names.",
+                            required=True,
+                        ),
+                    }
+                )
+            ),
+            "Applications and the images they run on.",
+            required=True,
+        ),
+    }
+)
+
+
+def walk_keys(section: Section, prefix: str = "") -> list[tuple[str, Key]]:
+    """Every dotted key of a section with its definition, depth first."""
+    found: list[tuple[str, Key]] = []
+    for name, key in section.keys.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        found.append((dotted, key))
+        if isinstance(key.spec, Section):
+            found.extend(walk_keys(key.spec, dotted))
+    return found
+
+
+def read_document(text: str, walk: Walk) -> yaml.Node | None:
+    """The single YAML document of ``text`` as a node tree, or None with a problem."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        walk.problems.append(Problem(walk.file, line, "", f"YAML syntax: {exc.problem}"))
+        return None
+    except yaml.YAMLError as exc:
+        walk.problems.append(Problem(walk.file, None, "", f"YAML syntax: {exc}"))
+        return None
+    if node is None:
+        walk.problems.append(Problem(walk.file, 1, "", "empty file"))
+    return node

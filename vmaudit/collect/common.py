@@ -1,0 +1,144 @@
+"""Helpers shared by the Linux collectors: bounded reads, guest globbing, time formatting.
+
+Every helper turns a guest-side failure into a line in ``warnings`` and returns an empty
+result, so one hostile file never stops the collection of the others.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from vmaudit.errors import GuestFileError
+from vmaudit.guest.base import DEFAULT_CAP, GuestFS, join, safe_path
+from vmaudit.models import Package
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_GLOB_MATCHES = 1000  # a glob in a guest config never legitimately names more files
+
+
+@runtime_checkable
+class RangedGuestFS(Protocol):
+    """A ``GuestFS`` that can also read a byte range (libguestfs ``pread``).
+
+    Optional: huge log files (wtmp, lastlog, journals) are read by their tail or header when
+    the backend offers it, and whole (under the cap) otherwise.
+    """
+
+    def pread(self, path: str, offset: int, length: int) -> bytes: ...
+
+
+def read_bytes(
+    fs: GuestFS, path: str, warnings: list[str], cap: int = DEFAULT_CAP, missing_ok: bool = True
+) -> bytes | None:
+    """A guest file's bytes, or None (with a warning unless it is simply missing)."""
+    try:
+        return fs.read(path, cap)
+    except GuestFileError as exc:
+        if not (missing_ok and exc.reason == "not found"):
+            warnings.append(f"{safe_path(path)}: {exc.reason}")
+        return None
+
+
+def read_range(
+    fs: GuestFS, path: str, offset: int, length: int, warnings: list[str], cap: int = DEFAULT_CAP
+) -> bytes | None:
+    """``length`` bytes at ``offset`` (negative offset: from the end), or None with a warning.
+
+    Uses ``pread`` when the backend has it; otherwise reads the whole file under ``cap``.
+    """
+    st = fs.stat(path)
+    if st is None:
+        return None
+    if st.kind != "file":
+        warnings.append(f"{safe_path(path)}: not a regular file")
+        return None
+    start = max(0, st.size + offset) if offset < 0 else offset
+    if isinstance(fs, RangedGuestFS):
+        try:
+            return fs.pread(path, start, max(0, min(length, st.size - start)))
+        except GuestFileError as exc:
+            warnings.append(f"{safe_path(path)}: {exc.reason}")
+            return None
+    data = read_bytes(fs, path, warnings, cap)
+    if data is None:
+        return None
+    start = max(0, len(data) + offset) if offset < 0 else offset
+    return data[start : start + length]
+
+
+def guest_glob(fs: GuestFS, pattern: str, warnings: list[str]) -> list[str]:
+    """Guest paths matching an absolute glob, sorted as glob(3) sorts them.
+
+    As in glob(3), a wildcard does not match a leading dot. Symlinks are followed inside
+    the guest by the backend; a directory that cannot be listed is a warning.
+    """
+    parts = [part for part in pattern.split("/") if part]
+    paths = ["/"]
+    for index, part in enumerate(parts):
+        last = index == len(parts) - 1
+        found: list[str] = []
+        for base in paths:
+            if not any(ch in part for ch in "*?["):
+                candidate = join(base, part)
+                if fs.stat(candidate) is not None:
+                    found.append(candidate)
+                continue
+            try:
+                names = sorted(fs.listdir(base))
+            except GuestFileError as exc:
+                if exc.reason != "not found":
+                    warnings.append(f"{safe_path(base)}: {exc.reason}")
+                continue
+            for name in names:
+                if name.startswith(".") and not part.startswith("."):
+                    continue
+                if fnmatch.fnmatchcase(name, part):
+                    candidate = join(base, name)
+                    st = fs.stat(candidate)
+                    if st is not None and (last or st.kind == "dir"):
+                        found.append(candidate)
+        paths = found[:MAX_GLOB_MATCHES]
+        if len(found) > MAX_GLOB_MATCHES:
+            warnings.append(
+                f"{safe_path(pattern)}: over {MAX_GLOB_MATCHES} matches, the rest ignored"
+            )
+    return sorted(paths) if parts else []
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with a ``Z``, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def from_epoch(seconds: float) -> datetime | None:
+    """A UTC datetime from a Unix time, None when out of any sane range (garbage in a log)."""
+    if seconds <= 0:
+        return None
+    try:
+        return EPOCH + timedelta(seconds=seconds)
+    except OverflowError:
+        return None
+
+
+def day_to_date(days: int) -> str | None:
+    """A shadow-style day count since 1970-01-01 as an ISO date, None when out of range."""
+    try:
+        return (EPOCH + timedelta(days=days)).date().isoformat()
+    except OverflowError:
+        return None
+
+
+def packages_by_name(packages: Iterable[Package]) -> dict[str, Package]:
+    """Installed packages by name (the first one of a multi-arch set)."""
+    index: dict[str, Package] = {}
+    for package in packages:
+        index.setdefault(package.name, package)
+    return index
+
+
+def clean_value(text: str, limit: int = 4096) -> str:
+    """Strip a guest string and cut it to ``limit`` characters."""
+    return text.strip()[:limit]

@@ -1,0 +1,126 @@
+"""The full ``vmaudit.facts/v1`` of a Linux guest, assembled from the per-artefact collectors.
+
+Order matters only where facts feed each other: packages first (sshd's defaults depend on the
+OpenSSH version, firewalls on installed packages), then sshd and sudoers (accounts need the
+AuthorizedKeysFile and the sudo grants), then dormancy (last update from dpkg's log or rpm).
+Each section runs on its own: an unexpected failure in one is a warning, the others still
+come out.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from typing import TypeVar
+from zoneinfo import ZoneInfo
+
+from vmaudit.guest.base import GuestFS, is_file
+from vmaudit.models import (
+    Dormancy,
+    Facts,
+    FirewallFacts,
+    ImageInfo,
+    OsInfo,
+    Package,
+    SshFacts,
+    User,
+)
+
+from . import apk, dpkg, pacman, rpm
+from .accounts import collect_users
+from .common import read_bytes
+from .dormancy import collect_dormancy
+from .firewall import collect_firewall
+from .sshd import SshdConfig, collect_sshd
+from .sudoers import Sudoers, parse_sudoers
+
+T = TypeVar("T")
+TZ_CAP = 1024 * 1024
+
+
+def guest_timezone(fs: GuestFS, warnings: list[str]) -> tzinfo:
+    """The guest's local zone from ``/etc/localtime`` (TZif), UTC when absent or unreadable."""
+    data = read_bytes(fs, "/etc/localtime", warnings, cap=TZ_CAP)
+    if data is None:
+        return UTC
+    try:
+        return ZoneInfo.from_file(io.BytesIO(data), key="guest")
+    except (ValueError, OSError) as exc:
+        warnings.append(f"/etc/localtime: not a usable time zone file ({exc}); UTC assumed")
+        return UTC
+
+
+def _guarded(section: str, warnings: list[str], fallback: T, run: Callable[[], T]) -> T:
+    try:
+        return run()
+    except Exception as exc:  # one broken section must not cost the whole guest's facts
+        warnings.append(f"{section}: collection failed ({type(exc).__name__}: {exc})")
+        return fallback
+
+
+def _packages(
+    fs: GuestFS, os_info: OsInfo, warnings: list[str]
+) -> tuple[list[Package], datetime | None]:
+    """Installed packages and, for rpm, the newest install time."""
+    package_format = os_info.package_format
+    if package_format is None and is_file(fs, dpkg.STATUS_PATH):
+        package_format = "deb"
+    if package_format == "deb":
+        return dpkg.collect_dpkg(fs, warnings), None
+    if package_format == "rpm":
+        db = rpm.collect_rpm(fs, warnings)
+        return list(db.packages), db.last_install
+    if package_format == "apk":
+        return apk.collect_apk(fs, warnings), None
+    if package_format == "pacman":
+        return pacman.collect_pacman(fs, warnings), None
+    warnings.append("packages: no known package database found")
+    return [], None
+
+
+def collect_linux(
+    fs: GuestFS, image: ImageInfo, os_info: OsInfo, now: datetime, warnings: list[str]
+) -> Facts:
+    """Everything vmaudit reads from a Linux guest; ``warnings`` gathers every problem."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=UTC)
+    no_packages: tuple[list[Package], datetime | None] = ([], None)
+    packages, rpm_last_install = _guarded(
+        "packages", warnings, no_packages, lambda: _packages(fs, os_info, warnings)
+    )
+    sshd = _guarded(
+        "ssh", warnings,
+        SshdConfig(False, "prohibit-password", True, False, ()),
+        lambda: collect_sshd(fs, packages, warnings),
+    )  # fmt: skip
+    sudoers = _guarded("sudoers", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings))
+    users: list[User] = _guarded(
+        "accounts", warnings, [], lambda: collect_users(fs, now, sshd, sudoers, warnings)
+    )
+    firewall = _guarded(
+        "firewall", warnings, FirewallFacts(False, ()),
+        lambda: collect_firewall(fs, packages, warnings),
+    )  # fmt: skip
+
+    def dormancy() -> Dormancy:
+        last_update = rpm_last_install
+        if os_info.package_format in ("deb", None) or last_update is None:
+            logged = dpkg.last_update(fs, guest_timezone(fs, warnings), warnings)
+            if logged is not None and (last_update is None or logged > last_update):
+                last_update = logged
+        return collect_dormancy(fs, image.mtime, now, last_update, warnings)
+
+    dormancy_facts = _guarded("dormancy", warnings, Dormancy(None, None, None, None), dormancy)
+    ssh_facts: SshFacts = sshd.facts()
+    return Facts(
+        image=image,
+        os=os_info,
+        packages=tuple(packages),
+        hotfixes=(),
+        users=tuple(users),
+        ssh=ssh_facts,
+        firewall=firewall,
+        dormancy=dormancy_facts,
+        warnings=tuple(dict.fromkeys(warnings)),
+    )

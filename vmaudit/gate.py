@@ -1,0 +1,35 @@
+"""The exit code of a scan (spec/cli.md): findings at or above ``--fail-on`` beat errors.
+
+0: clean; 1: a finding at or above ``fail_on``; 3: none, but an image was not audited.
+2 (configuration error) is the CLI's: it happens before there are results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vmaudit.models import SEVERITIES, ImageResult
+
+FAIL_ON_CHOICES = ("critical", "high", "medium", "low", "never")
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_CONFIG = 2
+EXIT_NOT_AUDITED = 3
+
+
+def at_or_above(severity: str, fail_on: str) -> bool:
+    """Whether a finding of ``severity`` fails a gate set at ``fail_on``."""
+    if fail_on == "never":
+        return False
+    return SEVERITIES.index(severity) <= SEVERITIES.index(fail_on)
+
+
+def exit_code(results: Sequence[ImageResult], fail_on: str) -> int:
+    """0, 1 or 3 for a finished scan; ``ValueError`` on an unknown ``fail_on``."""
+    if fail_on not in FAIL_ON_CHOICES:
+        raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, not {fail_on!r}")
+    if any(at_or_above(f.severity, fail_on) for r in results for f in r.findings):
+        return EXIT_FINDINGS
+    if any(result.error is not None for result in results):
+        return EXIT_NOT_AUDITED
+    return EXIT_OK

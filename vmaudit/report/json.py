@@ -1,0 +1,68 @@
+"""The scan report as JSON, schema ``vmaudit.report/v1`` (vmaudit/schemas/report.schema.json).
+
+JSON escapes control characters itself; ``ensure_ascii`` keeps the output 7-bit so that
+undecodable guest bytes (lone surrogates) cannot break the encoding of the file.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import vmaudit
+from vmaudit.models import REPORT_SCHEMA, ImageResult, ScanReport, to_jsonable
+from vmaudit.report.common import last_seen_running, severity_counts
+
+
+def _image(result: ImageResult) -> dict[str, Any]:
+    facts = result.facts
+    return {
+        "path": result.image.path,
+        "vm": result.image.vm,
+        "format": result.image.format,
+        "status": result.status,
+        "from_cache": result.from_cache,
+        "error": to_jsonable(result.error),
+        "os": None
+        if facts is None
+        else {
+            "type": facts.os.type,
+            "distro": facts.os.distro,
+            "version": facts.os.version,
+            "hostname": facts.os.hostname,
+        },
+        "dormancy": None
+        if facts is None
+        else {
+            "days_idle": facts.dormancy.days_idle,
+            "last_seen_running": last_seen_running(result),
+        },
+        "business": to_jsonable(result.business),
+        "risk": to_jsonable(result.risk),
+        "findings": [to_jsonable(finding) for finding in result.findings],
+    }
+
+
+def report_dict(report: ScanReport) -> dict[str, Any]:
+    """The report as the ``vmaudit.report/v1`` object."""
+    results = report.results
+    return {
+        "schema": REPORT_SCHEMA,
+        "tool": {"name": "vmaudit", "version": vmaudit.__version__},
+        "started_at": report.started_at,
+        "finished_at": report.finished_at,
+        "baselines": list(report.baselines),
+        "summary": {
+            "images": len(results),
+            "audited": sum(1 for r in results if r.error is None),
+            "errors": sum(1 for r in results if r.error is not None),
+            "from_cache": sum(1 for r in results if r.from_cache),
+            "findings": severity_counts(f for r in results for f in r.findings),
+            "exit_code": report.exit_code,
+        },
+        "images": [_image(result) for result in results],
+    }
+
+
+def render(report: ScanReport) -> str:
+    return json.dumps(report_dict(report), indent=2, ensure_ascii=True) + "\n"

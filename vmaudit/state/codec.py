@@ -1,0 +1,105 @@
+"""JSON text for what the state database stores, and back, exactly.
+
+Every guest- or host-controlled string goes through ``json.dumps`` with ASCII escaping, so
+control characters, quotes and lone surrogates (non-UTF-8 names kept as
+``surrogateescape``) survive the round trip unchanged. Facts are decoded by
+``facts_from_dict``, the inverse of ``Facts.to_dict``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from vmaudit.baseline.factsio import facts_from_dict
+from vmaudit.models import (
+    Business,
+    DiskRef,
+    Facts,
+    Finding,
+    ImageError,
+    ImageRef,
+    Risk,
+    to_jsonable,
+)
+
+
+def dumps(value: Any) -> str:
+    """Canonical ASCII JSON: the same value always gives the same text."""
+    return json.dumps(to_jsonable(value), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+def path_key(path: str) -> bytes:
+    """A lossless byte key for a path (any Python str, lone surrogates included)."""
+    return path.encode("utf-8", "surrogatepass")
+
+
+def key_path(key: bytes) -> str:
+    return key.decode("utf-8", "surrogatepass")
+
+
+def facts_text(facts: Facts) -> tuple[str, str]:
+    """The facts as canonical JSON and the SHA-256 of that text."""
+    text = dumps(facts.to_dict())
+    return text, hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def facts_from_text(text: str) -> Facts:
+    return facts_from_dict(loads(text))
+
+
+def image_ref_from_dict(data: dict[str, Any]) -> ImageRef:
+    return ImageRef(
+        path=data["path"],
+        format=data["format"],
+        disks=tuple(
+            DiskRef(
+                path=disk["path"],
+                format=disk["format"],
+                chain=tuple(disk.get("chain", ())),
+                chain_formats=tuple(disk.get("chain_formats", ())),
+            )
+            for disk in data.get("disks", ())
+        ),
+        vm=data.get("vm"),
+        in_use=bool(data.get("in_use", False)),
+    )
+
+
+def finding_from_dict(data: dict[str, Any]) -> Finding:
+    return Finding(
+        rule=data["rule"],
+        severity=data["severity"],
+        subject=data["subject"],
+        message=data["message"],
+        evidence=dict(data.get("evidence", {})),
+        baseline=data.get("baseline", ""),
+    )
+
+
+def findings_from_text(text: str) -> tuple[Finding, ...]:
+    return tuple(finding_from_dict(item) for item in loads(text))
+
+
+def business_from_dict(data: dict[str, Any]) -> Business:
+    return Business(
+        application=data.get("application"),
+        owner=data.get("owner"),
+        criticality=data.get("criticality", "medium"),
+    )
+
+
+def risk_from_columns(score: int, level: str) -> Risk:
+    return Risk(score=int(score), level=str(level))
+
+
+def error_from_text(text: str | None) -> ImageError | None:
+    if text is None:
+        return None
+    data = loads(text)
+    return ImageError(kind=data["kind"], message=data["message"])
