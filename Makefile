@@ -38,7 +38,7 @@ test-fast: setup
 	$(PY) -m pytest -q -ra -m 'not appliance'
 
 lint: setup
-	$(VENV)/bin/ruff check vmaudit tests fixtures
+	$(VENV)/bin/ruff check vmaudit tests fixtures bench
 	$(VENV)/bin/mypy --strict
 
 demo: fixtures

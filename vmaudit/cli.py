@@ -248,6 +248,115 @@ def baselines_validate(files: tuple[str, ...]) -> None:
     click.echo(f"{len(files)} baseline file(s) valid")
 
 
+def _parse_since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not an ISO date (2026-11-01 or "
+                                 "2026-11-01T12:00:00Z)", param_hint="--since") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _open_state(state_path: str | None) -> Any:
+    from vmaudit.state import StateDB, default_state_path
+
+    path = Path(state_path) if state_path else default_state_path()
+    if not path.exists():
+        raise ConfigError(f"{path}: no state database (run vmaudit scan first)")
+    return StateDB(path)
+
+
+@main.command()
+@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False))
+@click.option("--since", metavar="DATE", help="Only images scanned or changed since DATE")
+@_state_options
+def report(fmt: str, output: str | None, since: str | None, state_path: str | None) -> None:
+    """Print the last scan's report again from the state database, without opening an image."""
+    from vmaudit.report import Format, render
+
+    moment = _parse_since(since)
+    with config_errors():
+        db = _open_state(state_path)
+        try:
+            last = db.last_report(since=moment)
+        finally:
+            db.close()
+        if last is None:
+            raise ConfigError("no finished scan in the state database")
+    color = fmt == "table" and output is None and use_color(sys.stdout)
+    emit(render(last, Format(fmt), color=color), output)
+
+
+@main.command()
+@click.argument("image", type=click.Path())
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@_state_options
+def history(image: str, fmt: str, state_path: str | None) -> None:
+    """The image's recorded scans: when, what changed, risk over time."""
+    from vmaudit.report.history import render_history
+
+    with config_errors():
+        db = _open_state(state_path)
+        try:
+            entries = db.history(os.path.abspath(image))
+        finally:
+            db.close()
+    if not entries:
+        _stderr(f"{image}: no recorded scan")
+        raise SystemExit(3)
+    click.echo(render_history(entries, fmt), nl=False)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE")
+@click.option("-i", "--inventory", type=click.Path(dir_okay=False))
+@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("--interval", type=click.FloatRange(min=0.1), default=5, show_default=True,
+              help="Seconds between polls")
+@click.option("--settle", type=click.FloatRange(min=0), default=30, show_default=True,
+              help="Seconds an image must stay unchanged before it is audited")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB")
+@_state_options
+def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | None, fmt: str,
+          interval: float, settle: float, timeout: float, excludes: tuple[str, ...],
+          state_path: str | None) -> None:
+    """Watch datastores; audit an image as soon as it appears or changes and is quiet."""
+    from vmaudit.discover import discover
+    from vmaudit.report.events import render_event
+    from vmaudit.runner import Runner
+    from vmaudit.scan import ScanOptions, audit_one, load_judge, utc_now
+    from vmaudit.statecache import open_cache
+    from vmaudit.watch import Watcher
+
+    options = ScanOptions(paths=paths, baselines=baselines or ("default",), inventory=inventory,
+                          excludes=excludes, timeout=timeout)
+    with config_errors():
+        judge = load_judge(options, utc_now())
+        cache = open_cache(state_path)
+    runner = Runner(jobs=1, timeout=timeout, on_notice=_stderr)
+    watcher = Watcher(list(paths), lambda roots: discover(roots, excludes).images,
+                      interval=interval, settle=settle)
+    try:
+        for event in watcher.events():
+            result = None
+            if event.kind in ("appeared", "modified"):
+                result = audit_one(event.image, runner, judge, cache).results[0]
+            click.echo(render_event(event, result, fmt))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.close()
+        cache.close()
+
+
 def run() -> None:
     """Entry point that turns unexpected ``VmauditError`` into a message, not a traceback."""
     try:

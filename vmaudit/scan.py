@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -202,3 +202,21 @@ def _judged(judge: Judge, outcome: RawOutcome) -> ImageResult:
         return judge.failed(outcome.image, ImageError(str(ErrorKind.INTERNAL),
                                                       f"facts unreadable: {exc}"))
     return judge.judge(outcome.image, facts, from_cache=False)
+
+
+def audit_one(image: ImageRef, runner: Runner, judge: Judge,
+              cache: FactsCache | None = None) -> ScanReport:
+    """One image audited now (``vmaudit watch``), recorded in the state as a one-image scan."""
+    started = utc_now()
+    judge = replace(judge, now=started)  # a long watch judges each image on its own day
+    if cache is not None:
+        cache.begin([b.name for b in judge.baselines], started)
+    result = _judged(judge, runner.run_one(image, started))
+    if cache is not None:
+        cache.record(result)
+    report = ScanReport(started_at=iso_z(started), finished_at=iso_z(utc_now()),
+                        baselines=tuple(b.name for b in judge.baselines), fail_on="never",
+                        results=(result,), exit_code=exit_code([result], "never"))
+    if cache is not None:
+        cache.finish(report, [])
+    return report

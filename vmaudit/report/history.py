@@ -1,0 +1,43 @@
+"""``vmaudit history IMAGE``: one image's recorded scans and events, as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from tabulate import tabulate
+
+from vmaudit.models import to_jsonable
+from vmaudit.report.common import terminal_safe
+from vmaudit.state import HistoryEntry
+
+
+def change_summary(changes: dict[str, Any]) -> str:
+    """A short line naming what changed: ``packages: 3 upgraded; users: 1 added``."""
+    parts = []
+    for section, detail in sorted(changes.items()):
+        if isinstance(detail, dict):
+            counts = [f"{len(v)} {k}" for k, v in sorted(detail.items())
+                      if isinstance(v, (list, dict)) and v]
+            parts.append(f"{section}: {', '.join(counts)}" if counts else section)
+        else:
+            parts.append(section)
+    return "; ".join(parts)
+
+
+def render_history(entries: Sequence[HistoryEntry], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([to_jsonable(entry) for entry in entries], indent=2) + "\n"
+    rows = []
+    for entry in entries:
+        events = ", ".join(
+            event.kind + (f" ({change_summary(event.changes)})" if event.changes else "")
+            for event in entry.events
+        )
+        risk = f"{entry.risk.score} {entry.risk.level}" if entry.risk else "-"
+        status = entry.status if entry.error is None else f"error: {entry.error.kind}"
+        rows.append([entry.scan_started_at, status, risk, entry.findings_count,
+                     "yes" if entry.from_cache else "no", terminal_safe(events) or "-"])
+    return tabulate(rows, headers=["scan", "status", "risk", "findings", "cached", "events"],
+                    tablefmt="simple") + "\n"
