@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := libguestfs-tools python3-guestfs python3-hivex libhivex-bin qemu-utils \
 	e2fsprogs fdisk debootstrap ntfs-3g lvm2 python3-venv dpkg-dev xz-utils \
-	rpm systemd-journal-remote wimtools
+	rpm systemd-journal-remote wimtools chromium
 export LIBGUESTFS_BACKEND ?= direct
 
 .PHONY: setup deb venv test test-fast lint demo fixtures bench clean
@@ -41,9 +41,14 @@ lint: setup
 	$(VENV)/bin/ruff check vmaudit tests fixtures bench
 	$(VENV)/bin/mypy --strict
 
+DEMO_SCAN := $(VENV)/bin/vmaudit scan build/datastore --inventory fixtures/inventory.yaml \
+	-b default -b fixtures/demo-baseline.yaml -b fixtures/demo-windows-baseline.yaml \
+	--state build/demo-state.db
+
 demo: fixtures
-	$(VENV)/bin/vmaudit scan build/datastore --inventory fixtures/inventory.yaml; \
-	  rc=$$?; echo "vmaudit scan exit code: $$rc (1 = findings at or above --fail-on)"
+	$(DEMO_SCAN); rc=$$?; \
+	  echo "vmaudit scan exit code: $$rc (1 = findings at or above --fail-on, the demo's point)"; \
+	  test $$rc -le 1
 
 bench: fixtures
 	$(PY) bench/bench.py

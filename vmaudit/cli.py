@@ -145,13 +145,21 @@ def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Paths to skip")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Images whose disks share one appliance (1 = one appliance per image)")
+@click.option("--scheduler", metavar="ADDRESS",
+              help="Run the audits on a Dask cluster (tcp://HOST:8786) instead of local processes")
+@click.option("--path-map", "path_maps", multiple=True, metavar="LOCAL=REMOTE",
+              help="Datastore mounted at another path on the workers; repeatable")
+@click.option("--discover-on-workers", is_flag=True,
+              help="With --scheduler: a worker walks the datastores, not this host")
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True)
 def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | None, fmt: str,
          output: str | None, fail_on: str, jobs: int | None, timeout: float,
          state_path: str | None, no_cache: bool, excludes: tuple[str, ...], batch: int | None,
+         scheduler: str | None, path_maps: tuple[str, ...], discover_on_workers: bool,
          quiet: bool, verbose: bool) -> None:
     """Discover images under each PATH, audit each, print the report."""
+    from vmaudit.fleet import check_fleet_options
     from vmaudit.report import Format, render
     from vmaudit.scan import ScanOptions, load_judge, run_scan, utc_now
     from vmaudit.statecache import open_cache
@@ -160,13 +168,16 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
         paths=paths, baselines=baselines or ("default",), inventory=inventory,
         fail_on=fail_on, jobs=jobs or (os.cpu_count() or 1), timeout=timeout,
         excludes=excludes, no_cache=no_cache, batch=batch, launch=LaunchOptions(),
+        scheduler=scheduler, path_maps=path_maps, discover_on_workers=discover_on_workers,
     )
     with config_errors():
+        check_fleet_options(scheduler, path_maps, discover_on_workers)
         judge = load_judge(options, utc_now())
         cache = open_cache(state_path)
     progress = Progress(quiet, verbose)
     try:
-        report = run_scan(options, progress, cache=cache, judge=judge)
+        with config_errors():
+            report = run_scan(options, progress, cache=cache, judge=judge)
     finally:
         progress.close()
         cache.close()

@@ -4,6 +4,10 @@ A child runs in its own session; on timeout the whole process group (the worker 
 qemu it started) is killed, so nothing is left behind. The first child that had to fall back
 from KVM to software emulation makes every later launch start in software emulation, and the
 ``on_notice`` callback is told once.
+
+Batches run on a local thread pool, or on any ``concurrent.futures.Executor`` given as
+``executor`` (vmaudit.fleet sends them to Dask workers); a ``Runner`` pickles without its lock
+and callback so that ``run_batch`` can run on another host.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Executor, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -48,6 +52,7 @@ class Runner:
         options: LaunchOptions | None = None,
         on_notice: Callable[[str], None] | None = None,
         batch: int = 1,
+        executor: Executor | None = None,
     ) -> None:
         self.jobs = max(1, jobs)
         self.batch = max(1, batch)
@@ -58,6 +63,25 @@ class Runner:
         self._force_tcg = self.options.force_tcg or os.environ.get(
             "VMAUDIT_FORCE_TCG", ""
         ) not in ("", "0")
+        self.executor = executor
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for local_only in ("_lock", "on_notice", "executor"):
+            del state[local_only]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self.on_notice = lambda message: None
+        self.executor = None
+
+    @property
+    def software_emulation(self) -> bool:
+        """Whether launches start in software emulation (asked for, or after a KVM failure)."""
+        with self._lock:
+            return self._force_tcg
 
     def _launch_options(self) -> dict[str, Any]:
         with self._lock:
@@ -65,7 +89,7 @@ class Runner:
         return {"force_tcg": force_tcg, "memsize_mb": self.options.memsize_mb,
                 "smp": self.options.smp}
 
-    def _note_fallback(self) -> None:
+    def note_fallback(self) -> None:
         with self._lock:
             first = not self._force_tcg
             self._force_tcg = True
@@ -91,7 +115,7 @@ class Runner:
             return [RawOutcome(images[0], None, failure)]
         assert answer is not None
         if answer.get("tcg_fallback"):
-            self._note_fallback()
+            self.note_fallback()
         outcomes = [_outcome(image, entry) for image, entry in
                     zip(images, answer.get("results", []), strict=True)]
         for index in answer.get("clashing", []):
@@ -136,14 +160,26 @@ class Runner:
         batches = [list(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
         if not batches:
             return
+        if self.executor is not None:  # remote workers probe KVM on their own hosts
+            yield from _as_finished(self.executor, self.run_batch, batches, now)
+            return
         # Probe the launch mode on the first batch alone while KVM is untested, so that a
         # host without KVM pays the failed KVM launch once, not once per job.
         if not self._force_tcg and self.jobs > 1:
             yield from self.run_batch(batches.pop(0), now)
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(self.run_batch, batch, now) for batch in batches]
-            for future in as_completed(futures):
-                yield from future.result()
+            yield from _as_finished(pool, self.run_batch, batches, now)
+
+
+def _as_finished(
+    pool: Executor,
+    run_batch: Callable[[list[ImageRef], datetime], list[RawOutcome]],
+    batches: Sequence[list[ImageRef]],
+    now: datetime,
+) -> Iterator[RawOutcome]:
+    futures = [pool.submit(run_batch, batch, now) for batch in batches]
+    for future in as_completed(futures):
+        yield from future.result()
 
 
 def _outcome(image: ImageRef, entry: dict[str, Any]) -> RawOutcome:

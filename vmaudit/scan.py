@@ -7,7 +7,9 @@ renders the report. One image failing is one error row; the scan always goes on.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -17,7 +19,7 @@ from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
 from vmaudit.baseline.rules import evaluate
-from vmaudit.discover import discover
+from vmaudit.discover import DiscoveryResult, discover
 from vmaudit.errors import ErrorKind
 from vmaudit.gate import exit_code
 from vmaudit.guest.appliance import LaunchOptions
@@ -94,6 +96,9 @@ class ScanOptions:
     no_cache: bool = False
     batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
     launch: LaunchOptions = field(default_factory=LaunchOptions)
+    scheduler: str | None = None  # Dask scheduler address: audit on its workers (vmaudit.fleet)
+    path_maps: tuple[str, ...] = ()  # LOCAL=REMOTE: the datastore's path on the workers
+    discover_on_workers: bool = False  # with a scheduler: a worker walks the datastore
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,35 @@ def run_scan(
     observer = observer or SilentObserver()
     started = utc_now()
     judge = judge or load_judge(options, started)
-    found = discover(options.paths, options.excludes)
+    with _auditors(options, observer) as auditors:
+        return _scan(options, observer, cache, judge, started, auditors)
+
+
+@dataclass(frozen=True)
+class _Auditors:
+    """Where discovery and audits run: here (the default) or on a Dask fleet."""
+
+    discover: Callable[[Sequence[str], Sequence[str]], DiscoveryResult]
+    capacity: int  # appliances running at once, to size batches
+    executor: Executor | None = None
+
+
+@contextmanager
+def _auditors(options: ScanOptions, observer: ScanObserver) -> Iterator[_Auditors]:
+    if options.scheduler is None:
+        yield _Auditors(discover, options.jobs)
+        return
+    from vmaudit.fleet import connect, parse_path_map
+
+    maps = [parse_path_map(text) for text in options.path_maps]
+    with connect(options.scheduler, maps, observer.notice) as fleet:
+        yield _Auditors(fleet.discover if options.discover_on_workers else discover,
+                        fleet.capacity(), fleet.executor())
+
+
+def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None, judge: Judge,
+          started: datetime, auditors: _Auditors) -> ScanReport:
+    found = auditors.discover(options.paths, options.excludes)
     observer.discovered(len(found.images) + len(found.skipped))
     if cache is not None:
         cache.begin(options.baselines, started)
@@ -175,7 +208,8 @@ def run_scan(
         else:
             to_audit.append(image)
     runner = Runner(options.jobs, options.timeout, options.launch, on_notice=observer.notice,
-                    batch=batch_size(options.batch, len(to_audit), options.jobs))
+                    batch=batch_size(options.batch, len(to_audit), auditors.capacity),
+                    executor=auditors.executor)
     for outcome in runner.run(to_audit, started):
         done(_judged(judge, outcome))
     results.sort(key=lambda r: r.image.path)

@@ -110,6 +110,20 @@ def validate_disk(disk: DiskRef) -> None:
                                        f"{os.path.basename(path)}: extent outside its folder")
 
 
+def overlay_backing(disk: DiskRef) -> str:
+    """The backing our overlay names: the leaf, format pinned, opened without file locks.
+
+    An image a running VM holds open for writing refuses qemu's shared lock ("Failed to get
+    shared 'write' lock"); ``locking: off`` is the ``-U`` of spec/safety.md for the
+    appliance. The leaf is still opened read-only (it is a backing file), and we write this
+    ``json:`` ourselves with ``json.dumps``: no guest-written text reaches it.
+    """
+    node = {"driver": qemu_driver(disk.format),
+            "file": {"driver": "file", "filename": os.path.abspath(disk.path),
+                     "locking": "off"}}
+    return "json:" + json.dumps(node, separators=(",", ":"))
+
+
 def make_overlay(disk: DiskRef, directory: str, index: int) -> str:
     """Our qcow2 overlay over the disk's leaf, the leaf's format pinned; never opens the chain."""
     info = qemu_img_info(disk.path, disk.format)
@@ -119,7 +133,7 @@ def make_overlay(disk: DiskRef, directory: str, index: int) -> str:
     overlay = os.path.join(directory, f"disk{index}.qcow2")
     proc = subprocess.run(
         ["qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", qemu_driver(disk.format),
-         "-b", os.path.abspath(disk.path), overlay, str(size)],
+         "-b", overlay_backing(disk), overlay, str(size)],
         capture_output=True, timeout=QEMU_IMG_TIMEOUT, check=False,
     )
     if proc.returncode != 0:

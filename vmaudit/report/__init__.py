@@ -11,7 +11,7 @@ from typing import assert_never
 
 from vmaudit.gate import exit_code
 from vmaudit.models import ScanReport
-from vmaudit.report import csv, json, junit, table
+from vmaudit.report import csv, html, json, junit, table
 
 
 class Format(StrEnum):
@@ -19,6 +19,7 @@ class Format(StrEnum):
     CSV = "csv"
     JSON = "json"
     JUNIT = "junit"
+    HTML = "html"
 
 
 def render(
@@ -33,6 +34,8 @@ def render(
         return json.render(report)
     if fmt is Format.JUNIT:
         return junit.render(report)
+    if fmt is Format.HTML:
+        return html.render(report)
     assert_never(fmt)
 
 
