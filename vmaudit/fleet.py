@@ -134,16 +134,17 @@ def audit_on_worker(runner: Runner, images: list[ImageRef], now: datetime,
                     ) -> tuple[list[RawOutcome], bool]:
     """The Dask task: the local audit of one batch, on the worker host.
 
-    Returns the outcomes (in the order of ``images``) and whether this worker process now
-    launches in software emulation. ``VMAUDIT_FORCE_TCG`` is read from the worker's
-    environment, since emulation is a property of the host that runs the appliance.
+    Returns the outcomes (in the order of ``images``) and whether a KVM launch failed during
+    this batch. ``VMAUDIT_FORCE_TCG`` is read from the worker's environment, since emulation
+    is a property of the host that runs the appliance.
     """
     global _worker_software_emulation
     if _worker_software_emulation or os.environ.get("VMAUDIT_FORCE_TCG", "") not in ("", "0"):
         runner.note_fallback()
+    emulated_before = runner.software_emulation
     outcomes = runner.run_batch(images, now)
     _worker_software_emulation = runner.software_emulation
-    return outcomes, _worker_software_emulation
+    return outcomes, _worker_software_emulation and not emulated_before
 
 
 # ---------------------------------------------------------------- on the client
@@ -169,7 +170,7 @@ class FleetExecutor(Executor):
         self.on_notice = on_notice
         self.resources = appliance_resources(client)
         self._lock = threading.Lock()
-        self._told_emulation = False
+        self._told_fallback = False
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         runner = getattr(fn, "__self__", None)
@@ -191,12 +192,12 @@ class FleetExecutor(Executor):
 
         def finished(task: Any) -> None:
             try:
-                outcomes, emulated = task.result()
+                outcomes, fell_back = task.result()
             except BaseException as exc:  # every failure of the task becomes error rows
                 self._failed(runner, images, now, exc, result)
                 return
-            if emulated:
-                self._tell_emulation()
+            if fell_back:
+                self._tell_fallback()
             result.set_result([self._to_client(image, outcome)
                                for image, outcome in zip(images, outcomes, strict=True)])
 
@@ -226,12 +227,12 @@ class FleetExecutor(Executor):
         facts = None if outcome.facts is None else self.translator.facts_to_client(outcome.facts)
         return RawOutcome(image, facts, outcome.error)
 
-    def _tell_emulation(self) -> None:
+    def _tell_fallback(self) -> None:
         with self._lock:
-            first, self._told_emulation = not self._told_emulation, True
+            first, self._told_fallback = not self._told_fallback, True
         if first:
-            self.on_notice("a Dask worker launches appliances in software emulation "
-                           "(force_tcg): no usable KVM on its host")
+            self.on_notice("KVM launch failed on a Dask worker; that worker retries in software "
+                           "emulation (force_tcg) from now on")
 
 
 def _gather_into(parts: Sequence[Future[list[RawOutcome]]],

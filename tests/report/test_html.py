@@ -62,11 +62,22 @@ firewall:
 """
 
 
-def _guest(root: Path, hostname: str, extra_passwd: str = "", sudo: str = "alice") -> Path:
+def _guest(root: Path, hostname: str, *, extra_passwd: str = "", sudo: str = "alice",
+           backdoor: bool = True, root_login: str = "yes", firewall: bool = False) -> Path:
+    """The mini Debian tree; ``backdoor`` keeps its uid-0 ``toor`` with an empty password."""
     files = dict(MINI_FILES)
+    keep = (lambda line: True) if backdoor else (lambda line: not line.startswith("toor:"))
+    for name in ("etc/passwd", "etc/shadow"):
+        files[name] = "".join(line + "\n" for line in MINI_FILES[name].splitlines()
+                              if keep(line))
+    files["etc/passwd"] += extra_passwd
     files["etc/hostname"] = hostname + "\n"
-    files["etc/passwd"] = MINI_FILES["etc/passwd"] + extra_passwd
     files["etc/group"] = f"root:x:0:\nsudo:x:27:{sudo}\nalice:x:1000:\n"
+    files["etc/ssh/sshd_config"] = f"PermitRootLogin {root_login}\nPasswordAuthentication no\n"
+    if firewall:
+        files["etc/ufw/ufw.conf"] = "ENABLED=yes\n"
+        files["etc/default/ufw"] = 'DEFAULT_INPUT_POLICY="DROP"\n'
+        files["usr/sbin/ufw"] = "#!/bin/sh\n"
     tree = write_tree(root, files)
     (tree / "bin" / "bash").write_bytes(Path("/bin/bash").read_bytes())
     return tree
@@ -92,16 +103,21 @@ def _audited(tree: Path, path: str, days_idle: int, business: Business) -> Image
 
 
 def hostile_report(base: Path) -> ScanReport:
-    """Four audited guests (idle 9, 30, 270 and 1047 days) and one image in error."""
+    """Four audited guests (idle 9, 30, 270 and 1047 days) and one image in error.
+
+    web-01 is clean (risk 0), web-02 allows root SSH logins (low), the hostile guest and
+    the legacy one have a uid-0 backdoor with an empty password (critical).
+    """
     hostile = _audited(
         _guest(base / "hostile", HOSTILE_HOST,
                f"{IMG_TAG}:x:1001:1001::/home/x:/bin/bash\n{SCRIPT_TAG}:x:0:0::/root:/bin/bash\n",
                sudo=f"alice,{IMG_TAG}"),
         f"/ds/{SCRIPT_TAG}.qcow2", 270, Business(HOSTILE_APP, "finance-it", "high"))
-    fresh = _audited(_guest(base / "fresh", "web-01"), "/ds/web-01.qcow2", 9,
-                     Business("web", "web-team", "medium"))
-    month = _audited(_guest(base / "month", "web-02"), "/ds/web-02.qcow2", 30,
-                     Business("web", "web-team", "medium"))
+    fresh = _audited(_guest(base / "fresh", "web-01", backdoor=False, root_login="no",
+                            firewall=True),
+                     "/ds/web-01.qcow2", 9, Business("web", "web-team", "medium"))
+    month = _audited(_guest(base / "month", "web-02", backdoor=False, firewall=True),
+                     "/ds/web-02.qcow2", 30, Business("web", "web-team", "medium"))
     ancient = _audited(_guest(base / "ancient", "legacy"), "/ds/legacy.qcow2", 1047,
                        Business(None, None, "low"))
     broken = ImageResult(image=ImageRef("/ds/evil.qcow2", "qcow2", ()), facts=None,
@@ -278,6 +294,16 @@ def test_summary_counts_match_the_report(report: ScanReport, dom: DomBuilder) ->
     for severity, count in summary["findings"].items():
         assert stats[severity] == count
     assert stats["critical"] >= 1  # the uid-0 account of the hostile guest
+
+
+def test_the_guests_span_the_risk_levels(report: ScanReport) -> None:
+    levels = {r.image.path: r.risk.level for r in report.results if r.error is None}
+    assert levels == {
+        f"/ds/{SCRIPT_TAG}.qcow2": "critical",
+        "/ds/legacy.qcow2": "critical",
+        "/ds/web-02.qcow2": "low",
+        "/ds/web-01.qcow2": "none",
+    }
 
 
 def _image_rows(dom: DomBuilder) -> list[Node]:

@@ -282,7 +282,7 @@ def _image_row(index: int, result: ImageResult) -> str:
     vm = f'<br><span class="vm">VM {_text(result.image.vm)}</span>' if result.image.vm else ""
     cells = [
         _cell(f'<a href="#image-{index}">{_text(result.image.path)}</a>{vm}',
-              result.image.path),
+              result.image.path, "path"),
         _cell(_text(os_text(result))),
         _cell(_text((facts.os.hostname or "") if facts is not None else "")),
         _cell(_text(result.business.application or "")),
@@ -325,7 +325,7 @@ def _image_details(index: int, result: ImageResult) -> str:
         )
     elif result.findings:
         rows = "".join(
-            f'<tr class="sev-{_text(f.severity)}"><td><code>{_text(f.rule)}</code></td>'
+            f'<tr class="finding finding-{_text(f.severity)}"><td><code>{_text(f.rule)}</code></td>'
             f'<td><span class="sev sev-{_text(f.severity)}">{_text(f.severity)}</span></td>'
             f"<td>{_text(f.subject)}</td><td>{_text(f.message)}</td>"
             f"<td><code>{_evidence(f.evidence)}</code></td><td>{_text(f.baseline)}</td></tr>"
@@ -387,8 +387,13 @@ vertical-align:top;text-align:left}td.num{text-align:right;font-variant-numeric:
 th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0}
 th[aria-sort=ascending] button::after{content:" ▲"}
 th[aria-sort=descending] button::after{content:" ▼"}
-td{word-break:break-word;max-width:32rem}.scroll{overflow-x:auto}
-.level,.sev{padding:0 .35rem;border-radius:3px;color:#fff;font-weight:600}
+td{overflow-wrap:break-word;max-width:32rem}td.path{overflow-wrap:anywhere;min-width:12rem}
+.scroll{overflow-x:auto}
+.level,.sev{padding:0 .35rem;border-radius:3px;color:#fff;font-weight:600;white-space:nowrap}
+tr.finding-critical td:first-child{border-left:4px solid #b71c1c}
+tr.finding-high td:first-child{border-left:4px solid #e65100}
+tr.finding-medium td:first-child{border-left:4px solid #c79100}
+tr.finding-low td:first-child{border-left:4px solid #1565c0}
 .level-critical,.sev-critical{background:#b71c1c}.level-high,.sev-high{background:#e65100}
 .level-medium,.sev-medium{background:#c79100}.level-low,.sev-low{background:#1565c0}
 .level-none{background:#2e7d32}.sev-info{background:#607d8b}.level-error{background:#6a1b9a}

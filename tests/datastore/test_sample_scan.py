@@ -1,0 +1,119 @@
+"""The sample datastore end to end: rules, risk table, cache, history, batching."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.datastore.conftest import REPO, Scan, run_scan
+from vmaudit.baseline.rules import RULES
+from vmaudit.discover import discover
+from vmaudit.identity import image_identity
+from vmaudit.state import StateDB
+
+pytestmark = pytest.mark.appliance
+
+
+def test_every_image_is_audited_and_every_rule_fires_and_passes(first_scan: Scan) -> None:
+    images = first_scan.report["images"]
+    assert len(images) == 12
+    assert [i["path"] for i in images if i["status"] != "audited"] == []
+    fired: dict[str, set[str]] = {rule: set() for rule in RULES}
+    for image in images:
+        for finding in image["findings"]:
+            fired[finding["rule"]].add(Path(image["path"]).parent.name)
+    assert {rule for rule, where in fired.items() if not where} == set()
+    clean = {Path(i["path"]).parent.name for i in images if not i["findings"]}
+    assert {"web-01", "win2019-patched"} <= clean
+    assert first_scan.exit_code == 1
+    payroll = first_scan.image("payroll-db-07")
+    assert payroll["risk"] == {"score": 100, "level": "critical"}
+    assert payroll["business"] == {"application": "payroll", "owner": "finance-it",
+                                   "criticality": "critical"}
+    assert {(f["rule"], f["subject"]) for f in payroll["findings"]} >= {
+        ("account.extra-uid0", "toor"), ("account.empty-password", "reports"),
+        ("account.revoked-active", "jdoe"), ("ssh.root-login", "sshd")}
+
+
+def test_vm_with_two_disks_and_snapshot_chain_are_one_guest_each(first_scan: Scan) -> None:
+    erp = first_scan.image("legacy-erp")
+    assert erp["vm"] and erp["path"].endswith("legacy-erp.vmx")
+    crm = first_scan.image("crm-app-01")
+    assert crm["path"].endswith("crm-app-01.vmx")
+    assert crm["findings"] == []  # the snapshot leaf is patched; its base is not
+    paths = [i["path"] for i in first_scan.report["images"]]
+    assert not any(p.endswith(("crm-app-01.vmdk", "base.qcow2", "legacy-erp_1.vmdk"))
+                   for p in paths)
+
+
+def test_windows_and_linux_side_by_side_in_one_risk_table(first_scan: Scan) -> None:
+    proc = subprocess.run([sys.executable, "-m", "vmaudit.cli", "report", "--format", "table",
+                           "--state", str(first_scan.state)], capture_output=True, text=True,
+                          check=True)
+    assert "windows 10.0" in proc.stdout and "debian 12" in proc.stdout
+    assert "win2016" in proc.stdout and "payroll-db" in proc.stdout
+
+
+def test_rescan_of_unchanged_datastore_opens_no_image(first_scan: Scan, tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    shutil.copy(first_scan.state, state)
+    second = run_scan(state)
+    assert second.report["summary"]["from_cache"] == 12
+    assert all(i["from_cache"] for i in second.report["images"])
+    assert "software emulation" not in second.stderr  # no launch was even tried
+
+    def judged(scan: Scan) -> list[tuple[str, object, object]]:
+        return [(i["path"], i["findings"], i["risk"]) for i in scan.report["images"]]
+
+    assert judged(second) == judged(first_scan)
+
+
+def test_changed_baseline_changes_findings_without_opening(first_scan: Scan,
+                                                           tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    shutil.copy(first_scan.state, state)
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("apiVersion: vmaudit/v1\nkind: Baseline\nmetadata: {name: strict}\n"
+                      "match: {os: linux}\npackages:\n  forbidden: [sudo]\n")
+    again = run_scan(state, "-b", str(strict))
+    assert again.report["summary"]["from_cache"] == 12
+    web = next(i for i in again.report["images"] if "web-01" in i["path"])
+    assert ("package.forbidden", "sudo") in {(f["rule"], f["subject"]) for f in web["findings"]}
+
+
+def test_touched_image_alone_is_read_again_and_recorded_modified(first_scan: Scan,
+                                                                 tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    shutil.copy(first_scan.state, state)
+    image = Path(first_scan.image("web-01")["path"])
+    before = image.stat()
+    try:
+        os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+        again = run_scan(state)
+    finally:
+        os.utime(image, ns=(before.st_atime_ns, before.st_mtime_ns))
+    fresh = [i["path"] for i in again.report["images"] if not i["from_cache"]]
+    assert fresh == [str(image)]
+    with StateDB(state) as db:
+        events = [e.kind for entry in db.history(str(image)) for e in entry.events]
+    assert events.count("modified") == 1
+
+
+def test_batched_and_unbatched_scans_give_identical_facts(first_scan: Scan,
+                                                          tmp_path: Path) -> None:
+    """The shared cold scan ran batched; this one opens one appliance per image."""
+    unbatched = run_scan(tmp_path / "state.db", "--batch", "1", "--no-cache")
+    assert [i["findings"] for i in unbatched.report["images"]] == [
+        i["findings"] for i in first_scan.report["images"]]
+    images = discover([str(REPO / "build" / "datastore")]).images
+    with StateDB(first_scan.state) as batched_db, StateDB(tmp_path / "state.db") as single_db:
+        for image in images:
+            identity = image_identity(image)
+            batched, single = batched_db.lookup_facts(identity), single_db.lookup_facts(identity)
+            assert batched is not None and single is not None
+            assert batched.to_dict() == single.to_dict(), image.path
