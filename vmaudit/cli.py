@@ -186,6 +186,26 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
     raise SystemExit(report.exit_code)
 
 
+def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """Facts of every guest found at ``image`` (one appliance each); None when unreadable."""
+    from vmaudit.discover import discover
+    from vmaudit.runner import Runner
+
+    found = discover([image])
+    for skipped in found.skipped:
+        _stderr(f"{skipped.path}: {skipped.kind}: {skipped.message}")
+    if not found.images and not found.skipped:
+        _stderr(f"{image}: no disk image found")
+    runner = Runner(jobs=1, timeout=timeout, on_notice=_stderr)
+    for ref in found.images:
+        outcome = runner.run_one(ref, datetime.now(UTC))
+        if outcome.error is not None:
+            _stderr(f"{ref.path}: {outcome.error.kind}: {outcome.error.message}")
+        yield ref.path, outcome.facts
+    if found.skipped:
+        yield image, None
+
+
 @main.command()
 @click.argument("image", type=click.Path())
 @click.option("-f", "--format", "fmt", type=click.Choice(["json", "table"]), default="json",
@@ -193,32 +213,20 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
 def inspect(image: str, fmt: str, timeout: float) -> None:
     """Print the facts read from one image (vmaudit.facts/v1), no baseline."""
-    from vmaudit.discover import discover
     from vmaudit.report.facts_view import render_facts
-    from vmaudit.runner import Runner
 
-    found = discover([image])
-    if not found.images:
-        for skipped in found.skipped:
-            _stderr(f"{skipped.path}: {skipped.kind}: {skipped.message}")
-        if not found.skipped:
-            _stderr(f"{image}: no disk image found")
-        raise SystemExit(3)
-    runner = Runner(jobs=1, timeout=timeout, on_notice=_stderr)
     exit_status = 0
-    for ref in found.images:
-        outcome = runner.run_one(ref, datetime.now(UTC))
-        if outcome.error is not None or outcome.facts is None:
-            kind = outcome.error.kind if outcome.error else "internal-error"
-            message = outcome.error.message if outcome.error else "no facts"
-            _stderr(f"{ref.path}: {kind}: {message}")
+    seen = False
+    for _path, facts in _read_images(image, timeout):
+        if facts is None:
             exit_status = 3
             continue
+        seen = True
         if fmt == "json":
-            click.echo(json.dumps(outcome.facts, indent=2, ensure_ascii=False))
+            click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
         else:
-            click.echo(render_facts(outcome.facts, color=use_color(sys.stdout)))
-    raise SystemExit(exit_status)
+            click.echo(render_facts(facts, color=use_color(sys.stdout)))
+    raise SystemExit(exit_status if seen else 3)
 
 
 @main.group()
@@ -366,6 +374,27 @@ def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | N
     finally:
         watcher.close()
         cache.close()
+
+
+@baselines.command("capture")
+@click.argument("image", type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the baseline there (atomically) instead of stdout")
+@click.option("--name", help="metadata.name of the baseline  [default: golden-<image>]")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+def baselines_capture(image: str, output: str | None, name: str | None, timeout: float) -> None:
+    """Write a baseline that the given golden image passes."""
+    from vmaudit.baseline.capture import capture_baseline
+    from vmaudit.baseline.factsio import facts_from_dict
+
+    read = [(path, facts) for path, facts in _read_images(image, timeout) if facts is not None]
+    if len(read) != 1:
+        _stderr(f"{image}: capture needs exactly one readable guest, found {len(read)}")
+        raise SystemExit(3)
+    path, facts = read[0]
+    with config_errors():
+        text = capture_baseline(facts_from_dict(facts), path, datetime.now(UTC), name)
+    emit(text, output)
 
 
 def run() -> None:

@@ -387,7 +387,7 @@ vertical-align:top;text-align:left}td.num{text-align:right;font-variant-numeric:
 th button{font:inherit;font-weight:600;border:0;background:none;cursor:pointer;padding:0}
 th[aria-sort=ascending] button::after{content:" ▲"}
 th[aria-sort=descending] button::after{content:" ▼"}
-td{overflow-wrap:break-word;max-width:32rem}td.path{overflow-wrap:anywhere;min-width:12rem}
+td{overflow-wrap:break-word;max-width:20rem}td.path{overflow-wrap:anywhere;min-width:12rem}
 .scroll{overflow-x:auto}
 .level,.sev{padding:0 .35rem;border-radius:3px;color:#fff;font-weight:600;white-space:nowrap}
 tr.finding-critical td:first-child{border-left:4px solid #b71c1c}
