@@ -292,7 +292,8 @@ class Fleet:
 
 @contextmanager
 def connect(address: str, maps: Sequence[PathMap] = (),
-            on_notice: Callable[[str], None] | None = None) -> Iterator[Fleet]:
+            on_notice: Callable[[str], None] | None = None,
+            timeout: str = CONNECT_TIMEOUT) -> Iterator[Fleet]:
     """A ``Fleet`` on the scheduler at ``address``; ``ConfigError`` when it cannot be used."""
     try:
         from distributed import Client
@@ -300,7 +301,7 @@ def connect(address: str, maps: Sequence[PathMap] = (),
         raise ConfigError("--scheduler needs the 'fleet' extra: pip install 'vmaudit[fleet]'"
                           ) from None
     try:
-        client = Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+        client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ from vmaudit.fleet import (
     appliance_resources,
     capacity,
     check_fleet_options,
+    connect,
     parse_path_map,
 )
 from vmaudit.models import DiskRef, ImageRef
@@ -129,3 +131,27 @@ def test_an_image_that_kills_workers_is_an_error_row_and_spares_its_batch(
     assert deadly.facts is None and deadly.error is not None
     assert deadly.error.kind == "appliance-failed"
     assert "workers died" in deadly.error.message
+
+
+def test_an_unreachable_scheduler_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"), \
+            connect("tcp://127.0.0.1:1", timeout="1s"):
+        pass
+
+
+def test_workers_discover_their_view_and_the_client_gets_its_paths(
+        threads_cluster: LocalCluster, tmp_path: Path) -> None:
+    on_workers = tmp_path / "mounted-here"
+    (on_workers / "vm").mkdir(parents=True)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(on_workers / "vm" / "a.qcow2"),
+                    "1M"], check=True)
+    (on_workers / "vm" / "notes.txt").write_text("not an image\n")
+    client_view = tmp_path / "not-mounted-on-the-client"
+    maps = [PathMap(str(client_view), str(on_workers))]
+
+    with connect(threads_cluster.scheduler_address, maps) as fleet:
+        found = fleet.discover([str(client_view)], [])
+
+    assert [i.path for i in found.images] == [str(client_view / "vm" / "a.qcow2")]
+    assert found.images[0].disks[0].chain == (str(client_view / "vm" / "a.qcow2"),)
+    assert found.skipped == []
