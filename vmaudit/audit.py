@@ -27,7 +27,7 @@ from vmaudit.guest.appliance import (
     mount_root,
 )
 from vmaudit.guest.base import GuestFS
-from vmaudit.models import Facts, ImageInfo, ImageRef, OsInfo
+from vmaudit.models import Facts, ImageInfo, ImageRef
 
 HEAD_HASH_BYTES = 1024 * 1024
 
@@ -57,47 +57,44 @@ def image_info(ref: ImageRef) -> ImageInfo:
     )
 
 
-def _fill_from_inspection(os_info: OsInfo, inspected: dict[str, Any]) -> OsInfo:
-    """Fields our own detection could not read, taken from libguestfs's inspection."""
-    def pick(ours: str | None, key: str) -> str | None:
-        theirs = inspected.get(key)
-        return ours if ours else (str(theirs) if theirs not in (None, "", "unknown") else None)
-
-    version = os_info.version
-    if not version and inspected.get("major_version") is not None:
-        version = f"{inspected['major_version']}.{inspected.get('minor_version') or 0}"
-    return OsInfo(
-        type=os_info.type,
-        distro=pick(os_info.distro, "distro"),
-        version=version,
-        product=pick(os_info.product, "product_name"),
-        hostname=pick(os_info.hostname, "hostname"),
-        arch=pick(os_info.arch, "arch"),
-        package_format=pick(os_info.package_format, "package_format"),
-        build=os_info.build,
-        edition=os_info.edition,
-    )
-
-
 def collect_facts(
     fs: GuestFS,
     image: ImageInfo,
     now: datetime,
     warnings: list[str] | None = None,
-    inspected: dict[str, Any] | None = None,
 ) -> Facts:
     """The full facts of the guest whose root ``fs`` is."""
     warnings = list(warnings or [])
     windows = detect_windows(fs, warnings)
     if windows is not None:
-        return collect_windows(fs, image, _fill_from_inspection(windows, inspected or {}), now,
-                               warnings)
+        return collect_windows(fs, image, windows, now, warnings)
     linux = detect_linux(fs, warnings)
     if linux is not None:
-        return collect_linux(fs, image, _fill_from_inspection(linux, inspected or {}), now,
-                             warnings)
+        return collect_linux(fs, image, linux, now, warnings)
     raise VmauditError(ErrorKind.NO_OPERATING_SYSTEM,
                        "no Linux or Windows root found on the mounted filesystems")
+
+
+Signature = tuple[tuple[str, int, int, int], ...]
+
+
+def signature(ref: ImageRef) -> Signature | None:
+    """Size, mtime and inode of every file of the image's chains; None when one is gone."""
+    try:
+        stats = [(path, os.stat(path)) for disk in ref.disks for path in disk.chain]
+    except OSError:
+        return None
+    return tuple((path, st.st_size, st.st_mtime_ns, st.st_ino) for path, st in stats)
+
+
+def _alive(handle: Any) -> bool:
+    """Whether the appliance still answers: a dead qemu makes every later read fail, and
+    collectors turn failed reads into warnings, so empty facts would pass for a clean guest."""
+    try:
+        handle.ping_daemon()
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -118,6 +115,7 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
     """
     results: dict[int, Facts | VmauditError] = {}
     infos: dict[int, ImageInfo] = {}
+    before = {index: signature(ref) for index, ref in enumerate(refs)}
     for index, ref in enumerate(refs):
         try:
             infos[index] = image_info(ref)
@@ -136,7 +134,13 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
         appliance = launch(overlays, options)
         tcg_fallback = appliance.tcg_fallback
         try:
-            split = inspect_roots(appliance.handle, attached)
+            try:
+                split = inspect_roots(appliance.handle, attached)
+            except (VmauditError, RuntimeError):
+                if not _alive(appliance.handle):
+                    raise VmauditError(ErrorKind.APPLIANCE_FAILED,
+                                       "the appliance died during inspection") from None
+                raise
             for candidate in sorted(set(attached.drives.values())):
                 index = position[candidate]
                 if candidate in split.clashing and len(refs) > 1:
@@ -146,14 +150,22 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
                     guest = mount_root(appliance.handle, split.roots.get(candidate, []),
                                        candidate in split.encrypted)
                     fs = ApplianceFS(appliance.handle, workdir)
-                    results[index] = collect_facts(fs, infos[index], now, list(guest.warnings),
-                                                   guest.inspected)
+                    results[index] = collect_facts(fs, infos[index], now, list(guest.warnings))
                 except VmauditError as exc:
                     results[index] = exc
+                if not _alive(appliance.handle):
+                    raise VmauditError(ErrorKind.APPLIANCE_FAILED,
+                                       "the appliance died while reading the guest")
         finally:
             appliance.close()
     for index in clashing:
         results[index] = VmauditError(ErrorKind.APPLIANCE_FAILED,
                                       "shares a volume group or root with another image")
+    for index, ref in enumerate(refs):
+        # Facts of a file that changed or vanished while it was read are no point-in-time
+        # picture of anything: the image is reported, not audited.
+        if isinstance(results[index], Facts) and signature(ref) != before[index]:
+            results[index] = VmauditError(ErrorKind.IMAGE_CHANGED,
+                                          "the image changed or disappeared while it was read")
     return BatchOutcome(tuple(results[i] for i in range(len(refs))), tcg_fallback,
                         tuple(clashing))

@@ -24,13 +24,13 @@ from typing import Any
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError
 from vmaudit.formats import qemu_driver
 from vmaudit.guest.base import DEFAULT_CAP, GuestStat
+from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.models import DiskRef, ImageRef
 
 QEMU_IMG_TIMEOUT = 30
 QEMU_IMG_MEMORY = 1 << 30
 QEMU_IMG_CPU_SECONDS = 20
 PREAD_CHUNK = 2 * 1024 * 1024  # the protocol refuses preads over ~4 MB
-ENCRYPTED_FS = ("crypto_LUKS", "BitLocker")
 
 
 @dataclass(frozen=True)
@@ -225,89 +225,33 @@ def attach_all(images: Sequence[ImageRef], workdir: str,
     return overlays, Attached(drives), refused
 
 
-def _device_drives(handle: Any, device: str, vg_drives: dict[str, set[int]]) -> set[int]:
-    """Drive indices a guest device lives on (partitions, whole disks, LVM volumes)."""
-    if device.startswith("btrfsvol:"):
-        device = device[len("btrfsvol:"):].rsplit("/", 1)[0]
-    try:
-        if handle.is_lv(device):
-            vg = handle.lvm_canonical_lv_name(device).split("/")[2]
-            return set(vg_drives.get(vg, set()))
-    except (RuntimeError, IndexError):
-        pass
-    try:
-        whole = handle.part_to_dev(device)
-    except RuntimeError:
-        whole = device
-    try:
-        return {int(handle.device_index(whole))}
-    except RuntimeError:
-        return set()
-
-
-def _vg_drives(handle: Any) -> dict[str, set[int]]:
-    """Volume group name -> drive indices of its physical volumes."""
-    result: dict[str, set[int]] = {}
-    try:
-        pv_names = {pv["pv_uuid"]: pv["pv_name"] for pv in handle.pvs_full()}
-        vgs = list(handle.vgs())
-    except RuntimeError:
-        return result
-    for vg in vgs:
-        try:
-            uuids = handle.vgpvuuids(vg)
-        except RuntimeError:
-            continue
-        drives: set[int] = set()
-        for uuid in uuids:
-            name = pv_names.get(uuid) or pv_names.get(uuid.replace("-", ""))
-            if name:
-                drives |= _device_drives(handle, name, {})
-        result[vg] = drives
-    return result
-
-
 @dataclass(frozen=True)
 class GuestRoots:
-    """Inspection of a whole appliance, split by image."""
+    """The roots found in a whole appliance, split by image."""
 
-    roots: dict[int, list[str]]  # image index -> its roots
-    clashing: set[int]  # images sharing a root or a volume group with another image
+    roots: dict[int, list[Root]]  # image index -> its roots
+    clashing: set[int]  # images whose volume groups clash with another image's
     encrypted: set[int]  # images holding an encrypted volume
 
 
 def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
-    """Run inspection once and give each image its roots; flag images that cannot be split."""
-    try:
-        all_roots = sorted(handle.inspect_os())
-    except (RuntimeError, UnicodeDecodeError) as exc:
-        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"inspection failed: {exc}") from None
-    vg_drives = _vg_drives(handle)
+    """Survey the appliance once and give each image its roots (see guest/detect.py)."""
+    layout = survey(handle)
+    drives_of_image: dict[int, list[int]] = {}
+    for drive, image in attached.drives.items():
+        drives_of_image.setdefault(image, []).append(drive)
     clashing: set[int] = set()
-    for drives in vg_drives.values():
-        owners = {attached.drives.get(d) for d in drives}
-        if len(owners) > 1:
-            clashing |= {o for o in owners if o is not None}
-    roots: dict[int, list[str]] = {}
-    for root in all_roots:
-        devices = {root}
-        with suppress(RuntimeError):
-            devices |= set(handle.inspect_get_mountpoints(root).values())
-        owners = {attached.drives.get(d) for dev in devices
-                  for d in _device_drives(handle, dev, vg_drives)}
-        if len(owners) != 1 or None in owners:
-            clashing |= {o for o in owners if o is not None}
-            continue
-        roots.setdefault(owners.pop(), []).append(root)  # type: ignore[arg-type]
-    encrypted: set[int] = set()
-    try:
-        filesystems = handle.list_filesystems()
-    except RuntimeError:
-        filesystems = {}
-    for device, fs_type in filesystems.items():
-        if fs_type in ENCRYPTED_FS:
-            encrypted |= {attached.drives[d] for d in _device_drives(handle, device, vg_drives)
-                          if d in attached.drives}
+    for device in layout.orphan_pvs:
+        if device in layout.drive_of:
+            clashing.add(attached.drives[layout.drive_of[device]])
+    for vg in layout.spanning_vgs:
+        for lv, lv_vg in layout.lvs.items():
+            if lv_vg == vg and lv in layout.drive_of:
+                clashing.add(attached.drives[layout.drive_of[lv]])
+    encrypted = {attached.drives[layout.drive_of[device]]
+                 for device, fs_type in layout.fs_types.items()
+                 if fs_type in ENCRYPTED_FS and device in layout.drive_of}
+    roots = find_roots(handle, layout, drives_of_image)
     return GuestRoots(roots, clashing, encrypted)
 
 
@@ -315,18 +259,10 @@ def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
 class MountedGuest:
     root: str
     os_type: str
-    inspected: dict[str, Any]
     warnings: tuple[str, ...]
 
 
-def _inspect_value(handle: Any, name: str, root: str) -> Any:
-    try:
-        return getattr(handle, name)(root)
-    except (RuntimeError, UnicodeDecodeError):
-        return None
-
-
-def mount_root(handle: Any, roots: Sequence[str], encrypted: bool) -> MountedGuest:
+def mount_root(handle: Any, roots: Sequence[Root], encrypted: bool) -> MountedGuest:
     """Unmount whatever was mounted, then mount one image's root read-only, shortest first."""
     with suppress(RuntimeError):
         handle.umount_all()
@@ -335,26 +271,21 @@ def mount_root(handle: Any, roots: Sequence[str], encrypted: bool) -> MountedGue
             raise VmauditError(ErrorKind.ENCRYPTED,
                                "the disk holds an encrypted volume; no key is guessed")
         raise VmauditError(ErrorKind.NO_OPERATING_SYSTEM, "no operating system found")
-    warnings: list[str] = []
     root = roots[0]
+    warnings = list(root.warnings)
     if len(roots) > 1:
-        warnings.append(f"{len(roots)} operating systems found; audited the one on {root}")
-    try:
-        mountpoints = handle.inspect_get_mountpoints(root)
-    except RuntimeError as exc:
-        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"no mountpoints: {exc}") from None
-    for mountpoint, device in sorted(mountpoints.items(), key=lambda item: len(item[0])):
+        others = ", ".join(r.device for r in roots[1:])
+        warnings.append(f"{len(roots)} operating systems found; audited the one on "
+                        f"{root.device}, not {others}")
+    for mountpoint, device in root.mountpoints:
         try:
             handle.mount_ro(device, mountpoint)
         except RuntimeError as exc:
+            if mountpoint == "/":
+                raise VmauditError(ErrorKind.CORRUPT_IMAGE,
+                                   f"root filesystem cannot be mounted: {exc}") from None
             warnings.append(f"could not mount {device} on {mountpoint}: {exc}")
-    inspected = {
-        key: _inspect_value(handle, f"inspect_get_{key}", root)
-        for key in ("type", "distro", "product_name", "hostname", "arch", "package_format",
-                    "major_version", "minor_version", "product_variant")
-    }
-    return MountedGuest(root, str(inspected.get("type") or "unknown"), inspected,
-                        tuple(warnings))
+    return MountedGuest(root.device, root.os_type, tuple(warnings))
 
 
 def _kind(mode: int) -> str:

@@ -1,0 +1,224 @@
+"""Finding each image's Linux or Windows root in a launched appliance, cheaply.
+
+libguestfs's ``inspect_os()`` reads far more than an audit needs and, in software emulation,
+costs more than the launch (measured on six sample guests in one appliance: 84 s for
+inspection against about 10 s for this). Here: list the devices, their filesystem types and
+LVM volumes once; mount each candidate filesystem read-only at ``/`` just long enough to see
+whether it holds ``/etc/fstab`` (or ``os-release``) or ``/Windows/System32/config``; then
+resolve the root's ``/etc/fstab`` (UUID=, LABEL=, LVM and ``/dev/sdXN`` names) against the
+filesystems of the same image only. Every device is tied to the drive, hence the image, it
+lives on, so that images sharing an appliance never mount each other's filesystems.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+ROOT_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "jfs", "reiserfs"}
+ENCRYPTED_FS = {"crypto_LUKS", "BitLocker"}
+FSTAB_CAP = 256 * 1024
+_WHOLE_DISK = re.compile(r"^(/dev/(?:sd|vd|hd|xvd)[a-z]+)(\d+)$")
+_GUEST_DISK = re.compile(r"^/dev/(?:sd|vd|hd|xvd)([a-z]+)(\d*)$")
+_SKIPPED_MOUNTS = ("swap", "none", "proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "nfs",
+                   "nfs4", "cifs", "smbfs", "autofs", "cgroup", "cgroup2", "overlay", "fuse",
+                   "squashfs", "iso9660", "udf", "bind", "efivarfs", "securityfs", "debugfs")
+
+
+@dataclass
+class Layout:
+    """The appliance's block devices: which drive each lives on, and what it holds."""
+
+    drive_of: dict[str, int] = field(default_factory=dict)  # device -> drive index
+    whole: dict[int, str] = field(default_factory=dict)  # drive index -> /dev/sdX
+    fs_types: dict[str, str] = field(default_factory=dict)  # device -> filesystem type
+    lvs: dict[str, str] = field(default_factory=dict)  # /dev/VG/LV -> VG
+    spanning_vgs: set[str] = field(default_factory=set)  # VGs whose PVs sit on several drives
+    orphan_pvs: set[str] = field(default_factory=set)  # PVs in no active VG (a clone's twin)
+
+
+def _call(handle: Any, name: str, *args: Any, default: Any = None) -> Any:
+    try:
+        return getattr(handle, name)(*args)
+    except (RuntimeError, UnicodeError):
+        return default
+
+
+def survey(handle: Any) -> Layout:
+    """Devices, partitions, LVM volumes and filesystem types, each tied to its drive."""
+    layout = Layout()
+    devices = _call(handle, "list_devices", default=[]) or []
+    for device in devices:
+        index = _call(handle, "device_index", device)
+        if isinstance(index, int):
+            layout.whole[index] = device
+            layout.drive_of[device] = index
+    partitions = _call(handle, "list_partitions", default=[]) or []
+    for partition in partitions:
+        match = _WHOLE_DISK.match(partition)
+        parent = match.group(1) if match else _call(handle, "part_to_dev", partition)
+        if parent in layout.drive_of:
+            layout.drive_of[partition] = layout.drive_of[parent]
+    pv_names = {pv["pv_uuid"].replace("-", ""): pv["pv_name"]
+                for pv in (_call(handle, "pvs_full", default=[]) or [])}
+    active_pvs: set[str] = set()
+    all_lvs = _call(handle, "lvs", default=[]) or []
+    for vg in _call(handle, "vgs", default=[]) or []:
+        drives = set()
+        for uuid in _call(handle, "vgpvuuids", vg, default=[]) or []:
+            pv = pv_names.get(uuid.replace("-", ""))
+            if pv is not None:
+                active_pvs.add(pv)
+                if pv in layout.drive_of:
+                    drives.add(layout.drive_of[pv])
+        if len(drives) > 1:
+            layout.spanning_vgs.add(vg)
+        for lv in all_lvs:
+            if lv.split("/")[2:3] == [vg]:
+                layout.lvs[lv] = vg
+                if len(drives) == 1:
+                    layout.drive_of[lv] = next(iter(drives))
+    with_partitions = {layout.drive_of[p] for p in partitions if p in layout.drive_of}
+    candidates = [*partitions, *layout.lvs,
+                  *(dev for i, dev in layout.whole.items() if i not in with_partitions)]
+    for device in candidates:
+        fs_type = _call(handle, "vfs_type", device)
+        if fs_type:
+            layout.fs_types[device] = fs_type
+            if fs_type == "LVM2_member" and device not in active_pvs:
+                layout.orphan_pvs.add(device)
+    return layout
+
+
+@dataclass(frozen=True)
+class Root:
+    """One operating system found: where its root is and what to mount where."""
+
+    device: str
+    os_type: str  # linux | windows
+    mountpoints: tuple[tuple[str, str], ...]  # (mountpoint, device), shortest first
+    warnings: tuple[str, ...] = ()
+
+
+def _probe(handle: Any, device: str) -> tuple[str | None, bytes]:
+    """Mount ``device`` read-only at / for a moment: is it a Linux or Windows root?"""
+    with suppress(RuntimeError):
+        handle.umount_all()
+    try:
+        handle.mount_ro(device, "/")
+    except RuntimeError:
+        return None, b""
+    try:
+        if _call(handle, "is_dir", "/etc", default=False) and (
+            _call(handle, "is_file", "/etc/fstab", True, default=False)
+            or _call(handle, "exists", "/etc/os-release", default=False)
+        ):
+            return "linux", _read_fstab(handle)
+        config = _call(handle, "case_sensitive_path", "/windows/system32/config")
+        if config and _call(handle, "is_dir", config, default=False):
+            return "windows", b""
+        return None, b""
+    finally:
+        with suppress(RuntimeError):
+            handle.umount_all()
+
+
+def _read_fstab(handle: Any) -> bytes:
+    stat = _call(handle, "statns", "/etc/fstab")
+    if not stat or stat["st_size"] > FSTAB_CAP:
+        return b""
+    data = _call(handle, "pread", "/etc/fstab", int(stat["st_size"]), 0, default=b"")
+    return data if isinstance(data, bytes) else b""
+
+
+def _mapper_name(lv: str) -> str:
+    _, _, vg, name = lv.split("/", 3)
+    return "/dev/mapper/" + vg.replace("-", "--") + "-" + name.replace("-", "--")
+
+
+class _Resolver:
+    """fstab device specs -> devices, among one image's filesystems only."""
+
+    def __init__(self, handle: Any, layout: Layout, drives: Sequence[int]) -> None:
+        self.handle = handle
+        self.layout = layout
+        self.drives = sorted(drives)
+        self.devices = [d for d, i in layout.drive_of.items()
+                        if i in drives and d in layout.fs_types]
+        self._ids: dict[str, tuple[str, str]] = {}
+
+    def _ids_of(self, device: str) -> tuple[str, str]:
+        if device not in self._ids:
+            uuid = _call(self.handle, "vfs_uuid", device, default="") or ""
+            label = _call(self.handle, "vfs_label", device, default="") or ""
+            self._ids[device] = (uuid.lower(), label)
+        return self._ids[device]
+
+    def resolve(self, spec: str) -> str | None:
+        if spec.startswith(("UUID=", "/dev/disk/by-uuid/")):
+            wanted = spec.split("=", 1)[1] if "=" in spec else spec.rsplit("/", 1)[1]
+            return self._find(lambda d: self._ids_of(d)[0] == wanted.strip('"').lower())
+        if spec.startswith(("LABEL=", "/dev/disk/by-label/")):
+            wanted = spec.split("=", 1)[1] if "=" in spec else spec.rsplit("/", 1)[1]
+            return self._find(lambda d: self._ids_of(d)[1] == wanted.strip('"'))
+        for lv in self.layout.lvs:
+            if spec in (lv, _mapper_name(lv)) and lv in self.devices:
+                return lv
+        match = _GUEST_DISK.match(spec)
+        if match:
+            letters, number = match.groups()
+            position = 0
+            for letter in letters:
+                position = position * 26 + (ord(letter) - ord("a") + 1)
+            if 0 < position <= len(self.drives):
+                whole = self.layout.whole[self.drives[position - 1]]
+                device = whole + number
+                return device if device in self.devices else None
+        return None
+
+    def _find(self, predicate: Callable[[str], bool]) -> str | None:
+        return next((d for d in self.devices if predicate(d)), None)
+
+
+def _fstab_mounts(fstab: bytes, root: str, resolver: _Resolver) -> Root:
+    mounts = {"/": root}
+    warnings: list[str] = []
+    for raw_line in fstab.decode("utf-8", errors="replace").splitlines()[:1000]:
+        fields = raw_line.split("#", 1)[0].split()
+        if len(fields) < 3:
+            continue
+        spec, mountpoint, fs_type = fields[0], fields[1], fields[2]
+        if mountpoint == "/" or not mountpoint.startswith("/") or fs_type in _SKIPPED_MOUNTS:
+            continue
+        if "noauto" in (fields[3].split(",") if len(fields) > 3 else []):
+            continue
+        device = resolver.resolve(spec)
+        if device is None:
+            warnings.append(f"fstab: {spec[:100]} for {mountpoint[:100]} not found on this image")
+            continue
+        mounts[mountpoint] = device
+    ordered = tuple(sorted(mounts.items(), key=lambda item: (len(item[0]), item[0])))
+    return Root(root, "linux", ordered, tuple(warnings))
+
+
+def find_roots(handle: Any, layout: Layout, drives_of_image: dict[int, list[int]],
+               ) -> dict[int, list[Root]]:
+    """Image index -> the roots on its drives (``drives_of_image``: image -> drive indices)."""
+    image_of_drive = {d: image for image, drives in drives_of_image.items() for d in drives}
+    found: dict[int, list[Root]] = {}
+    for device, fs_type in sorted(layout.fs_types.items()):
+        if fs_type not in ROOT_FS or device not in layout.drive_of:
+            continue
+        image = image_of_drive.get(layout.drive_of[device])
+        if image is None:
+            continue
+        os_type, fstab = _probe(handle, device)
+        if os_type == "windows":
+            found.setdefault(image, []).append(Root(device, "windows", (("/", device),)))
+        elif os_type == "linux":
+            resolver = _Resolver(handle, layout, drives_of_image[image])
+            found.setdefault(image, []).append(_fstab_mounts(fstab, device, resolver))
+    return found
