@@ -14,7 +14,7 @@ import re
 import stat
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from vmaudit.errors import ErrorKind
 from vmaudit.formats import (
@@ -25,6 +25,7 @@ from vmaudit.formats import (
     expected_format,
     sniff,
 )
+from vmaudit.locks import in_use
 from vmaudit.models import DiskRef, ImageRef, Skipped
 
 MAX_CHAIN = 64
@@ -327,8 +328,8 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     for path, disk in disks.items():
         if path in claimed:
             continue
-        result.images.append(ImageRef(path=path, format=disk.format, disks=(disk,),
-                                      in_use=_has_lck(path)))
+        ref = ImageRef(path=path, format=disk.format, disks=(disk,))
+        result.images.append(replace(ref, in_use=in_use(ref)))
     result.images.extend(vm_images)
     result.images.sort(key=lambda ref: ref.path)
     result.skipped = [s for s in result.skipped if s.path not in claimed]
@@ -363,11 +364,6 @@ def _vm_ref(descriptor: _VmDescriptor, catalog: _Catalog, result: DiscoveryResul
             return None
     for disk in disks:
         claimed.update(disk.chain)
-    return ImageRef(path=descriptor.path, format=disks[0].format, disks=tuple(disks),
-                    vm=descriptor.name,
-                    in_use=_has_lck(descriptor.path) or any(_has_lck(d.path) for d in disks))
-
-
-def _has_lck(path: str) -> bool:
-    """VMware keeps a ``<file>.lck`` folder next to a file a running VM holds open."""
-    return os.path.isdir(path + ".lck")
+    ref = ImageRef(path=descriptor.path, format=disks[0].format, disks=tuple(disks),
+                   vm=descriptor.name)
+    return replace(ref, in_use=in_use(ref))

@@ -13,11 +13,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import dataclasses
-import fcntl
 import logging
 import os
 import select
-import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from typing import Literal
 
 from vmaudit.errors import VmauditError
 from vmaudit.identity import image_files
+from vmaudit.locks import in_use
 from vmaudit.models import ImageRef
 
 log = logging.getLogger(__name__)
@@ -35,9 +34,6 @@ Signature = tuple[tuple[str, int, int, int], ...]
 
 # qemu (block/file-posix.c) takes shared OFD locks on byte 100+n for each permission it
 # holds and 200+n for each it refuses to share; any lock there conflicts with a write lock.
-_QEMU_LOCK_START = 100
-_QEMU_LOCK_LENGTH = 200
-_FLOCK = "hhqqi4x"  # struct flock: l_type, l_whence, l_start, l_len, l_pid
 
 
 @dataclass(frozen=True)
@@ -47,41 +43,6 @@ class WatchEvent:
     kind: WatchKind
     image: ImageRef
     at: float  # time.time() when the event was raised
-
-
-def _lock_held(path: str) -> bool:
-    """Whether another open file (qemu's) holds a lock in qemu's lock bytes of ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        query = struct.pack(
-            _FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _QEMU_LOCK_START, _QEMU_LOCK_LENGTH, 0
-        )
-        # F_OFD_GETLK only asks: it takes no lock, and it also sees classic POSIX locks.
-        command = getattr(fcntl, "F_OFD_GETLK", fcntl.F_GETLK)
-        try:
-            answer = fcntl.fcntl(fd, command, query)
-        except OSError:
-            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
-        return int(struct.unpack(_FLOCK, answer)[0]) != fcntl.F_UNLCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-
-
-def in_use(image: ImageRef) -> bool:
-    """True when a hypervisor holds the image: a ``<file>.lck`` folder or a qemu lock."""
-    if image.in_use:
-        return True
-    for path in image_files(image):
-        if os.path.isdir(path + ".lck"):
-            return True
-        if _lock_held(path):
-            return True
-    return False
 
 
 def _signature(image: ImageRef) -> Signature | None:

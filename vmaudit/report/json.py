@@ -22,6 +22,7 @@ def _image(result: ImageResult) -> dict[str, Any]:
         "format": result.image.format,
         "status": result.status,
         "from_cache": result.from_cache,
+        "in_use": result.image.in_use,
         "error": to_jsonable(result.error),
         "os": None
         if facts is None
