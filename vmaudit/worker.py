@@ -8,7 +8,11 @@ with ``RESULT_PREFIX``.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
+import os
+import signal
 import sys
 from datetime import datetime
 from typing import Any
@@ -18,6 +22,7 @@ from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.models import image_ref_from_dict
 
 RESULT_PREFIX = "VMAUDIT-RESULT "
+PR_SET_PDEATHSIG = 1
 
 
 def _error(kind: str, message: str) -> dict[str, Any]:
@@ -45,7 +50,21 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
             "clashing": list(outcome.clashing)}
 
 
+def die_with_parent() -> None:
+    """Be killed when the process that started us dies (a scan or a Dask worker killed).
+
+    The worker runs in its own session so that a timeout can kill its whole group; without
+    this, a killed parent would leave it (and its qemu) running with no timeout at all.
+    """
+    parent = os.getppid()
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main() -> None:
+    die_with_parent()
     request = json.loads(sys.stdin.read())
     answer = handle(request)
     sys.stdout.write(RESULT_PREFIX + json.dumps(answer) + "\n")

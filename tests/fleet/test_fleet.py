@@ -81,7 +81,7 @@ def test_longest_mapped_folder_wins_and_translation_round_trips() -> None:
 @pytest.fixture
 def threads_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                      dashboard_address=None, local_directory=str(tmp_path)) as cluster:
+                      dashboard_address=":0", local_directory=str(tmp_path)) as cluster:
         yield cluster
 
 
@@ -93,7 +93,7 @@ def test_plain_workers_get_tasks_without_resources(threads_cluster: LocalCluster
 
 def test_declared_appliances_are_requested_and_counted(tmp_path: Path) -> None:
     with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                      resources={"appliance": 3}, dashboard_address=None,
+                      resources={"appliance": 3}, dashboard_address=":0",
                       local_directory=str(tmp_path)) as cluster, \
             Client(cluster, set_as_default=False) as client:
         assert appliance_resources(client) == {"appliance": 1}
@@ -121,7 +121,7 @@ def test_an_image_that_kills_workers_is_an_error_row_and_spares_its_batch(
               "distributed.scheduler.worker-saturation": 1.0}
     with dask.config.set(config), \
             LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
-                         dashboard_address=None, local_directory=str(tmp_path)) as cluster, \
+                         dashboard_address=":0", local_directory=str(tmp_path)) as cluster, \
             Client(cluster, set_as_default=False) as client:
         runner = EchoRunner(jobs=1, timeout=60, batch=2,
                             executor=FleetExecutor(client, PathTranslator(), lambda m: None))

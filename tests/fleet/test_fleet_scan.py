@@ -75,7 +75,7 @@ def cluster(workspace: Path) -> Iterator[LocalCluster]:
     workers_tmp = workspace / "workers-tmp"
     workers_tmp.mkdir()
     with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                      dashboard_address=None, local_directory=str(workspace / "dask"),
+                      dashboard_address=":0", local_directory=str(workspace / "dask"),
                       env={"TMPDIR": str(workers_tmp)}) as local_cluster:
         try:
             yield local_cluster

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import struct
 import subprocess
 from pathlib import Path
 
-from tests.imaging import MINI_FILES, convert, raw_disk_from_tree, write_tree
+from tests.imaging import MINI_FILES, convert, write_tree
 
 SECRET = "HOST-SECRET-41c7e2-must-not-leak"
 MIB = 1024 * 1024
@@ -23,7 +22,7 @@ MIB = 1024 * 1024
 # Guest text that reaches the reports: a terminal escape (set the window title, clear the
 # screen, colour) and spreadsheet formula starts.
 ESC_HOSTNAME = "-2+3\x1b]0;owned\x07\x1b[2J\x1b[31mred"
-FORMULA_USER = '=HYPERLINK("http://x.invalid","y")'
+FORMULA_USER = "=cmd|' /C calc'!A0"  # no colon: it is a passwd field
 ESC_USER = "ev\x1b[31mil"
 
 
@@ -45,10 +44,10 @@ def secret_file(path: Path, size: int = MIB) -> Path:
     return path
 
 
-def ext4_from_tree(tree: Path, out: Path, size_mb: int) -> Path:
+def ext4_from_tree(tree: Path, out: Path, size_mb: int, label: str) -> Path:
     with open(out, "wb") as handle:
         handle.truncate(size_mb * MIB)
-    run("mke2fs", "-q", "-F", "-t", "ext4", "-d", str(tree), str(out))
+    run("mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-d", str(tree), str(out))
     return out
 
 
@@ -70,6 +69,21 @@ def partitioned_disk(out: Path, partitions: list[Path], part_type: str = "83") -
     return out
 
 
+def guest_disk(tree: Path, out: Path, label: str, size_mb: int = 40) -> Path:
+    """A raw MBR disk whose one ext4 partition, labelled ``label``, holds ``tree``.
+
+    Each guest gets a label of its own, named by its fstab: guests sharing one appliance
+    whose fstab names a label (or UUID) that several disks carry cannot be told apart, and
+    vmaudit then re-runs each of them in an appliance of its own (slow, tested elsewhere).
+    """
+    (tree / "etc").mkdir(parents=True, exist_ok=True)
+    (tree / "etc" / "fstab").write_text(f"LABEL={label} / ext4 errors=remount-ro 0 1\n")
+    part = ext4_from_tree(tree, out.with_suffix(".ext4"), size_mb, label)
+    partitioned_disk(out, [part])
+    part.unlink()
+    return out
+
+
 def sparse_file(path: Path, size: int, tail: bytes = b"") -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
@@ -81,9 +95,10 @@ def sparse_file(path: Path, size: int, tail: bytes = b"") -> None:
 # ---------------------------------------------------------------- guests
 
 
-def good_guest(work: Path, out: Path) -> Path:
-    tree = write_tree(work / "good-tree")
-    return convert(raw_disk_from_tree(tree, work / "good.raw"), "qcow2", out)
+def mini_guest(work: Path, out: Path, name: str) -> Path:
+    """The small Debian-like guest of tests/imaging.py, hostname and label ``name``."""
+    tree = write_tree(work / f"{name}-tree", {**MINI_FILES, "etc/hostname": f"{name}\n"})
+    return convert(guest_disk(tree, work / f"{name}.raw", name), "qcow2", out)
 
 
 def no_os_guest(work: Path, out: Path) -> Path:
@@ -95,7 +110,7 @@ def no_os_guest(work: Path, out: Path) -> Path:
         (folder / f"blob{index}.bin").write_bytes(random_bytes(4096, index))
     (tree / "etc").mkdir()
     (tree / "etc" / "notes.txt").write_text("not an OS\n")
-    return raw_disk_from_tree(tree, out, size_mb=16)
+    return guest_disk(tree, out, "data", size_mb=8)
 
 
 def unknown_fs_guest(work: Path, out: Path) -> Path:
@@ -125,11 +140,13 @@ def luks_partition_guest(work: Path, out: Path) -> Path:
 
 
 def two_os_guest(work: Path, out: Path) -> Path:
-    """Two partitions, each the root of a Linux system with its own hostname."""
+    """Two partitions, each the root of a Linux system with its own hostname and label."""
     parts = []
     for name in ("first-os", "second-os"):
-        tree = write_tree(work / f"{name}-tree", {**MINI_FILES, "etc/hostname": f"{name}\n"})
-        parts.append(ext4_from_tree(tree, work / f"{name}.ext4", 24))
+        files = {**MINI_FILES, "etc/hostname": f"{name}\n",
+                 "etc/fstab": f"LABEL={name} / ext4 errors=remount-ro 0 1\n"}
+        tree = write_tree(work / f"{name}-tree", files)
+        parts.append(ext4_from_tree(tree, work / f"{name}.ext4", 24, name))
     return convert(partitioned_disk(work / "two.raw", parts), "qcow2", out)
 
 
@@ -159,7 +176,7 @@ def links_guest(work: Path, out: Path, host_dir: Path) -> Path:
     os.symlink("loop-a", etc / "sudoers.d" / "loop-b")
     os.symlink(str(host_dir / "sudoers"), etc / "sudoers.d" / "host")
     os.symlink("..", etc / "sudoers.d" / "up")  # a folder loop
-    return convert(raw_disk_from_tree(tree, work / "links.raw"), "qcow2", out)
+    return convert(guest_disk(tree, work / "links.raw", "links"), "qcow2", out)
 
 
 BIG_SHADOW = 128 * MIB
@@ -168,39 +185,32 @@ BIG_WTMP = 1024 * MIB
 DPKG_FIELD = MIB
 
 
-def big_files_guest(work: Path, out: Path) -> Path:
-    """Huge and sparse files where collectors read, a self-including sudoers, a 1 MB dpkg
-    field, names that are not UTF-8."""
-    tree = write_tree(work / "big-tree")
-    etc = tree / "etc"
-    sparse_file(etc / "shadow", BIG_SHADOW, b"root:$6$x$y:19000:0:99999:7:::\n")
-    sparse_file(tree / "var" / "log" / "wtmp", BIG_WTMP)
-    (etc / "sudoers").write_text(
-        "root ALL=(ALL:ALL) ALL\n@include /etc/sudoers\n#include /etc/sudoers\n"
-        "@includedir /etc/sudoers.d\n")
-    sparse_file(etc / "sudoers.d" / "00-huge", BIG_SUDOERS)
-    with open(os.path.join(os.fsencode(etc / "sudoers.d"), b"ops\xff\xfe"), "wb") as handle:
-        handle.write(b"alice ALL=(ALL) NOPASSWD: ALL\n")
-    os.makedirs(os.path.join(os.fsencode(tree / "home"), b"caf\xe9\xff"))
-    status = MINI_FILES["var/lib/dpkg/status"]
-    status += ("Package: bloated\nStatus: install ok installed\nVersion: 1.0\n"
-               "Architecture: amd64\nDescription: " + "A" * DPKG_FIELD + "\n\n")
-    status += ("Package: after-bloat\nStatus: install ok installed\nVersion: 2.0\n"
-               "Architecture: all\nDescription: comes after the big one\n\n")
-    (tree / "var" / "lib" / "dpkg" / "status").write_text(status)
-    return convert(raw_disk_from_tree(tree, work / "big.raw", size_mb=64), "qcow2", out)
-
-
-def escapes_guest(work: Path, out: Path) -> Path:
-    """Terminal escapes and spreadsheet formulas in the hostname and user names."""
+def content_guest(work: Path, out: Path) -> Path:
+    """Hostile file content: huge and sparse files where collectors read, a sudoers that
+    includes itself, a 1 MB dpkg field, names that are not UTF-8, terminal escapes and
+    spreadsheet formulas in the hostname and user names."""
     files = dict(MINI_FILES)
     files["etc/hostname"] = ESC_HOSTNAME + "\n"
     files["etc/passwd"] += (f"{FORMULA_USER}:x:0:0::/root:/bin/bash\n"
                             f"{ESC_USER}:x:0:0::/root:/bin/bash\n")
-    files["etc/shadow"] += f"{FORMULA_USER}:$6$a$b:19000:0:99999:7:::\n"
-    files["etc/shadow"] += f"{ESC_USER}:$6$a$b:19000:0:99999:7:::\n"
-    tree = write_tree(work / "esc-tree", files)
-    return convert(raw_disk_from_tree(tree, work / "esc.raw"), "qcow2", out)
+    files["etc/sudoers"] = ("root ALL=(ALL:ALL) ALL\n@include /etc/sudoers\n"
+                            "#include /etc/sudoers\n@includedir /etc/sudoers.d\n")
+    files["var/lib/dpkg/status"] += (
+        "Package: bloated\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n"
+        "Description: " + "A" * DPKG_FIELD + "\n\n"
+        "Package: after-bloat\nStatus: install ok installed\nVersion: 2.0\n"
+        "Architecture: all\nDescription: comes after the big one\n\n")
+    tree = write_tree(work / "content-tree", files)
+    etc = tree / "etc"
+    # /etc/shadow: 128 MiB, sparse, its one real line at the very end.
+    sparse_file(etc / "shadow", BIG_SHADOW, b"root:$6$x$y:19000:0:99999:7:::\n")
+    sparse_file(tree / "var" / "log" / "wtmp", BIG_WTMP)
+    sparse_file(etc / "sudoers.d" / "00-huge", BIG_SUDOERS)
+    with open(os.path.join(os.fsencode(etc / "sudoers.d"), b"ops\xff\xfe"), "wb") as handle:
+        handle.write(b"alice ALL=(ALL) NOPASSWD: ALL\n")
+    os.makedirs(os.path.join(os.fsencode(tree / "home"), b"caf\xe9\xff"))
+    return convert(guest_disk(tree, work / "content.raw", "content", size_mb=64), "qcow2",
+                   out)
 
 
 # ---------------------------------------------------------------- broken containers
@@ -261,12 +271,6 @@ def missing_extent_vmdk(out: Path) -> Path:
     return out
 
 
-def copy(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
-
-
 # ---------------------------------------------------------------- the datastore
 
 # Relative path -> (status, error kind) the scan must report. Guests whose content matters
@@ -275,8 +279,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "good/good.qcow2": ("audited", None),
     "inuse/held.qcow2": ("audited", None),
     "links/links.qcow2": ("audited", None),
-    "big/big.qcow2": ("audited", None),
-    "escapes/esc.qcow2": ("audited", None),
+    "content/content.qcow2": ("audited", None),
     "twoos/two.qcow2": ("audited", None),
     "noos/plain.img": ("error", "no-operating-system"),
     "unknownfs/junk.img": ("error", "no-operating-system"),
@@ -314,11 +317,10 @@ def build_datastore(work: Path, host_dir: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
-    good = good_guest(work, place("good/good.qcow2"))
-    copy(good, place("inuse/held.qcow2"))
+    mini_guest(work, place("good/good.qcow2"), "good")
+    mini_guest(work, place("inuse/held.qcow2"), "held")
     links_guest(work, place("links/links.qcow2"), host_dir)
-    big_files_guest(work, place("big/big.qcow2"))
-    escapes_guest(work, place("escapes/esc.qcow2"))
+    content_guest(work, place("content/content.qcow2"))
     two_os_guest(work, place("twoos/two.qcow2"))
     no_os_guest(work, place("noos/plain.img"))
     unknown_fs_guest(work, place("unknownfs/junk.img"))
@@ -327,8 +329,9 @@ def build_datastore(work: Path, host_dir: Path) -> Path:
     huge_virtual_qcow2(place("huge/petabyte.qcow2"))
     truncated_mbr(place("huge/beyond-end.img"))
     lying_qcow2(place("huge/lying.qcow2"))
-    truncated_qcow2(good, place("truncated/half.qcow2"), good.stat().st_size // 2)
-    truncated_qcow2(good, place("truncated/header.qcow2"), 50)
+    whole = mini_guest(work, work / "whole.qcow2", "trunc")
+    truncated_qcow2(whole, place("truncated/half.qcow2"), whole.stat().st_size // 2)
+    truncated_qcow2(whole, place("truncated/header.qcow2"), 50)
     place("junk/empty.qcow2").write_bytes(b"")
     place("junk/empty.img").write_bytes(b"")
     place("junk/random.vmdk").write_bytes(random_bytes(MIB, 1))
