@@ -119,6 +119,8 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
     for index, ref in enumerate(refs):
         try:
             infos[index] = image_info(ref)
+        except FileNotFoundError as exc:  # gone since discovery
+            results[index] = VmauditError(ErrorKind.IMAGE_CHANGED, f"disappeared: {exc}")
         except PermissionError as exc:
             results[index] = VmauditError(ErrorKind.PERMISSION_DENIED, str(exc))
         except OSError as exc:
