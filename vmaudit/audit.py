@@ -7,7 +7,6 @@ kind for an image that cannot be audited.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,19 +26,12 @@ from vmaudit.guest.appliance import (
     mount_root,
 )
 from vmaudit.guest.base import GuestFS
+from vmaudit.identity import sha256_head
 from vmaudit.models import Facts, ImageInfo, ImageRef
-
-HEAD_HASH_BYTES = 1024 * 1024
 
 
 def iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def sha256_head(path: str) -> str:
-    """SHA-256 of a file's first MiB."""
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read(HEAD_HASH_BYTES)).hexdigest()
 
 
 def image_info(ref: ImageRef) -> ImageInfo:

@@ -7,6 +7,8 @@ result, so one hostile file never stops the collection of the others.
 from __future__ import annotations
 
 import fnmatch
+import re
+import shlex
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -142,3 +144,24 @@ def packages_by_name(packages: Iterable[Package]) -> dict[str, Package]:
 def clean_value(text: str, limit: int = 4096) -> str:
     """Strip a guest string and cut it to ``limit`` characters."""
     return text.strip()[:limit]
+
+
+def shell_assignments(lines: list[str]) -> dict[str, str]:
+    """``KEY=value`` lines as a shell reads them (os-release, ufw.conf, firewalld.conf).
+
+    Values are unquoted, trailing ``#`` comments dropped; malformed lines are skipped.
+    """
+    values: dict[str, str] = {}
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, raw = line.partition("=")
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            continue
+        try:
+            words = shlex.split(raw, comments=True)
+        except ValueError:
+            words = [raw.strip().strip("\"'")]
+        values[key] = " ".join(words)
+    return values

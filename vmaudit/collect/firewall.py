@@ -10,33 +10,17 @@ symlink to ``/dev/null``). A backend is listed when installed (package, binary o
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Callable
 
 from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import GuestFS, is_file, read_lines, read_text, safe_path
 from vmaudit.models import FirewallBackend, FirewallFacts, Package
 
-from .common import guest_glob, packages_by_name
+from .common import guest_glob, packages_by_name, shell_assignments
 
 UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/system")
 CONFIG_CAP = 4 * 1024 * 1024
 MAX_NFT_FILES = 64
-
-
-def _assignments(lines: list[str]) -> dict[str, str]:
-    values: dict[str, str] = {}
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        try:
-            words = shlex.split(raw, comments=True)
-        except ValueError:
-            words = [raw.strip().strip("\"'")]
-        values[key.strip()] = words[0] if words else ""
-    return values
 
 
 def unit_masked(fs: GuestFS, unit: str) -> bool:
@@ -77,12 +61,12 @@ def _installed(fs: GuestFS, packages: dict[str, Package], names: tuple[str, ...]
 
 def _ufw(fs: GuestFS, packages: dict[str, Package], warnings: list[str]) -> FirewallBackend:
     installed = _installed(fs, packages, ("ufw",), ("/usr/sbin/ufw", "/sbin/ufw"), "ufw.service")
-    conf = _assignments(read_lines(fs, "/etc/ufw/ufw.conf", warnings, cap=CONFIG_CAP) or [])
+    conf = shell_assignments(read_lines(fs, "/etc/ufw/ufw.conf", warnings, cap=CONFIG_CAP) or [])
     enabled = (
         installed and conf.get("ENABLED", "").lower() == "yes"
         and not unit_masked(fs, "ufw.service")
     )  # fmt: skip
-    defaults = _assignments(read_lines(fs, "/etc/default/ufw", warnings, cap=CONFIG_CAP) or [])
+    defaults = shell_assignments(read_lines(fs, "/etc/default/ufw", warnings, cap=CONFIG_CAP) or [])
     policy = defaults.get("DEFAULT_INPUT_POLICY", "").upper()
     inbound = {"DROP": "deny", "REJECT": "deny", "ACCEPT": "accept"}.get(policy)
     return FirewallBackend("ufw", installed, enabled, inbound)
@@ -169,7 +153,7 @@ FIREWALLD_TARGETS = {"drop": "deny", "%%reject%%": "deny", "reject": "deny", "de
 
 def firewalld_inbound(fs: GuestFS, warnings: list[str]) -> str | None:
     """From the default zone's target; a zone without target rejects (firewalld's default)."""
-    conf = _assignments(
+    conf = shell_assignments(
         read_lines(fs, "/etc/firewalld/firewalld.conf", warnings, cap=CONFIG_CAP) or []
     )
     zone = conf.get("DefaultZone") or "public"

@@ -8,12 +8,11 @@ release files, the hostname files and the ELF header of a core binary. Cheaper t
 from __future__ import annotations
 
 import re
-import shlex
 
 from vmaudit.guest.base import GuestFS, is_dir, is_file, read_lines, safe_path
 from vmaudit.models import OsInfo
 
-from .common import read_range
+from .common import read_range, shell_assignments
 
 OS_RELEASE_CAP = 64 * 1024
 ELF_CAP = 32 * 1024 * 1024  # busybox or bash are a few MiB; anything bigger is not a shell
@@ -89,20 +88,7 @@ ARCH_PROBES = ("/bin/sh", "/usr/bin/ls", "/bin/ls", "/bin/busybox", "/usr/bin/ba
 
 def parse_os_release(lines: list[str]) -> dict[str, str]:
     """os-release ``KEY=value`` lines, shell-unquoted; malformed lines are skipped."""
-    values: dict[str, str] = {}
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, raw = line.partition("=")
-        if not re.fullmatch(r"[A-Z_][A-Z0-9_]*", key):
-            continue
-        try:
-            words = shlex.split(raw)
-        except ValueError:
-            words = [raw.strip("\"'")]
-        values[key] = " ".join(words)
-    return values
+    return shell_assignments(lines)
 
 
 def major_minor(text: str) -> str | None:

@@ -15,11 +15,9 @@ from typing import Any
 from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.models import (
     Business,
-    DiskRef,
     Facts,
     Finding,
     ImageError,
-    ImageRef,
     Risk,
     to_jsonable,
 )
@@ -51,24 +49,6 @@ def facts_text(facts: Facts) -> tuple[str, str]:
 
 def facts_from_text(text: str) -> Facts:
     return facts_from_dict(loads(text))
-
-
-def image_ref_from_dict(data: dict[str, Any]) -> ImageRef:
-    return ImageRef(
-        path=data["path"],
-        format=data["format"],
-        disks=tuple(
-            DiskRef(
-                path=disk["path"],
-                format=disk["format"],
-                chain=tuple(disk.get("chain", ())),
-                chain_formats=tuple(disk.get("chain_formats", ())),
-            )
-            for disk in data.get("disks", ())
-        ),
-        vm=data.get("vm"),
-        in_use=bool(data.get("in_use", False)),
-    )
 
 
 def finding_from_dict(data: dict[str, Any]) -> Finding:

@@ -21,7 +21,14 @@ from typing import Any, TypeVar
 
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.identity import Identity, changed_files
-from vmaudit.models import Facts, ImageError, ImageResult, Risk, ScanReport
+from vmaudit.models import (
+    Facts,
+    ImageError,
+    ImageResult,
+    Risk,
+    ScanReport,
+    image_ref_from_dict,
+)
 from vmaudit.state import codec, schema
 from vmaudit.state.diff import diff_facts
 
@@ -533,7 +540,7 @@ class StateDB:
                 continue
             results.append(
                 ImageResult(
-                    image=codec.image_ref_from_dict(codec.loads(image_json)),
+                    image=image_ref_from_dict(codec.loads(image_json)),
                     facts=codec.facts_from_text(facts_json) if facts_json is not None else None,
                     error=codec.error_from_text(error_json),
                     findings=codec.findings_from_text(findings_json),
