@@ -182,6 +182,7 @@ def links_guest(work: Path, out: Path, host_dir: Path) -> Path:
 BIG_SHADOW = 128 * MIB
 BIG_SUDOERS = 150 * MIB
 BIG_WTMP = 1024 * MIB
+LONG_LINE = 8 * MIB
 DPKG_FIELD = MIB
 
 
@@ -206,6 +207,8 @@ def content_guest(work: Path, out: Path) -> Path:
     sparse_file(etc / "shadow", BIG_SHADOW, b"root:$6$x$y:19000:0:99999:7:::\n")
     sparse_file(tree / "var" / "log" / "wtmp", BIG_WTMP)
     sparse_file(etc / "sudoers.d" / "00-huge", BIG_SUDOERS)
+    # An 8 MiB file that is one single line, read through the line-length cap.
+    (etc / "sudoers.d" / "01-one-line").write_text("# " + "x" * LONG_LINE + "\n")
     with open(os.path.join(os.fsencode(etc / "sudoers.d"), b"ops\xff\xfe"), "wb") as handle:
         handle.write(b"alice ALL=(ALL) NOPASSWD: ALL\n")
     os.makedirs(os.path.join(os.fsencode(tree / "home"), b"caf\xe9\xff"))

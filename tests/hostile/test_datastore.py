@@ -169,6 +169,7 @@ def test_huge_sparse_self_including_and_undecodable_files_are_warnings(scan: Sca
     assert f"/etc/sudoers.d/00-huge: {BIG_SUDOERS} bytes, over" in warnings
     assert f"/var/log/wtmp: {BIG_WTMP} bytes, over" in warnings
     assert "/etc/sudoers: sudoers include cycle, not read again" in warnings
+    assert "/etc/sudoers.d/01-one-line: 1 line(s) over 65536 characters skipped" in warnings
     # A name that is not UTF-8 is named in a warning, not silently skipped.
     assert "/etc/sudoers.d/ops\\xff\\xfe: name is not UTF-8" in warnings
     # The 1 MB dpkg field costs that package nothing, nor the one after it.
