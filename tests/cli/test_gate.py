@@ -120,3 +120,17 @@ def test_baselines_list_and_show(tmp_path: Path) -> None:
     shown = vmaudit("baselines", "show", str(tmp_path / "child.yaml"))
     assert shown.returncode == 0
     assert "forbid_extra_uid0: true" in shown.stdout and "telnetd" in shown.stdout
+
+
+def test_corrupt_state_database_is_exit_2_and_left_untouched(tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    state.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
+    before = state.read_bytes()
+    (tmp_path / "store").mkdir()
+    proc = vmaudit("scan", str(tmp_path / "store"), "--state", str(state),
+                   env=scan_env(tmp_path))
+    assert proc.returncode == 2
+    assert str(state) in proc.stderr
+    assert state.read_bytes() == before
+    assert vmaudit("report", "--state", str(state)).returncode == 2
+    assert state.read_bytes() == before

@@ -14,6 +14,7 @@ from tests.datastore.conftest import REPO, Scan, run_scan
 from vmaudit.baseline.rules import RULES
 from vmaudit.discover import discover
 from vmaudit.identity import image_identity
+from vmaudit.models import Facts
 from vmaudit.state import StateDB
 
 pytestmark = pytest.mark.appliance
@@ -117,3 +118,28 @@ def test_batched_and_unbatched_scans_give_identical_facts(first_scan: Scan,
             batched, single = batched_db.lookup_facts(identity), single_db.lookup_facts(identity)
             assert batched is not None and single is not None
             assert batched.to_dict() == single.to_dict(), image.path
+
+
+def test_windows_guests_facts_from_the_appliance(first_scan: Scan) -> None:
+    images = {i.path: i for i in discover([str(REPO / "build" / "datastore")]).images}
+    with StateDB(first_scan.state) as db:
+        def facts(folder: str) -> Facts:
+            path = first_scan.image(folder)["path"]
+            found = db.lookup_facts(image_identity(images[path]))
+            assert found is not None
+            return found
+
+        dormant, patched = facts("win2016-dormant"), facts("win2019-patched")
+    assert (dormant.os.product, dormant.os.build, dormant.os.hostname) == (
+        "Windows Server 2016 Datacenter", "14393.4169", "erp-legacy-02")
+    assert patched.os.build == "17763.5576" and patched.os.edition == "ServerStandard"
+    assert {"KB5005112"} <= {h.id for h in patched.hotfixes}
+    assert "KB5005112" not in {h.id for h in dormant.hotfixes}
+    admins = {u.name: u.admin_via for u in dormant.users if u.admin}
+    assert admins["helpdesk"] == ("group:Administrators",)
+    assert {u.name: u.rid for u in dormant.users}["Administrator"] == 500
+    profiles = {b.name: b.enabled for b in dormant.firewall.backends}
+    assert profiles == {"Domain": True, "Private": True, "Public": False}
+    assert dormant.packages and all(p.publisher is not None or p.version for p in
+                                    dormant.packages)
+    assert dormant.dormancy.days_idle is not None and dormant.dormancy.days_idle > 365
