@@ -36,6 +36,7 @@ class StateCache:
         return None if identity is None else self.db.lookup_facts(identity)
 
     def begin(self, baselines: Sequence[str], started_at: datetime) -> None:
+        self._identities.clear()  # files may have changed since the last scan (watch)
         self.scan_id = self.db.begin_scan(baselines, started_at)
 
     def record(self, result: ImageResult) -> None:

@@ -44,10 +44,12 @@ def secret_file(path: Path, size: int = MIB) -> Path:
     return path
 
 
-def ext4_from_tree(tree: Path, out: Path, size_mb: int, label: str) -> Path:
+def ext4_from_tree(tree: Path, out: Path, size_mb: int, label: str,
+                   inodes: int | None = None) -> Path:
     with open(out, "wb") as handle:
         handle.truncate(size_mb * MIB)
-    run("mke2fs", "-q", "-F", "-t", "ext4", "-L", label, "-d", str(tree), str(out))
+    extra = ["-N", str(inodes)] if inodes else []
+    run("mke2fs", "-q", "-F", "-t", "ext4", "-L", label, *extra, "-d", str(tree), str(out))
     return out
 
 
@@ -69,7 +71,8 @@ def partitioned_disk(out: Path, partitions: list[Path], part_type: str = "83") -
     return out
 
 
-def guest_disk(tree: Path, out: Path, label: str, size_mb: int = 40) -> Path:
+def guest_disk(tree: Path, out: Path, label: str, size_mb: int = 40,
+               inodes: int | None = None) -> Path:
     """A raw MBR disk whose one ext4 partition, labelled ``label``, holds ``tree``.
 
     Each guest gets a label of its own, named by its fstab: guests sharing one appliance
@@ -78,7 +81,7 @@ def guest_disk(tree: Path, out: Path, label: str, size_mb: int = 40) -> Path:
     """
     (tree / "etc").mkdir(parents=True, exist_ok=True)
     (tree / "etc" / "fstab").write_text(f"LABEL={label} / ext4 errors=remount-ro 0 1\n")
-    part = ext4_from_tree(tree, out.with_suffix(".ext4"), size_mb, label)
+    part = ext4_from_tree(tree, out.with_suffix(".ext4"), size_mb, label, inodes)
     partitioned_disk(out, [part])
     part.unlink()
     return out
@@ -99,6 +102,20 @@ def mini_guest(work: Path, out: Path, name: str) -> Path:
     """The small Debian-like guest of tests/imaging.py, hostname and label ``name``."""
     tree = write_tree(work / f"{name}-tree", {**MINI_FILES, "etc/hostname": f"{name}\n"})
     return convert(guest_disk(tree, work / f"{name}.raw", name), "qcow2", out)
+
+
+def slow_to_list_guest(work: Path, out: Path, name: str, entries: int = 60000) -> Path:
+    """The mini guest with a /etc/sudoers.d of ``entries`` names that sudo skips (they hold
+    a dot): listing it keeps the appliance busy for seconds, long enough to be caught."""
+    files = {**MINI_FILES, "etc/hostname": f"{name}\n",
+             "etc/sudoers": "root ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n"}
+    tree = write_tree(work / f"{name}-tree", files)
+    folder = tree / "etc" / "sudoers.d"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(entries):
+        (folder / f"skipped.{index}").touch()
+    disk = guest_disk(tree, work / f"{name}.raw", name, size_mb=96, inodes=entries + 4096)
+    return convert(disk, "qcow2", out)
 
 
 def no_os_guest(work: Path, out: Path) -> Path:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.images import MIB, mini_guest, random_bytes
+from tests.hostile.images import MIB, mini_guest, random_bytes, slow_to_list_guest
 from tests.imaging import fingerprint, qemu_processes_mentioning
 from tests.safety.test_opening import scan_env, vmaudit
 
@@ -83,7 +83,7 @@ def status_of(stdout: str, root: Path) -> dict[str, tuple[str, str | None]]:
 def test_qemu_killed_while_reading_the_guest(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    mini_guest(tmp_path, store / "a-victim.qcow2", "victim")
+    slow_to_list_guest(tmp_path, store / "a-victim.qcow2", "victim")
     mini_guest(tmp_path, store / "b-good.qcow2", "bystander")
     before = fingerprint(store)
     tmpdir = tmp_path / "tmpdir"
@@ -92,7 +92,11 @@ def test_qemu_killed_while_reading_the_guest(tmp_path: Path) -> None:
         # ApplianceFS lists guest folders through ls0 into a file of the worker's private
         # folder: once one appears, the guest is mounted and being read.
         for workdir in tmpdir.glob("vmaudit-*"):
-            if any(entry.name.startswith("tmp") for entry in workdir.iterdir()):
+            try:
+                listing = any(entry.name.startswith("tmp") for entry in workdir.iterdir())
+            except OSError:  # the worker's folder went between glob and listing
+                continue
+            if listing:
                 pids = pids_mentioning(str(workdir), "qemu-system")
                 if pids:
                     return pids[0]
