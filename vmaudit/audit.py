@@ -26,7 +26,7 @@ from vmaudit.guest.appliance import (
     mount_root,
 )
 from vmaudit.guest.base import GuestFS
-from vmaudit.identity import sha256_head
+from vmaudit.identity import sha256_head, signature
 from vmaudit.models import Facts, ImageInfo, ImageRef
 
 
@@ -67,16 +67,6 @@ def collect_facts(
                        "no Linux or Windows root found on the mounted filesystems")
 
 
-Signature = tuple[tuple[str, int, int, int], ...]
-
-
-def signature(ref: ImageRef) -> Signature | None:
-    """Size, mtime and inode of every file of the image's chains; None when one is gone."""
-    try:
-        stats = [(path, os.stat(path)) for disk in ref.disks for path in disk.chain]
-    except OSError:
-        return None
-    return tuple((path, st.st_size, st.st_mtime_ns, st.st_ino) for path, st in stats)
 
 
 def _alive(handle: Any) -> bool:

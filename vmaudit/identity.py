@@ -200,3 +200,19 @@ def changed_files(old: Identity, new: Identity) -> list[dict[str, Any]]:
         {"path": path, "change": "removed"} for path in old_by_path if path not in new_by_path
     )
     return changes
+
+
+Signature = tuple[tuple[str, int, int, int], ...]
+
+
+def signature(image: ImageRef) -> Signature | None:
+    """Path, size, mtime and inode of every file of the image (no hashing: a cheap
+    "did it change?"); None when one of them is missing right now."""
+    parts = []
+    for path in image_files(image):
+        try:
+            info = os.stat(path)
+        except OSError:
+            return None
+        parts.append((path, info.st_size, info.st_mtime_ns, info.st_ino))
+    return tuple(parts)

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vmaudit.errors import VmauditError
-from vmaudit.identity import image_files
+from vmaudit.identity import Signature, image_files
+from vmaudit.identity import signature as image_signature
 from vmaudit.locks import in_use
 from vmaudit.models import ImageRef
 
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 
 WatchKind = Literal["appeared", "modified", "disappeared"]
 Discover = Callable[[list[str]], list[ImageRef]]
-Signature = tuple[tuple[str, int, int, int], ...]
 
 # qemu (block/file-posix.c) takes shared OFD locks on byte 100+n for each permission it
 # holds and 200+n for each it refuses to share; any lock there conflicts with a write lock.
@@ -43,18 +43,6 @@ class WatchEvent:
     kind: WatchKind
     image: ImageRef
     at: float  # time.time() when the event was raised
-
-
-def _signature(image: ImageRef) -> Signature | None:
-    """Size and mtime of every file of the image; None when one is missing right now."""
-    parts = []
-    for path in image_files(image):
-        try:
-            info = os.stat(path)
-        except OSError:
-            return None
-        parts.append((path, info.st_size, info.st_mtime_ns, info.st_ino))
-    return tuple(parts)
 
 
 @dataclass
@@ -161,7 +149,7 @@ class Watcher:
         for image in found:
             key = os.path.abspath(image.path)
             seen.add(key)
-            signature = _signature(image)
+            signature = image_signature(image)
             tracked = self._tracked.get(key)
             if tracked is None:
                 tracked = _Tracked(image, signature, now)
