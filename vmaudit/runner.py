@@ -33,6 +33,7 @@ from vmaudit.models import ImageError, ImageRef, to_jsonable
 from vmaudit.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
+KVM_PROBE_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,18 @@ class Runner:
             return None, ImageError(str(error["kind"]), str(error["message"]))
         return answer, None
 
+    def _kvm_works(self) -> bool:
+        """A scratch appliance launched without ``force_tcg``, in a killable child."""
+        proc = subprocess.Popen([sys.executable, "-m", "vmaudit.worker", "--probe-kvm"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            return proc.wait(timeout=min(self.timeout, KVM_PROBE_TIMEOUT)) == 0
+        except subprocess.TimeoutExpired:
+            return False  # a launch that hangs after the BIOS counts as failed
+        finally:
+            _kill_group(proc)
+
     def run(self, images: Sequence[ImageRef], now: datetime) -> Iterator[RawOutcome]:
         """Outcomes as batches finish (not in input order)."""
         batches = [list(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
@@ -163,10 +176,10 @@ class Runner:
         if self.executor is not None:  # remote workers probe KVM on their own hosts
             yield from _as_finished(self.executor, self.run_batch, batches, now)
             return
-        # Probe the launch mode on the first batch alone while KVM is untested, so that a
-        # host without KVM pays the failed KVM launch once, not once per job.
-        if not self._force_tcg and self.jobs > 1:
-            yield from self.run_batch(batches.pop(0), now)
+        # Probe the launch mode once while KVM is untested, so that a host without KVM
+        # pays the failed KVM launch once, not once per batch.
+        if not self._force_tcg and (self.jobs > 1 or len(batches) > 1) and not self._kvm_works():
+            self.note_fallback()
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             yield from _as_finished(pool, self.run_batch, batches, now)
 

@@ -63,8 +63,25 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def probe_kvm() -> int:
+    """Exit status 0 when an appliance launches with hardware acceleration here."""
+    from vmaudit.guest.appliance import new_handle
+
+    handle = new_handle(LaunchOptions(force_tcg=False))
+    try:
+        handle.add_drive_scratch(1024 * 1024)
+        handle.launch()
+    except RuntimeError:
+        return 1
+    finally:
+        handle.close()
+    return 0
+
+
 def main() -> None:
     die_with_parent()
+    if sys.argv[1:] == ["--probe-kvm"]:
+        raise SystemExit(probe_kvm())
     request = json.loads(sys.stdin.read())
     answer = handle(request)
     sys.stdout.write(RESULT_PREFIX + json.dumps(answer) + "\n")

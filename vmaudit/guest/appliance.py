@@ -142,7 +142,7 @@ def make_overlay(disk: DiskRef, directory: str, index: int) -> str:
     return overlay
 
 
-def _new_handle(options: LaunchOptions) -> Any:
+def new_handle(options: LaunchOptions) -> Any:
     import guestfs  # Debian's python3-guestfs; imported late so fast paths need no appliance
 
     handle = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
@@ -177,7 +177,7 @@ def launch(overlays: Sequence[str], options: LaunchOptions) -> Appliance:
     attempts = [options.force_tcg] if options.force_tcg else [False, True]
     last_error = ""
     for force_tcg in attempts:
-        handle = _new_handle(LaunchOptions(force_tcg, options.memsize_mb, options.smp,
+        handle = new_handle(LaunchOptions(force_tcg, options.memsize_mb, options.smp,
                                            options.trace))
         for overlay in overlays:
             handle.add_drive_opts(overlay, format="qcow2", readonly=False)
