@@ -51,7 +51,7 @@ demo: fixtures
 	  test $$rc -le 1
 
 bench: fixtures
-	$(PY) bench/bench.py
+	$(PY) bench/bench.py --fleet
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
