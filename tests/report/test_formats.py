@@ -155,7 +155,7 @@ def test_junit_fail_on_never_has_no_failures(report: ScanReport) -> None:
 
 
 def test_table_without_color_has_no_escape_at_all(report: ScanReport) -> None:
-    text = render(report, Format.TABLE, color=False)
+    text = render(report, Format.TABLE, color=False, width=300)
     assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
     assert "\\x1b]0;pwned\\x07" in text  # shown, escaped
     assert "[bold]x[/bold]" in text  # guest text is never read as rich markup
@@ -172,6 +172,7 @@ def test_table_sorts_images_by_risk_and_lists_the_riskiest_findings(report: Scan
     text = render(report, Format.TABLE, width=200)
     assert text.index("payroll-db-07") < text.index("web-01") < text.index("evil.qcow2")
     assert "error: unsafe-backing-file" in text
-    assert "/ds/payroll-db-07.vmdk (risk 100, critical)" in text
+    assert "vmaudit: images by risk under /ds" in text
+    assert "\npayroll-db-07.vmdk (risk 100, critical)" in text  # named relative to /ds
     assert "idle for 270 days (limit 90)" in text
     assert "3 image(s), 2 audited, 1 in error" in text

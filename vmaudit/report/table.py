@@ -8,6 +8,7 @@ at all, which is what a pipe or ``NO_COLOR`` asks for.
 from __future__ import annotations
 
 import io
+import os
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -39,8 +40,21 @@ def _text(value: str | None, style: str = "") -> Text:
     return Text(terminal_safe(value or ""), style=style)
 
 
-def _images_table(results: list[ImageResult]) -> Table:
-    table = Table(title="vmaudit: images by risk", box=box.SIMPLE_HEAD, title_justify="left")
+def common_folder(results: list[ImageResult]) -> str:
+    """The folder all images lie under, so the table can name them by what differs."""
+    folders = [os.path.dirname(r.image.path) for r in results if os.path.isabs(r.image.path)]
+    if len(folders) != len(results) or not folders:
+        return ""
+    return os.path.commonpath(folders)
+
+
+def _short(path: str, folder: str) -> str:
+    return os.path.relpath(path, folder) if folder else path
+
+
+def _images_table(results: list[ImageResult], folder: str) -> Table:
+    title = "vmaudit: images by risk" + (f" under {folder}" if folder else "")
+    table = Table(title=terminal_safe(title), box=box.SIMPLE_HEAD, title_justify="left")
     for column in ("image", "OS", "hostname", "application", "days idle"):
         table.add_column(column, overflow="fold")
     for severity in SEVERITIES:
@@ -59,7 +73,7 @@ def _images_table(results: list[ImageResult]) -> Table:
                 _text(result.risk.level, LEVEL_STYLES[result.risk.level]),
             ]
         table.add_row(
-            _text(result.image.path),
+            _text(_short(result.image.path, folder)),
             _text(os_text(result)),
             _text(facts.os.hostname if facts is not None else ""),
             _text(result.business.application),
@@ -73,8 +87,9 @@ def _images_table(results: list[ImageResult]) -> Table:
     return table
 
 
-def _findings_table(result: ImageResult) -> Table:
-    title = f"{result.image.path} (risk {result.risk.score}, {result.risk.level})"
+def _findings_table(result: ImageResult, folder: str) -> Table:
+    path = _short(result.image.path, folder)
+    title = f"{path} (risk {result.risk.score}, {result.risk.level})"
     table = Table(title=terminal_safe(title), box=box.SIMPLE_HEAD, title_justify="left")
     for column in ("severity", "rule", "subject", "message"):
         table.add_column(column, overflow="fold")
@@ -91,16 +106,18 @@ def _findings_table(result: ImageResult) -> Table:
 
 def render(report: ScanReport, *, color: bool = False, width: int | None = None) -> str:
     results = sort_by_risk(report.results)
-    parts: list[RenderableType] = [_images_table(results)]
+    folder = common_folder(results)
+    parts: list[RenderableType] = [_images_table(results, folder)]
     for result in [r for r in results if r.findings][:TOP_IMAGES]:
-        parts.append(_findings_table(result))
+        parts.append(_findings_table(result, folder))
     errors = [r for r in results if r.error is not None]
     for result in errors:
         assert result.error is not None
         parts.append(
             Text.assemble(
                 ("error ", "bold magenta" if color else ""),
-                terminal_safe(f"{result.image.path}: {result.error.kind}: {result.error.message}"),
+                terminal_safe(f"{_short(result.image.path, folder)}: {result.error.kind}: "
+                              f"{result.error.message}"),
             )
         )
     counts = severity_counts(f for r in results for f in r.findings)
