@@ -103,34 +103,50 @@ class Root:
     warnings: tuple[str, ...] = ()
 
 
-def _probe(handle: Any, device: str) -> tuple[str | None, bytes]:
-    """Mount ``device`` read-only at / for a moment: is it a Linux or Windows root?"""
+def _probe(handle: Any, device: str, fs_type: str) -> list[tuple[str, str, bytes]]:
+    """Mount ``device`` read-only at / for a moment: the Linux or Windows roots it holds.
+
+    Each is (os type, what to mount, its fstab). A btrfs root may sit in a subvolume
+    (Ubuntu's ``@``), mounted as libguestfs's ``btrfsvol:DEVICE/SUBVOLUME``.
+    """
     with suppress(RuntimeError):
         handle.umount_all()
     try:
         handle.mount_ro(device, "/")
     except RuntimeError:
-        return None, b""
+        return []
     try:
-        if _call(handle, "is_dir", "/etc", default=False) and (
-            _call(handle, "is_file", "/etc/fstab", True, default=False)
-            or _call(handle, "exists", "/etc/os-release", default=False)
-        ):
-            return "linux", _read_fstab(handle)
+        if _is_linux_root(handle, ""):
+            return [("linux", device, _read_fstab(handle, ""))]
         config = _call(handle, "case_sensitive_path", "/windows/system32/config")
         if config and _call(handle, "is_dir", config, default=False):
-            return "windows", b""
-        return None, b""
+            return [("windows", device, b"")]
+        if fs_type != "btrfs":
+            return []
+        found = []
+        for volume in _call(handle, "btrfs_subvolume_list", "/", default=[]) or []:
+            path = str(volume.get("btrfssubvolume_path", "")).strip("/")
+            if path and _is_linux_root(handle, "/" + path):
+                found.append(("linux", f"btrfsvol:{device}/{path}",
+                              _read_fstab(handle, "/" + path)))
+        return found
     finally:
         with suppress(RuntimeError):
             handle.umount_all()
 
 
-def _read_fstab(handle: Any) -> bytes:
-    stat = _call(handle, "statns", "/etc/fstab")
+def _is_linux_root(handle: Any, prefix: str) -> bool:
+    return bool(_call(handle, "is_dir", f"{prefix}/etc", default=False) and (
+        _call(handle, "is_file", f"{prefix}/etc/fstab", True, default=False)
+        or _call(handle, "exists", f"{prefix}/etc/os-release", default=False)))
+
+
+def _read_fstab(handle: Any, prefix: str) -> bytes:
+    path = f"{prefix}/etc/fstab"
+    stat = _call(handle, "statns", path)
     if not stat or stat["st_size"] > FSTAB_CAP:
         return b""
-    data = _call(handle, "pread", "/etc/fstab", int(stat["st_size"]), 0, default=b"")
+    data = _call(handle, "pread", path, int(stat["st_size"]), 0, default=b"")
     return data if isinstance(data, bytes) else b""
 
 
@@ -193,12 +209,16 @@ def _fstab_mounts(fstab: bytes, root: str, resolver: _Resolver) -> Root:
         spec, mountpoint, fs_type = fields[0], fields[1], fields[2]
         if mountpoint == "/" or not mountpoint.startswith("/") or fs_type in _SKIPPED_MOUNTS:
             continue
-        if "noauto" in (fields[3].split(",") if len(fields) > 3 else []):
+        options = fields[3].split(",") if len(fields) > 3 else []
+        if "noauto" in options:
             continue
         device = resolver.resolve(spec)
         if device is None:
             warnings.append(f"fstab: {spec[:100]} for {mountpoint[:100]} not found on this image")
             continue
+        subvolume = next((o.split("=", 1)[1] for o in options if o.startswith("subvol=")), "")
+        if fs_type == "btrfs" and subvolume.strip("/"):
+            device = f"btrfsvol:{device}/{subvolume.strip('/')}"
         mounts[mountpoint] = device
     ordered = tuple(sorted(mounts.items(), key=lambda item: (len(item[0]), item[0])))
     return Root(root, "linux", ordered, tuple(warnings))
@@ -215,10 +235,11 @@ def find_roots(handle: Any, layout: Layout, drives_of_image: dict[int, list[int]
         image = image_of_drive.get(layout.drive_of[device])
         if image is None:
             continue
-        os_type, fstab = _probe(handle, device)
-        if os_type == "windows":
-            found.setdefault(image, []).append(Root(device, "windows", (("/", device),)))
-        elif os_type == "linux":
-            resolver = _Resolver(handle, layout, drives_of_image[image])
-            found.setdefault(image, []).append(_fstab_mounts(fstab, device, resolver))
+        for os_type, mountable, fstab in _probe(handle, device, fs_type):
+            if os_type == "windows":
+                found.setdefault(image, []).append(Root(mountable, "windows",
+                                                        (("/", mountable),)))
+            else:
+                resolver = _Resolver(handle, layout, drives_of_image[image])
+                found.setdefault(image, []).append(_fstab_mounts(fstab, mountable, resolver))
     return found
