@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -107,3 +108,47 @@ def qemu_processes_mentioning(text: str) -> list[str]:
         if text.encode() in cmdline and b"pytest" not in cmdline:
             found.append(cmdline.decode(errors="replace"))
     return found
+
+
+def _vhd_checksum(footer: bytearray) -> None:
+    footer[64:68] = b"\0\0\0\0"
+    footer[64:68] = struct.pack(">I", (~sum(footer)) & 0xFFFFFFFF)
+
+
+def differencing_vhd(parent_raw: Path, child_raw: Path, parent_name: str, out: Path) -> Path:
+    """A VHD differencing disk holding exactly the sectors where ``child_raw`` differs from
+    ``parent_raw``, naming ``parent_name`` as its parent. qemu cannot write one, so a
+    dynamic VHD made by ``qemu-img convert`` is cut down to those sectors and retyped."""
+    subprocess.run(["qemu-img", "convert", "-O", "vpc", "-o", "force_size=on", str(child_raw),
+                    str(out)], check=True, capture_output=True)
+    data = bytearray(out.read_bytes())
+    parent = parent_raw.read_bytes()
+    child = child_raw.read_bytes()
+    dyn = struct.unpack(">Q", data[16:24])[0]
+    table, = struct.unpack(">Q", data[dyn + 16 : dyn + 24])
+    entries, block_size = struct.unpack(">II", data[dyn + 28 : dyn + 36])
+    bitmap_bytes = -(-(block_size // 512 // 8) // 512) * 512
+    for index in range(entries):
+        entry = table + 4 * index
+        offset, = struct.unpack(">I", data[entry : entry + 4])
+        if offset == 0xFFFFFFFF:
+            continue
+        base = index * block_size
+        bitmap = bytearray(bitmap_bytes)
+        for sector in range(block_size // 512):
+            at = base + sector * 512
+            if child[at : at + 512] != parent[at : at + 512]:
+                bitmap[sector // 8] |= 0x80 >> (sector % 8)
+        if any(bitmap):
+            data[offset * 512 : offset * 512 + bitmap_bytes] = bitmap
+        else:
+            data[entry : entry + 4] = struct.pack(">I", 0xFFFFFFFF)
+    name = parent_name.encode("utf-16-be")
+    data[dyn + 0x40 : dyn + 0x240] = name + bytes(0x200 - len(name))
+    for at in (0, len(data) - 512):
+        footer = bytearray(data[at : at + 512])
+        footer[60:64] = struct.pack(">I", 4)
+        _vhd_checksum(footer)
+        data[at : at + 512] = footer
+    out.write_bytes(bytes(data))
+    return out

@@ -26,6 +26,7 @@ from vmaudit.formats import qemu_driver
 from vmaudit.guest.base import DEFAULT_CAP, GuestStat
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.models import DiskRef, ImageRef
+from vmaudit.vhd import merge_chain
 
 QEMU_IMG_TIMEOUT = 30
 QEMU_IMG_MEMORY = 1 << 30
@@ -79,9 +80,9 @@ def validate_disk(disk: DiskRef) -> None:
     """Check every link of ``disk`` with qemu's own reading of its header; raise if unsafe."""
     links = [(p, f) for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f != "extent"]
     extents = {p for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f == "extent"}
-    if any(fmt == "vhd" for _, fmt in links) and len(links) > 1:
-        raise VmauditError(ErrorKind.UNSUPPORTED_FORMAT,
-                           "VHD differencing disks cannot be read through their parent by qemu")
+    vhd_chain = is_vhd_chain(disk)
+    if any(fmt == "vhd" for _, fmt in links) and len(links) > 1 and not vhd_chain:
+        raise VmauditError(ErrorKind.UNSUPPORTED_FORMAT, "a VHD chain mixed with other formats")
     for index, (path, fmt) in enumerate(links):
         st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -94,7 +95,7 @@ def validate_disk(disk: DiskRef) -> None:
             if expected is None or not _same_file(folder, str(backing), expected):
                 raise VmauditError(ErrorKind.UNSAFE_BACKING_FILE,
                                    f"{os.path.basename(path)}: backing file not in its folder")
-        elif index + 1 < len(links):
+        elif index + 1 < len(links) and not vhd_chain:  # qemu knows no VHD parents
             raise VmauditError(ErrorKind.CORRUPT_IMAGE,
                                f"{os.path.basename(path)}: qemu sees no backing file")
         specific = info.get("format-specific", {}).get("data", {})
@@ -108,6 +109,11 @@ def validate_disk(disk: DiskRef) -> None:
                         and os.path.normpath(name) not in extents:
                     raise VmauditError(ErrorKind.UNSAFE_EXTENT,
                                        f"{os.path.basename(path)}: extent outside its folder")
+
+
+def is_vhd_chain(disk: DiskRef) -> bool:
+    """A VHD differencing disk with its parents: qemu cannot follow it (vmaudit/vhd.py can)."""
+    return len(disk.chain) > 1 and all(fmt == "vhd" for fmt in disk.chain_formats)
 
 
 def overlay_backing(disk: DiskRef) -> str:
@@ -125,7 +131,15 @@ def overlay_backing(disk: DiskRef) -> str:
 
 
 def make_overlay(disk: DiskRef, directory: str, index: int) -> str:
-    """Our qcow2 overlay over the disk's leaf, the leaf's format pinned; never opens the chain."""
+    """Our qcow2 overlay over the disk's leaf, the leaf's format pinned; never opens the chain.
+
+    A VHD differencing chain is first merged into a private raw file (vmaudit/vhd.py),
+    which the overlay then stands on.
+    """
+    if is_vhd_chain(disk):
+        merged = os.path.join(directory, f"disk{index}-merged.raw")
+        merge_chain(disk.chain, merged)
+        disk = DiskRef(path=merged, format="raw", chain=(merged,), chain_formats=("raw",))
     info = qemu_img_info(disk.path, disk.format)
     size = int(info.get("virtual-size", 0))
     if size <= 0:
