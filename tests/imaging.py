@@ -110,7 +110,8 @@ def qemu_processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def _vhd_checksum(footer: bytearray) -> None:
+def vhd_checksum(footer: bytearray) -> None:
+    """Set a VHD footer's checksum (one's complement of its byte sum)."""
     footer[64:68] = b"\0\0\0\0"
     footer[64:68] = struct.pack(">I", (~sum(footer)) & 0xFFFFFFFF)
 
@@ -148,7 +149,7 @@ def differencing_vhd(parent_raw: Path, child_raw: Path, parent_name: str, out: P
     for at in (0, len(data) - 512):
         footer = bytearray(data[at : at + 512])
         footer[60:64] = struct.pack(">I", 4)
-        _vhd_checksum(footer)
+        vhd_checksum(footer)
         data[at : at + 512] = footer
     out.write_bytes(bytes(data))
     return out

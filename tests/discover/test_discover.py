@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.imaging import vhd_checksum
 from vmaudit.discover import discover
 from vmaudit.formats import sniff
 
@@ -113,11 +114,6 @@ def test_vmdk_extent_naming_a_host_file_is_refused(tmp_path: Path) -> None:
     assert kinds(result) == {"evil.vmdk": "unsafe-extent"}
 
 
-def _vhd_footer_checksum(footer: bytearray) -> None:
-    footer[64:68] = b"\0\0\0\0"
-    footer[64:68] = struct.pack(">I", (~sum(footer)) & 0xFFFFFFFF)
-
-
 def make_differencing_vhd(path: Path, parent_name: str) -> None:
     """A dynamic VHD made by qemu-img, turned into a differencing disk naming ``parent_name``."""
     qemu_img("create", "-f", "vpc", str(path), "16M")
@@ -125,7 +121,7 @@ def make_differencing_vhd(path: Path, parent_name: str) -> None:
     for offset in (0, len(data) - 512):
         footer = data[offset : offset + 512]
         footer[60:64] = struct.pack(">I", 4)
-        _vhd_footer_checksum(footer)
+        vhd_checksum(footer)
         data[offset : offset + 512] = footer
     dyn = struct.unpack(">Q", data[16:24])[0]
     name = parent_name.encode("utf-16-be")
