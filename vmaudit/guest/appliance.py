@@ -31,13 +31,16 @@ from vmaudit.vhd import merge_chain
 QEMU_IMG_TIMEOUT = 30
 QEMU_IMG_MEMORY = 1 << 30
 QEMU_IMG_CPU_SECONDS = 20
+APPLIANCE_MEMSIZE_MB = 1280
 PREAD_CHUNK = 2 * 1024 * 1024  # the protocol refuses preads over ~4 MB
 
 
 @dataclass(frozen=True)
 class LaunchOptions:
     force_tcg: bool = False
-    memsize_mb: int | None = None
+    # Every appliance gets a fixed memory bound, so N jobs cost at most N times this,
+    # whatever the images hold (libguestfs 1.48's own default, made explicit).
+    memsize_mb: int | None = APPLIANCE_MEMSIZE_MB
     smp: int | None = None
     trace: bool = False
 
