@@ -15,7 +15,7 @@ from typing import Any
 
 from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
-from vmaudit.collect.windows import collect_windows, detect_windows
+from vmaudit.collect.windows import collect_windows, find_windows
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.guest.appliance import (
     ApplianceFS,
@@ -57,9 +57,8 @@ def collect_facts(
 ) -> Facts:
     """The full facts of the guest whose root ``fs`` is."""
     warnings = list(warnings or [])
-    windows = detect_windows(fs, warnings)
-    if windows is not None:
-        return collect_windows(fs, image, windows, now, warnings)
+    if find_windows(fs) is not None:  # the hives are read once, by collect_windows
+        return collect_windows(fs, image, now, warnings)
     linux = detect_linux(fs, warnings)
     if linux is not None:
         return collect_linux(fs, image, linux, now, warnings)

@@ -136,7 +136,8 @@ def collected(images: list[Path]) -> Iterator[dict[str, Facts]]:
             os_info = detect_windows(fs, warnings)
             assert os_info is not None
             image_info = ImageInfo("x", "raw", 0, "2020-01-01T00:00:00Z", "", None, ())
-            result = collect_windows(fs, image_info, os_info, datetime.now(UTC), warnings)
+            result = collect_windows(fs, image_info, datetime.now(UTC), warnings)
+            assert result.os == os_info
             facts[result.os.hostname or ""] = result
             g.umount_all()
         yield facts

@@ -24,8 +24,7 @@ IMAGE = ImageInfo("guest.img", "raw", 0, "2020-01-01T00:00:00Z", "", None, ())
 def facts_of(root: Path, now: datetime = NOW) -> Facts:
     fs = TreeFS(root)
     warnings: list[str] = []
-    os_info = detect_windows(fs, warnings) or OsInfo("unknown")
-    return collect_windows(fs, IMAGE, os_info, now, warnings)
+    return collect_windows(fs, IMAGE, now, warnings)
 
 
 def copy_tree(root: Path, tmp_path: Path) -> Path:
@@ -258,7 +257,8 @@ def test_a_corrupt_sam_and_system_are_warnings(
     os_info = detect_windows(fs, warnings)
     assert os_info is not None and os_info.product == "Windows Server 2019 Standard"
     assert os_info.arch == "x86_64"  # from cmd.exe's PE header when SYSTEM is unreadable
-    facts = collect_windows(fs, image, os_info, NOW, warnings)
+    facts = collect_windows(fs, image, NOW, warnings)
+    assert facts.os == os_info
     assert sum("not a readable registry hive" in w for w in facts.warnings) == 2
     assert facts.users == ()
     assert len(facts.packages) == 6
@@ -271,6 +271,6 @@ def test_without_any_sign_of_running_the_image_mtime_counts(tmp_path: Path) -> N
     config.mkdir(parents=True)
     (config / "SOFTWARE").write_bytes(empty_hive())
     image = ImageInfo("guest.img", "raw", 0, "2026-05-02T12:00:00Z", "", None, ())
-    facts = collect_windows(TreeFS(tmp_path), image, OsInfo("windows"), NOW, [])
+    facts = collect_windows(TreeFS(tmp_path), image, NOW, [])
     assert facts.dormancy.days_idle == 30
     assert any("SYSTEM" in w for w in facts.warnings)

@@ -194,21 +194,15 @@ def _cmd_exe_arch(fs: GuestFS, paths: WindowsPaths, warnings: list[str]) -> str 
         return None
 
 
-def detect_windows(fs: GuestFS, warnings: list[str]) -> OsInfo | None:
-    """The guest's OS when it is Windows (it has ``/Windows/System32/config/SOFTWARE``)."""
-    paths = find_windows(fs)
-    if paths is None:
-        return None
+def windows_os(fs: GuestFS, paths: WindowsPaths, software: Hive | None, system: Hive | None,
+               warnings: list[str]) -> OsInfo:
+    """The OS facts of the open SOFTWARE and SYSTEM hives (either may be unreadable)."""
     fields: dict[str, str | None] = {}
     no_fields: dict[str, str | None] = {}
-    with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software:
-        if software is not None:
-            fields.update(_guarded("SOFTWARE", warnings, no_fields, lambda: _software_os(software)))
-    with opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
-        if system is not None:
-            fields.update(
-                _guarded("SYSTEM", warnings, no_fields, lambda: _system_os(system, warnings))
-            )
+    if software is not None:
+        fields.update(_guarded("SOFTWARE", warnings, no_fields, lambda: _software_os(software)))
+    if system is not None:
+        fields.update(_guarded("SYSTEM", warnings, no_fields, lambda: _system_os(system, warnings)))
     if not fields.get("arch"):
         fields["arch"] = _cmd_exe_arch(fs, paths, warnings)
     return OsInfo(
@@ -222,6 +216,16 @@ def detect_windows(fs: GuestFS, warnings: list[str]) -> OsInfo | None:
         build=fields.get("build"),
         edition=fields.get("edition"),
     )
+
+
+def detect_windows(fs: GuestFS, warnings: list[str]) -> OsInfo | None:
+    """The guest's OS when it is Windows (it has ``/Windows/System32/config/SOFTWARE``)."""
+    paths = find_windows(fs)
+    if paths is None:
+        return None
+    with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software, \
+            opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
+        return windows_os(fs, paths, software, system, warnings)
 
 
 # ---------------------------------------------------------------- software
@@ -399,13 +403,13 @@ def windows_dormancy(
 # ---------------------------------------------------------------- all
 
 
-def collect_windows(
-    fs: GuestFS, image: ImageInfo, os_info: OsInfo, now: datetime, warnings: list[str]
-) -> Facts:
-    """Everything vmaudit reads from a Windows guest; ``warnings`` gathers every problem."""
+def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list[str]) -> Facts:
+    """Everything vmaudit reads from a Windows guest, each hive downloaded once;
+    ``warnings`` gathers every problem."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     paths = find_windows(fs)
+    os_info = OsInfo("windows", distro="windows")
     packages: list[Package] = []
     hotfixes: list[Hotfix] = []
     users: list[User] = []
@@ -423,6 +427,7 @@ def collect_windows(
                     "hotfixes", warnings, [], lambda: collect_hotfixes(software, warnings)
                 )
             with opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
+                os_info = windows_os(fs, paths, software, system, warnings)
                 if system is not None:
                     firewall = _guarded(
                         "firewall",
