@@ -79,11 +79,15 @@ def _same_file(folder: str, written: str, expected: str) -> bool:
     return os.path.normpath(os.path.join(folder, written)) == os.path.normpath(expected)
 
 
-def validate_disk(disk: DiskRef) -> None:
-    """Check every link of ``disk`` with qemu's own reading of its header; raise if unsafe."""
+def validate_disk(disk: DiskRef) -> int:
+    """Check every link of ``disk`` with qemu's own reading of its header; raise if unsafe.
+
+    Returns the leaf's virtual size, as qemu read it.
+    """
     links = [(p, f) for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f != "extent"]
     extents = {p for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f == "extent"}
     vhd_chain = is_vhd_chain(disk)
+    leaf_size = 0
     if any(fmt == "vhd" for _, fmt in links) and len(links) > 1 and not vhd_chain:
         raise VmauditError(ErrorKind.UNSUPPORTED_FORMAT, "a VHD chain mixed with other formats")
     for index, (path, fmt) in enumerate(links):
@@ -112,6 +116,11 @@ def validate_disk(disk: DiskRef) -> None:
                         and os.path.normpath(name) not in extents:
                     raise VmauditError(ErrorKind.UNSAFE_EXTENT,
                                        f"{os.path.basename(path)}: extent outside its folder")
+        if index == 0:
+            leaf_size = int(info.get("virtual-size", 0))
+    if leaf_size <= 0:
+        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"{disk.path}: no virtual size")
+    return leaf_size
 
 
 def is_vhd_chain(disk: DiskRef) -> bool:
@@ -133,20 +142,17 @@ def overlay_backing(disk: DiskRef) -> str:
     return "json:" + json.dumps(node, separators=(",", ":"))
 
 
-def make_overlay(disk: DiskRef, directory: str, index: int) -> str:
-    """Our qcow2 overlay over the disk's leaf, the leaf's format pinned; never opens the chain.
+def make_overlay(disk: DiskRef, size: int, directory: str, index: int) -> str:
+    """Our qcow2 overlay of ``size`` bytes over the disk's leaf, the leaf's format pinned;
+    never opens the chain.
 
     A VHD differencing chain is first merged into a private raw file (vmaudit/vhd.py),
     which the overlay then stands on.
     """
     if is_vhd_chain(disk):
         merged = os.path.join(directory, f"disk{index}-merged.raw")
-        merge_chain(disk.chain, merged)
+        size = merge_chain(disk.chain, merged)
         disk = DiskRef(path=merged, format="raw", chain=(merged,), chain_formats=("raw",))
-    info = qemu_img_info(disk.path, disk.format)
-    size = int(info.get("virtual-size", 0))
-    if size <= 0:
-        raise VmauditError(ErrorKind.CORRUPT_IMAGE, f"{disk.path}: no virtual size")
     overlay = os.path.join(directory, f"disk{index}.qcow2")
     proc = subprocess.run(
         ["qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", qemu_driver(disk.format),
@@ -223,10 +229,9 @@ def attach_all(images: Sequence[ImageRef], workdir: str,
     refused: dict[int, VmauditError] = {}
     for image_index, image in enumerate(images):
         try:
-            for disk in image.disks:
-                validate_disk(disk)
-            mine = [make_overlay(disk, workdir, len(overlays) + k)
-                    for k, disk in enumerate(image.disks)]
+            sizes = [validate_disk(disk) for disk in image.disks]
+            mine = [make_overlay(disk, size, workdir, len(overlays) + k)
+                    for k, (disk, size) in enumerate(zip(image.disks, sizes, strict=True))]
         except VmauditError as exc:
             refused[image_index] = exc
             continue
