@@ -141,11 +141,6 @@ def packages_by_name(packages: Iterable[Package]) -> dict[str, Package]:
     return index
 
 
-def clean_value(text: str, limit: int = 4096) -> str:
-    """Strip a guest string and cut it to ``limit`` characters."""
-    return text.strip()[:limit]
-
-
 def shell_assignments(lines: list[str]) -> dict[str, str]:
     """``KEY=value`` lines as a shell reads them (os-release, ufw.conf, firewalld.conf).
 
