@@ -9,9 +9,9 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import DEFAULT_CAP, GuestFS, join, safe_path
@@ -160,3 +160,19 @@ def shell_assignments(lines: list[str]) -> dict[str, str]:
             words = [raw.strip().strip("\"'")]
         values[key] = " ".join(words)
     return values
+
+
+T = TypeVar("T")
+
+
+def guarded(section: str, warnings: list[str], fallback: T, run: Callable[[], T],
+            expected: tuple[type[Exception], ...] = ()) -> T:
+    """``run()``, or ``fallback`` with a warning: one broken section of a guest's facts must
+    not cost the others. ``expected`` errors already say what is wrong; their text is kept."""
+    try:
+        return run()
+    except expected as exc:
+        warnings.append(f"{section}: {exc}")
+    except Exception as exc:
+        warnings.append(f"{section}: collection failed ({type(exc).__name__}: {exc})")
+    return fallback

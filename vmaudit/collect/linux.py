@@ -10,9 +10,7 @@ come out.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
-from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from vmaudit.guest.base import GuestFS, is_file
@@ -29,13 +27,12 @@ from vmaudit.models import (
 
 from . import apk, dpkg, pacman, rpm
 from .accounts import collect_users
-from .common import read_bytes
+from .common import guarded, read_bytes
 from .dormancy import collect_dormancy
 from .firewall import collect_firewall
 from .sshd import SshdConfig, collect_sshd
 from .sudoers import Sudoers, parse_sudoers
 
-T = TypeVar("T")
 TZ_CAP = 1024 * 1024
 
 
@@ -49,14 +46,6 @@ def guest_timezone(fs: GuestFS, warnings: list[str]) -> tzinfo:
     except (ValueError, OSError) as exc:
         warnings.append(f"/etc/localtime: not a usable time zone file ({exc}); UTC assumed")
         return UTC
-
-
-def _guarded(section: str, warnings: list[str], fallback: T, run: Callable[[], T]) -> T:
-    try:
-        return run()
-    except Exception as exc:  # one broken section must not cost the whole guest's facts
-        warnings.append(f"{section}: collection failed ({type(exc).__name__}: {exc})")
-        return fallback
 
 
 def _packages(
@@ -86,19 +75,19 @@ def collect_linux(
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     no_packages: tuple[list[Package], datetime | None] = ([], None)
-    packages, rpm_last_install = _guarded(
+    packages, rpm_last_install = guarded(
         "packages", warnings, no_packages, lambda: _packages(fs, os_info, warnings)
     )
-    sshd = _guarded(
+    sshd = guarded(
         "ssh", warnings,
         SshdConfig(False, "prohibit-password", True, False, ()),
         lambda: collect_sshd(fs, packages, warnings),
     )  # fmt: skip
-    sudoers = _guarded("sudoers", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings))
-    users: list[User] = _guarded(
+    sudoers = guarded("sudoers", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings))
+    users: list[User] = guarded(
         "accounts", warnings, [], lambda: collect_users(fs, now, sshd, sudoers, warnings)
     )
-    firewall = _guarded(
+    firewall = guarded(
         "firewall", warnings, FirewallFacts(False, ()),
         lambda: collect_firewall(fs, packages, warnings),
     )  # fmt: skip
@@ -111,7 +100,7 @@ def collect_linux(
                 last_update = logged
         return collect_dormancy(fs, image.mtime, now, last_update, warnings)
 
-    dormancy_facts = _guarded("dormancy", warnings, Dormancy(None, None, None, None), dormancy)
+    dormancy_facts = guarded("dormancy", warnings, Dormancy(None, None, None, None), dormancy)
     ssh_facts: SshFacts = sshd.facts()
     return Facts(
         image=image,

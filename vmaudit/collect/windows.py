@@ -53,7 +53,7 @@ from vmaudit.models import (
     User,
 )
 
-from .common import iso_utc
+from .common import guarded, iso_utc
 from .windows_registry import (
     Hive,
     HiveError,
@@ -105,14 +105,8 @@ def find_windows(fs: GuestFS) -> WindowsPaths | None:
     return None
 
 
-def _guarded(section: str, warnings: list[str], fallback: T, run: Callable[[], T]) -> T:
-    try:
-        return run()
-    except HiveError as exc:
-        warnings.append(f"{section}: {exc}")
-    except Exception as exc:  # a hostile hive must cost one section, never the guest
-        warnings.append(f"{section}: collection failed ({type(exc).__name__}: {exc})")
-    return fallback
+def _section(section: str, warnings: list[str], fallback: T, run: Callable[[], T]) -> T:
+    return guarded(section, warnings, fallback, run, expected=(HiveError,))
 
 
 # ---------------------------------------------------------------- os
@@ -200,9 +194,9 @@ def windows_os(fs: GuestFS, paths: WindowsPaths, software: Hive | None, system: 
     fields: dict[str, str | None] = {}
     no_fields: dict[str, str | None] = {}
     if software is not None:
-        fields.update(_guarded("SOFTWARE", warnings, no_fields, lambda: _software_os(software)))
+        fields.update(_section("SOFTWARE", warnings, no_fields, lambda: _software_os(software)))
     if system is not None:
-        fields.update(_guarded("SYSTEM", warnings, no_fields, lambda: _system_os(system, warnings)))
+        fields.update(_section("SYSTEM", warnings, no_fields, lambda: _system_os(system, warnings)))
     if not fields.get("arch"):
         fields["arch"] = _cmd_exe_arch(fs, paths, warnings)
     return OsInfo(
@@ -420,27 +414,27 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
     else:
         with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software:
             if software is not None:
-                packages = _guarded(
+                packages = _section(
                     "packages", warnings, [], lambda: collect_applications(software, warnings)
                 )
-                hotfixes = _guarded(
+                hotfixes = _section(
                     "hotfixes", warnings, [], lambda: collect_hotfixes(software, warnings)
                 )
             with opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
                 os_info = windows_os(fs, paths, software, system, warnings)
                 if system is not None:
-                    firewall = _guarded(
+                    firewall = _section(
                         "firewall",
                         warnings,
                         firewall,
                         lambda: collect_firewall(system, software, warnings),
                     )
-                    shutdown = _guarded(
+                    shutdown = _section(
                         "dormancy", warnings, None, lambda: shutdown_time(system, warnings)
                     )
         with opened_hive(fs, paths.hive(fs, "SAM"), "SAM", warnings) as sam:
             if sam is not None:
-                users = _guarded(
+                users = _section(
                     "users", warnings, [], lambda: collect_sam_users(sam, now, warnings)
                 )
     dormancy = windows_dormancy(shutdown, users, hotfixes, image.mtime, now, warnings)
