@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -210,7 +211,28 @@ def world_readable_dir() -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture
+def checkout_reachable_by_nobody() -> Iterator[None]:
+    """``nobody`` must reach this checkout's code and venv, wherever the checkout lives (a
+    ``mktemp -d`` folder is private to root): folders on the way that deny others search
+    permission get it (search only, not listing) for the test, and lose it again after."""
+    repo = Path(__file__).resolve().parents[2]
+    changed: list[tuple[Path, int]] = []
+    for target in (repo, Path(sys.prefix).resolve()):
+        for folder in (target, *target.parents):
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH and folder not in [path for path, _ in changed]:
+                changed.append((folder, mode))
+                folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            folder.chmod(stat.S_IMODE(mode))
+
+
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv")
+@pytest.mark.usefixtures("checkout_reachable_by_nobody")
 def test_unreadable_image_and_folder_as_an_unprivileged_user(world_readable_dir: Path) -> None:
     """As root every file is readable, so the scan runs as ``nobody`` (setpriv): the
     unreadable image and folder are reported ``permission-denied``, the rest go on."""
