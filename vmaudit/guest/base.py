@@ -72,9 +72,23 @@ def read_lines(
     return cap_lines(text, path, warnings)
 
 
+def guest_lines(text: str) -> list[str]:
+    """Lines as glibc, sshd, sudo and sh split them: on ``\n`` only.
+
+    Python's ``splitlines()`` also breaks on ``\r``, ``\v``, ``\f``, ``\x1c``-``\x1e``,
+    ``\x85`` and the Unicode separators, so ``# note\rPermitRootLogin no`` would read as a
+    directive where sshd sees a comment. A final newline does not make an empty last line;
+    a ``\r`` stays in the line, for the parser to treat as its program does.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def cap_lines(text: str, path: str, warnings: list[str]) -> list[str]:
     """Split text into lines, dropping (with one warning) any over ``MAX_LINE`` characters."""
-    lines = text.splitlines()
+    lines = guest_lines(text)
     kept = [line for line in lines if len(line) <= MAX_LINE]
     if len(kept) != len(lines):
         skipped = len(lines) - len(kept)
