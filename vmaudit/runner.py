@@ -1,9 +1,10 @@
 """Running audits in child processes: N at once, each bounded by a wall-clock timeout.
 
 A child runs in its own session; on timeout the whole process group (the worker and the
-qemu it started) is killed, so nothing is left behind. The first child that had to fall back
-from KVM to software emulation makes every later launch start in software emulation, and the
-``on_notice`` callback is told once.
+qemu it started) is killed, so nothing is left behind. Before the first launch the runner asks
+vmaudit.guest.accel whether KVM works on this host (probed once per boot, cached); a child
+that still had to fall back from KVM to software emulation makes every later launch start in
+software emulation. The ``on_notice`` callback is told once either way.
 
 Batches run on a local thread pool, or on any ``concurrent.futures.Executor`` given as
 ``executor`` (vmaudit.fleet sends them to Dask workers); a ``Runner`` pickles without its lock
@@ -28,12 +29,12 @@ from datetime import datetime
 from typing import Any
 
 from vmaudit.errors import ErrorKind
+from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.models import ImageError, ImageRef, to_jsonable
 from vmaudit.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
-KVM_PROBE_TIMEOUT = 120
 
 
 @dataclass(frozen=True)
@@ -61,20 +62,21 @@ class Runner:
         self.options = options or LaunchOptions()
         self.on_notice = on_notice or (lambda message: None)
         self._lock = threading.Lock()
-        self._force_tcg = self.options.force_tcg or os.environ.get(
-            "VMAUDIT_FORCE_TCG", ""
-        ) not in ("", "0")
+        self._decide_lock = threading.Lock()
+        self._force_tcg = self.options.force_tcg or accel.forced_tcg()
+        self._decided = self._force_tcg
         self.executor = executor
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for local_only in ("_lock", "on_notice", "executor"):
+        for local_only in ("_lock", "_decide_lock", "on_notice", "executor"):
             del state[local_only]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._decide_lock = threading.Lock()
         self.on_notice = lambda message: None
         self.executor = None
 
@@ -90,6 +92,19 @@ class Runner:
         return {"force_tcg": force_tcg, "memsize_mb": self.options.memsize_mb,
                 "smp": self.options.smp}
 
+    def decide_acceleration(self) -> None:
+        """Ask once, before the first launch, whether KVM works on this host."""
+        with self._decide_lock:
+            if self._decided:
+                return
+            verdict = accel.decide()
+            with self._lock:
+                self._force_tcg = self._force_tcg or not verdict.kvm
+                self._decided = True
+        notice = verdict.notice()
+        if notice:
+            self.on_notice(notice)
+
     def note_fallback(self) -> None:
         with self._lock:
             first = not self._force_tcg
@@ -103,6 +118,7 @@ class Runner:
 
     def run_batch(self, images: Sequence[ImageRef], now: datetime) -> list[RawOutcome]:
         """Audit ``images`` in one appliance; a batch that fails as a whole is re-run singly."""
+        self.decide_acceleration()
         # The worker's private folder holds our overlays and libguestfs's own temporary
         # files (TMPDIR), so that it is removed whole even when the worker is killed.
         workdir = tempfile.mkdtemp(prefix="vmaudit-")
@@ -156,30 +172,15 @@ class Runner:
             return None, ImageError(str(error["kind"]), str(error["message"]))
         return answer, None
 
-    def _kvm_works(self) -> bool:
-        """A scratch appliance launched without ``force_tcg``, in a killable child."""
-        proc = subprocess.Popen([sys.executable, "-m", "vmaudit.worker", "--probe-kvm"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
-        try:
-            return proc.wait(timeout=min(self.timeout, KVM_PROBE_TIMEOUT)) == 0
-        except subprocess.TimeoutExpired:
-            return False  # a launch that hangs after the BIOS counts as failed
-        finally:
-            _kill_group(proc)
-
     def run(self, images: Sequence[ImageRef], now: datetime) -> Iterator[RawOutcome]:
         """Outcomes as batches finish (not in input order)."""
         batches = [list(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
         if not batches:
             return
-        if self.executor is not None:  # remote workers probe KVM on their own hosts
+        if self.executor is not None:  # remote workers decide KVM on their own hosts
             yield from _as_finished(self.executor, self.run_batch, batches, now)
             return
-        # Probe the launch mode once while KVM is untested, so that a host without KVM
-        # pays the failed KVM launch once, not once per batch.
-        if not self._force_tcg and (self.jobs > 1 or len(batches) > 1) and not self._kvm_works():
-            self.note_fallback()
+        self.decide_acceleration()
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             yield from _as_finished(pool, self.run_batch, batches, now)
 

@@ -64,14 +64,35 @@ def die_with_parent() -> None:
 
 
 def probe_kvm() -> int:
-    """Exit status 0 when an appliance launches with hardware acceleration here."""
+    """Exit status 0 when an appliance launches with hardware acceleration here.
+
+    ``QEMU_STARTED`` goes to stdout when libguestfs starts qemu, so that the parent
+    (vmaudit.guest.accel) times the launch, not the appliance's first build.
+    """
+    import guestfs
+
+    from vmaudit.guest.accel import QEMU_STARTED
     from vmaudit.guest.appliance import new_handle
+
+    last: list[str] = []
+
+    def on_message(event: int, handle_id: int, message: str, array: object) -> None:
+        # Every verbose message comes here (none to stderr, which the parent reads last).
+        lines = [line.strip() for line in message.split("\n") if line.strip()]
+        last[:] = [*last, *lines][-20:]
+        if event == guestfs.EVENT_LIBRARY and "finished testing qemu features" in message:
+            sys.stdout.write(QEMU_STARTED + "\n")
+            sys.stdout.flush()
 
     handle = new_handle(LaunchOptions(force_tcg=False))
     try:
+        handle.set_event_callback(on_message, guestfs.EVENT_LIBRARY | guestfs.EVENT_APPLIANCE
+                                  | guestfs.EVENT_WARNING | guestfs.EVENT_TRACE)
+        handle.set_verbose(True)
         handle.add_drive_scratch(1024 * 1024)
         handle.launch()
-    except RuntimeError:
+    except RuntimeError as exc:
+        sys.stderr.write("\n".join([*last, str(exc)])[-4000:] + "\n")
         return 1
     finally:
         handle.close()

@@ -5,24 +5,38 @@ from __future__ import annotations
 import platform
 import struct
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
 from vmaudit.models import Facts, User
 
-from .conftest import NOW, Guest, image_info
+from .conftest import Guest, image_info
+
+# The tree is built on the day the suite first runs, so its clock comes from the tree: a
+# month after debootstrap's last dpkg.log line, whatever the calendar says.
+DAYS_AFTER_BUILD = 30
 
 
 def run(*args: str) -> None:
     subprocess.run(args, check=True, capture_output=True)
 
 
-def facts(guest: Guest) -> Facts:
+def built_at(guest: Guest) -> datetime:
+    """The time of the tree's last dpkg.log line (debootstrap wrote it, in UTC here)."""
+    last = guest.host("/var/log/dpkg.log").read_text().rstrip("\n").rsplit("\n", 1)[-1]
+    return datetime.strptime(last[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+
+
+def clock(guest: Guest) -> datetime:
+    return built_at(guest) + timedelta(days=DAYS_AFTER_BUILD)
+
+
+def facts(guest: Guest, now: datetime | None = None) -> Facts:
     warnings: list[str] = []
     os_info = detect_linux(guest.fs, warnings)
     assert os_info is not None
-    return collect_linux(guest.fs, image_info(), os_info, NOW, warnings)
+    return collect_linux(guest.fs, image_info(), os_info, now or clock(guest), warnings)
 
 
 def users(result: Facts) -> dict[str, User]:
@@ -132,5 +146,16 @@ def test_ssh_firewall_and_dormancy_on_the_tree(debian_tree: Guest) -> None:
     assert (after.ssh.permit_root_login, after.ssh.password_authentication) == ("yes", False)
     assert after.firewall.enabled is True
     assert after.dormancy.last_boot == "2025-03-01T06:00:00Z"
-    assert after.dormancy.days_idle == (NOW - datetime(2025, 3, 1, 6, tzinfo=UTC)).days
+    rebooted = datetime(2025, 3, 1, 6, tzinfo=UTC)
+    assert after.dormancy.days_idle == (clock(debian_tree) - rebooted).days
     assert after.warnings == ()
+
+
+def test_the_tree_judged_a_year_after_it_was_built(debian_tree: Guest) -> None:
+    """The same facts on a later day: nothing in the suite may depend on the calendar."""
+    later = clock(debian_tree) + timedelta(days=365)
+    result = facts(debian_tree, now=later)
+    assert result.warnings == ()
+    assert result.dormancy.last_update == built_at(debian_tree).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert result.dormancy.days_idle is not None
+    assert result.dormancy.days_idle >= 365

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 
 from fixtures.windows.regf import empty_hive
 from vmaudit.collect.windows import collect_windows, detect_windows
+from vmaudit.collect.windows_registry import HiveError, opened_hive
 from vmaudit.guest.tree import TreeFS
 from vmaudit.models import Facts, ImageInfo, OsInfo
 
@@ -274,3 +277,32 @@ def test_without_any_sign_of_running_the_image_mtime_counts(tmp_path: Path) -> N
     facts = collect_windows(TreeFS(tmp_path), image, NOW, [])
     assert facts.dormancy.days_idle == 30
     assert any("SYSTEM" in w for w in facts.warnings)
+
+
+def test_a_hive_that_fails_to_open_leaves_nothing_for_the_destructor(
+    windows_trees: dict[str, Path], tmp_path: Path
+) -> None:
+    root = copy_tree(windows_trees["win2016-dormant"], tmp_path)
+    config = root / "Windows" / "System32" / "config"
+    (config / "SOFTWARE").write_bytes(b"regf" + os.urandom(8192))
+    (config / "SAM").write_bytes(b"not a hive at all")
+    unraisable: list[str] = []
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda hook_args: unraisable.append(repr(hook_args.exc_value))
+    try:
+        facts = facts_of(root)
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert sum("not a readable registry hive" in w for w in facts.warnings) == 2
+    assert unraisable == []
+
+
+def test_an_opened_hive_is_closed_when_its_block_ends(windows_trees: dict[str, Path]) -> None:
+    fs = TreeFS(windows_trees["win2016-dormant"])
+    warnings: list[str] = []
+    with opened_hive(fs, "/Windows/System32/config/SYSTEM", "SYSTEM", warnings) as hive:
+        assert hive is not None and hive.subkeys(hive.root)
+    assert warnings == []
+    with pytest.raises(HiveError):
+        hive.subkeys(hive.root)  # the handle is gone, not left to the garbage collector

@@ -21,6 +21,7 @@ from vmaudit.guest.base import GuestFS, join, safe_path
 
 HIVE_CAP = 256 * 1024 * 1024
 MAX_STRING = 4096  # characters kept of one registry string
+HIVEX_OPEN_WRITE = 4  # hivex_open flag HIVEX_OPEN_WRITE
 FILETIME_EPOCH = datetime(1601, 1, 1, tzinfo=UTC)
 FILETIME_NEVER = 0x7FFFFFFFFFFFFFFF
 
@@ -70,7 +71,15 @@ class Hive:
         self._h = handle
         self.label = label
 
+    def close(self) -> None:
+        """Close the hivex handle now; later calls raise ``HiveError``."""
+        handle, self._h = self._h, None
+        if handle is not None:
+            handle.close()
+
     def _call(self, method: str, *args: Any) -> Any:
+        if self._h is None:
+            raise HiveError(f"{self.label}: the hive is closed")
         try:
             return getattr(self._h, method)(*args)
         except (RuntimeError, ValueError, UnicodeError, OverflowError) as exc:
@@ -160,12 +169,45 @@ def opened_hive(fs: GuestFS, path: str, label: str, warnings: list[str]) -> Iter
             handle.write(data)
         del data
         try:
-            import hivex  # Debian's python3-hivex
-
-            hive = Hive(hivex.Hivex(local), label)
-            hive.root  # noqa: B018 - a hive whose root cannot be read is as good as corrupt
-        except (RuntimeError, HiveError, ValueError) as exc:
+            handle = open_hivex(local)
+        except (RuntimeError, ValueError) as exc:
             warnings.append(f"{safe_path(path)}: not a readable registry hive ({exc})")
             yield None
             return
-        yield hive
+        hive = Hive(handle, label)
+        try:
+            try:
+                hive.root  # noqa: B018 - a hive whose root cannot be read is as good as corrupt
+            except HiveError as exc:
+                warnings.append(f"{safe_path(path)}: not a readable registry hive ({exc})")
+                yield None
+                return
+            yield hive
+        finally:
+            hive.close()
+
+
+def open_hivex(path: str, write: bool = False) -> Any:
+    """A hivex handle that can be closed explicitly, and that a failed open leaves inert.
+
+    python3-hivex's ``Hivex`` has no ``close()``: its destructor closes ``self._o``, which a
+    failed open never set (``AttributeError`` in ``__del__``) and which an explicit close
+    would leave dangling (a second close). This subclass owns the handle's lifetime.
+    """
+    import hivex  # Debian's python3-hivex
+    import libhivexmod  # type: ignore[import-not-found]
+
+    class _ClosableHivex(hivex.Hivex):  # type: ignore[misc]
+        def __init__(self, filename: str) -> None:
+            self._o = None
+            self._o = libhivexmod.open(filename, HIVEX_OPEN_WRITE if write else 0)
+
+        def close(self) -> None:
+            handle, self._o = self._o, None
+            if handle is not None:
+                libhivexmod.close(handle)
+
+        def __del__(self) -> None:
+            self.close()
+
+    return _ClosableHivex(path)

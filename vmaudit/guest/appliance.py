@@ -266,10 +266,10 @@ def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
     for device in layout.orphan_pvs:
         if device in layout.drive_of:
             clashing.add(attached.drives[layout.drive_of[device]])
-    for vg in layout.spanning_vgs:
-        for lv, lv_vg in layout.lvs.items():
-            if lv_vg == vg and lv in layout.drive_of:
-                clashing.add(attached.drives[layout.drive_of[lv]])
+    for drives in layout.vg_drives.values():
+        images = {attached.drives[drive] for drive in drives}
+        if len(images) > 1:  # one volume group across two images' disks: neither is sure
+            clashing.update(images)
     encrypted = {attached.drives[layout.drive_of[device]]
                  for device, fs_type in layout.fs_types.items()
                  if fs_type in ENCRYPTED_FS and device in layout.drive_of}

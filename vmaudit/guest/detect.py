@@ -36,7 +36,7 @@ class Layout:
     whole: dict[int, str] = field(default_factory=dict)  # drive index -> /dev/sdX
     fs_types: dict[str, str] = field(default_factory=dict)  # device -> filesystem type
     lvs: dict[str, str] = field(default_factory=dict)  # /dev/VG/LV -> VG
-    spanning_vgs: set[str] = field(default_factory=set)  # VGs whose PVs sit on several drives
+    vg_drives: dict[str, set[int]] = field(default_factory=dict)  # VG -> drives of its PVs
     orphan_pvs: set[str] = field(default_factory=set)  # PVs in no active VG (a clone's twin)
 
 
@@ -50,47 +50,78 @@ def _call(handle: Any, name: str, *args: Any, default: Any = None) -> Any:
 def survey(handle: Any) -> Layout:
     """Devices, partitions, LVM volumes and filesystem types, each tied to its drive."""
     layout = Layout()
-    devices = _call(handle, "list_devices", default=[]) or []
-    for device in devices:
+    partitions = _tie_devices_to_drives(handle, layout)
+    with_partitions = {layout.drive_of[p] for p in partitions if p in layout.drive_of}
+    raw = [*partitions, *(dev for i, dev in layout.whole.items() if i not in with_partitions)]
+    _record_fs_types(handle, layout, raw)
+    _tie_volumes_to_drives(handle, layout)
+    _record_fs_types(handle, layout, list(layout.lvs))
+    return layout
+
+
+def _tie_devices_to_drives(handle: Any, layout: Layout) -> list[str]:
+    """Whole disks and partitions by drive index; returns the partitions."""
+    for device in _call(handle, "list_devices", default=[]) or []:
         index = _call(handle, "device_index", device)
         if isinstance(index, int):
             layout.whole[index] = device
             layout.drive_of[device] = index
-    partitions = _call(handle, "list_partitions", default=[]) or []
+    partitions: list[str] = _call(handle, "list_partitions", default=[]) or []
     for partition in partitions:
         match = _WHOLE_DISK.match(partition)
         parent = match.group(1) if match else _call(handle, "part_to_dev", partition)
         if parent in layout.drive_of:
             layout.drive_of[partition] = layout.drive_of[parent]
-    pv_names = {pv["pv_uuid"].replace("-", ""): pv["pv_name"]
-                for pv in (_call(handle, "pvs_full", default=[]) or [])}
-    active_pvs: set[str] = set()
-    all_lvs = _call(handle, "lvs", default=[]) or []
-    for vg in _call(handle, "vgs", default=[]) or []:
-        drives = set()
-        for uuid in _call(handle, "vgpvuuids", vg, default=[]) or []:
-            pv = pv_names.get(uuid.replace("-", ""))
-            if pv is not None:
-                active_pvs.add(pv)
-                if pv in layout.drive_of:
-                    drives.add(layout.drive_of[pv])
-        if len(drives) > 1:
-            layout.spanning_vgs.add(vg)
-        for lv in all_lvs:
-            if lv.split("/")[2:3] == [vg]:
-                layout.lvs[lv] = vg
-                if len(drives) == 1:
-                    layout.drive_of[lv] = next(iter(drives))
-    with_partitions = {layout.drive_of[p] for p in partitions if p in layout.drive_of}
-    candidates = [*partitions, *layout.lvs,
-                  *(dev for i, dev in layout.whole.items() if i not in with_partitions)]
-    for device in candidates:
+    return partitions
+
+
+def _record_fs_types(handle: Any, layout: Layout, devices: Sequence[str]) -> None:
+    for device in devices:
         fs_type = _call(handle, "vfs_type", device)
         if fs_type:
             layout.fs_types[device] = fs_type
-            if fs_type == "LVM2_member" and device not in active_pvs:
-                layout.orphan_pvs.add(device)
-    return layout
+
+
+def _tie_volumes_to_drives(handle: Any, layout: Layout) -> None:
+    """Each volume group's logical volumes, tied to the drive its physical volumes are on.
+
+    Physical volumes are named by asking ``pvuuid`` of each device we already know, not by
+    ``pvs_full``: libguestfs 1.48 sometimes names a PV there by the appliance's internal
+    disk (``/dev/sdb2`` for the caller's ``/dev/sda2``; reverse translation came in 1.51.6),
+    which tied a volume group to no drive or to another image's.
+    """
+    devices_of_uuid: dict[str, list[str]] = {}
+    for device, fs_type in layout.fs_types.items():
+        if fs_type == "LVM2_member":
+            uuid = _call(handle, "pvuuid", device)
+            if isinstance(uuid, str) and uuid:
+                devices_of_uuid.setdefault(_bare_uuid(uuid), []).append(device)
+    # A UUID on two devices is a cloned image beside its original: LVM activated one of
+    # them, and which one cannot be told here, so neither is tied (each image is re-audited
+    # alone, see inspect_roots).
+    pv_of_uuid = {uuid: devices[0] for uuid, devices in devices_of_uuid.items()
+                  if len(devices) == 1}
+    twins = {device for devices in devices_of_uuid.values() if len(devices) > 1
+             for device in devices}
+    active: set[str] = set()
+    all_lvs = _call(handle, "lvs", default=[]) or []
+    for vg in _call(handle, "vgs", default=[]) or []:
+        uuids = _call(handle, "vgpvuuids", vg, default=[]) or []
+        pvs = [pv_of_uuid[_bare_uuid(u)] for u in uuids if _bare_uuid(u) in pv_of_uuid]
+        active.update(pvs)
+        drives = {layout.drive_of[pv] for pv in pvs if pv in layout.drive_of}
+        if len(pvs) < len(uuids) or not drives:
+            continue  # a physical volume on no drive we know: the group is not ours to mount
+        layout.vg_drives[vg] = drives
+        for lv in all_lvs:
+            if lv.split("/")[2:3] == [vg]:
+                layout.lvs[lv] = vg
+                layout.drive_of[lv] = min(drives)
+    layout.orphan_pvs = (set(pv_of_uuid.values()) - active) | twins
+
+
+def _bare_uuid(uuid: str) -> str:
+    return "".join(ch for ch in uuid.lower() if ch in "0123456789abcdef")
 
 
 @dataclass(frozen=True)
