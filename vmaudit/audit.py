@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
 from vmaudit.collect.windows import collect_windows, find_windows
 from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.guest import accel
 from vmaudit.guest.appliance import (
     ApplianceFS,
     LaunchOptions,
@@ -85,6 +86,7 @@ class BatchOutcome:
     results: tuple[Facts | VmauditError, ...]
     tcg_fallback: bool
     clashing: tuple[int, ...] = ()  # images to re-run alone (shared VG or root with another)
+    acceleration: accel.Acceleration | None = None  # this host's verdict, when it was asked
 
 
 def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
@@ -113,7 +115,13 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
         results[position[candidate]] = error
     clashing: list[int] = []
     tcg_fallback = False
+    verdict = None
     if overlays:
+        # Asked only now that an appliance is due: a batch refused before the launch costs
+        # no probe. The verdict is cached per host boot (see vmaudit.guest.accel).
+        if not options.force_tcg:
+            verdict = accel.decide()
+            options = replace(options, force_tcg=not verdict.kvm)
         appliance = launch(overlays, options)
         tcg_fallback = appliance.tcg_fallback
         try:
@@ -151,4 +159,4 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
             results[index] = VmauditError(ErrorKind.IMAGE_CHANGED,
                                           "the image changed or disappeared while it was read")
     return BatchOutcome(tuple(results[i] for i in range(len(refs))), tcg_fallback,
-                        tuple(clashing))
+                        tuple(clashing), verdict)

@@ -1,10 +1,10 @@
 """Running audits in child processes: N at once, each bounded by a wall-clock timeout.
 
 A child runs in its own session; on timeout the whole process group (the worker and the
-qemu it started) is killed, so nothing is left behind. Before the first launch the runner asks
-vmaudit.guest.accel whether KVM works on this host (probed once per boot, cached); a child
-that still had to fall back from KVM to software emulation makes every later launch start in
-software emulation. The ``on_notice`` callback is told once either way.
+qemu it started) is killed, so nothing is left behind. Before its launch a child asks
+vmaudit.guest.accel whether KVM works on this host (probed once per boot, cached); its answer,
+or a child that still had to fall back from KVM, makes every later launch start in software
+emulation, and the ``on_notice`` callback is told once.
 
 Batches run on a local thread pool, or on any ``concurrent.futures.Executor`` given as
 ``executor`` (vmaudit.fleet sends them to Dask workers); a ``Runner`` pickles without its lock
@@ -62,21 +62,19 @@ class Runner:
         self.options = options or LaunchOptions()
         self.on_notice = on_notice or (lambda message: None)
         self._lock = threading.Lock()
-        self._decide_lock = threading.Lock()
         self._force_tcg = self.options.force_tcg or accel.forced_tcg()
-        self._decided = self._force_tcg
+        self._told = False
         self.executor = executor
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for local_only in ("_lock", "_decide_lock", "on_notice", "executor"):
+        for local_only in ("_lock", "on_notice", "executor"):
             del state[local_only]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        self._decide_lock = threading.Lock()
         self.on_notice = lambda message: None
         self.executor = None
 
@@ -92,23 +90,21 @@ class Runner:
         return {"force_tcg": force_tcg, "memsize_mb": self.options.memsize_mb,
                 "smp": self.options.smp}
 
-    def decide_acceleration(self) -> None:
-        """Ask once, before the first launch, whether KVM works on this host."""
-        with self._decide_lock:
-            if self._decided:
-                return
-            verdict = accel.decide()
-            with self._lock:
-                self._force_tcg = self._force_tcg or not verdict.kvm
-                self._decided = True
-        notice = verdict.notice()
-        if notice:
-            self.on_notice(notice)
+    def note_verdict(self, verdict: dict[str, Any]) -> None:
+        """A child's answer to "does KVM work here": later launches follow it."""
+        if verdict.get("kvm", True):
+            return
+        with self._lock:
+            self._force_tcg = True
+            first, self._told = not self._told, True
+        if first:
+            self.on_notice(accel.Acceleration(**verdict).notice() or "")
 
     def note_fallback(self) -> None:
         with self._lock:
-            first = not self._force_tcg
+            first = not self._force_tcg and not self._told
             self._force_tcg = True
+            self._told = True
         if first:
             self.on_notice("KVM launch failed; retrying in software emulation (force_tcg) "
                            "for the rest of this run")
@@ -118,7 +114,6 @@ class Runner:
 
     def run_batch(self, images: Sequence[ImageRef], now: datetime) -> list[RawOutcome]:
         """Audit ``images`` in one appliance; a batch that fails as a whole is re-run singly."""
-        self.decide_acceleration()
         # The worker's private folder holds our overlays and libguestfs's own temporary
         # files (TMPDIR), so that it is removed whole even when the worker is killed.
         workdir = tempfile.mkdtemp(prefix="vmaudit-")
@@ -131,6 +126,8 @@ class Runner:
                 return [self.run_one(image, now) for image in images]
             return [RawOutcome(images[0], None, failure)]
         assert answer is not None
+        if isinstance(answer.get("acceleration"), dict):
+            self.note_verdict(answer["acceleration"])
         if answer.get("tcg_fallback"):
             self.note_fallback()
         outcomes = [_outcome(image, entry) for image, entry in
@@ -180,7 +177,6 @@ class Runner:
         if self.executor is not None:  # remote workers decide KVM on their own hosts
             yield from _as_finished(self.executor, self.run_batch, batches, now)
             return
-        self.decide_acceleration()
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             yield from _as_finished(pool, self.run_batch, batches, now)
 

@@ -9,6 +9,7 @@ with ``RESULT_PREFIX``.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import ctypes.util
 import json
 import os
@@ -46,7 +47,9 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         _error(str(r.kind), r.message) if isinstance(r, VmauditError) else {"facts": r.to_dict()}
         for r in outcome.results
     ]
+    verdict = outcome.acceleration
     return {"results": results, "tcg_fallback": outcome.tcg_fallback,
+            "acceleration": None if verdict is None else dataclasses.asdict(verdict),
             "clashing": list(outcome.clashing)}
 
 
