@@ -155,6 +155,19 @@ class Dormancy:
     days_idle: int | None
 
 
+SECTIONS = ("os", "packages", "hotfixes", "accounts", "sudo", "ssh", "firewall", "dormancy")
+CoverageStatus = Literal["read", "absent", "failed"]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Whether one section of the facts was read, is absent from the guest, or failed."""
+
+    section: str
+    status: CoverageStatus
+    reason: str | None = None
+
+
 @dataclass(frozen=True)
 class Facts:
     """Everything read from one guest: ``vmaudit.facts/v1``."""
@@ -168,6 +181,11 @@ class Facts:
     firewall: FirewallFacts = FirewallFacts(False, ())
     dormancy: Dormancy = Dormancy(None, None, None, None)
     warnings: tuple[str, ...] = ()
+    coverage: tuple[Coverage, ...] = ()  # empty in facts cached before coverage existed
+
+    def failed_sections(self) -> dict[str, str]:
+        """Section -> why it could not be read; a rule reading one of them is not judged."""
+        return {c.section: c.reason or "failed" for c in self.coverage if c.status == "failed"}
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"schema": FACTS_SCHEMA}
@@ -190,8 +208,11 @@ class Finding:
 
 @dataclass(frozen=True)
 class Risk:
-    score: int
+    score: float  # 0.0-100.0, one decimal
     level: str  # critical | high | medium | low | none
+    # W x D x C, what images sort by; None only for a score recorded by the capped formula
+    # of an older vmaudit that could not be recomputed (vmaudit.state.schema, v3).
+    exposure: float | None = 0.0
 
 
 @dataclass(frozen=True)
@@ -199,6 +220,14 @@ class Business:
     application: str | None
     owner: str | None
     criticality: str  # low | medium | high | critical
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """A rule that applied to the guest but read a section that could not be read."""
+
+    rule: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -215,14 +244,20 @@ class ImageResult:
     facts: Facts | None
     error: ImageError | None
     findings: tuple[Finding, ...] = ()
-    risk: Risk = Risk(0, "none")
+    risk: Risk = Risk(0.0, "none")
     business: Business = Business(None, None, "medium")
     from_cache: bool = False
     rules_evaluated: tuple[str, ...] = ()
+    not_judged: tuple[NotJudged, ...] = ()
 
     @property
     def status(self) -> str:
         return "error" if self.error is not None else "audited"
+
+    @property
+    def complete(self) -> bool:
+        """Audited with every section read (or absent): nothing was left unjudged."""
+        return self.facts is not None and not self.facts.failed_sections()
 
 
 @dataclass(frozen=True)

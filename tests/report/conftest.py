@@ -17,6 +17,7 @@ from vmaudit.models import (
     Risk,
     ScanReport,
 )
+from vmaudit.risk import score
 
 HOSTILE_HOST = "=cmd|' /C calc'!A0\x1b]0;pwned\x07[bold]x[/bold]"
 HOSTILE_USER = 'toor,"quoted"\nsecond line\x00'
@@ -35,37 +36,39 @@ def _facts(path: str, hostname: str, days_idle: int | None) -> Facts:
 @pytest.fixture()
 def report() -> ScanReport:
     hostile_path = "/ds/payroll-db-07.vmdk"
+    findings = (
+        Finding(
+            "account.extra-uid0",
+            "critical",
+            HOSTILE_USER,
+            f"{HOSTILE_USER} has uid 0{CLEAR_SCREEN}",
+            {"uid": 0},
+            "default",
+        ),
+        Finding(
+            "package.forbidden",
+            "high",
+            HOSTILE_PACKAGE,
+            f"forbidden package {HOSTILE_PACKAGE} is installed",
+            {},
+            "cis-linux-l1",
+        ),
+        Finding(
+            "dormancy.stale",
+            "medium",
+            "debian 12.4",
+            "idle for 270 days (limit 90)",
+            {"days_idle": 270},
+            "default",
+        ),
+    )
     risky = ImageResult(
         image=ImageRef(hostile_path, "vmdk", ()),
         facts=_facts(hostile_path, HOSTILE_HOST, 270),
         error=None,
-        findings=(
-            Finding(
-                "account.extra-uid0",
-                "critical",
-                HOSTILE_USER,
-                f"{HOSTILE_USER} has uid 0{CLEAR_SCREEN}",
-                {"uid": 0},
-                "default",
-            ),
-            Finding(
-                "package.forbidden",
-                "high",
-                HOSTILE_PACKAGE,
-                f"forbidden package {HOSTILE_PACKAGE} is installed",
-                {},
-                "cis-linux-l1",
-            ),
-            Finding(
-                "dormancy.stale",
-                "medium",
-                "debian 12.4",
-                "idle for 270 days (limit 90)",
-                {"days_idle": 270},
-                "default",
-            ),
-        ),
-        risk=Risk(100, "critical"),
+        findings=findings,
+        # 68 x (1 + 270/365) x 1.5 = 177.4521: 58.8, high
+        risk=score(findings, 270, "high"),
         business=Business("payroll", "-finance", "high"),
         rules_evaluated=(
             "account.extra-uid0",
@@ -78,7 +81,7 @@ def report() -> ScanReport:
         image=ImageRef("/ds/web-01.qcow2", "qcow2", (), vm="web"),
         facts=_facts("/ds/web-01.qcow2", "web-01", None),
         error=None,
-        risk=Risk(0, "none"),
+        risk=Risk(0.0, "none", 0.0),
         from_cache=True,
         rules_evaluated=("account.extra-uid0", "firewall.disabled"),
     )

@@ -42,13 +42,13 @@ def test_csv_header_is_the_spec_header(report: ScanReport) -> None:
 
 def test_csv_one_row_per_finding_and_per_error(report: ScanReport) -> None:
     rows = [dict(zip(HEADER, row, strict=True)) for row in _csv_rows(report)[1:]]
-    assert [row["rule"] for row in rows] == [
-        "scan.error",
+    assert [row["rule"] for row in rows] == [  # riskiest image first, errors last
         "account.extra-uid0",
         "package.forbidden",
         "dormancy.stale",
+        "scan.error",
     ]
-    error = rows[0]
+    error = rows[3]
     assert (error["image"], error["subject"], error["risk_score"]) == (
         "/ds/evil.qcow2",
         "unsafe-backing-file",
@@ -59,12 +59,12 @@ def test_csv_one_row_per_finding_and_per_error(report: ScanReport) -> None:
 
 def test_csv_hostile_strings_read_back_as_text(report: ScanReport) -> None:
     rows = [dict(zip(HEADER, row, strict=True)) for row in _csv_rows(report)[1:]]
-    uid0, forbidden = rows[1], rows[2]
+    uid0, forbidden = rows[0], rows[1]
     assert uid0["hostname"] == "'" + HOSTILE_HOST  # formula neutralised, rest intact
     assert uid0["subject"] == HOSTILE_USER.replace("\x00", "\\x00")  # comma, quotes, newline
     assert forbidden["subject"] == "'" + HOSTILE_PACKAGE
     assert uid0["owner"] == "'-finance"
-    assert (uid0["risk_score"], uid0["risk_level"], uid0["days_idle"]) == ("100", "critical", "270")
+    assert (uid0["risk_score"], uid0["risk_level"], uid0["days_idle"]) == ("58.8", "high", "270")
 
 
 # ---------------------------------------------------------------- JSON
@@ -88,13 +88,16 @@ def test_json_content(report: ScanReport) -> None:
         "findings": {"critical": 1, "high": 1, "medium": 1, "low": 0, "info": 0},
         "exit_code": 1,
     }
-    clean, broken, risky = document["images"]
+    risky, clean, broken = document["images"]  # riskiest first, errors last
     assert broken["status"] == "error" and broken["os"] is None
     assert broken["error"]["kind"] == "unsafe-backing-file"
     assert risky["os"]["hostname"] == HOSTILE_HOST  # JSON keeps the data exact
     assert risky["dormancy"] == {"days_idle": 270, "last_seen_running": "2026-03-02T09:30:00+00:00"}
     assert risky["findings"][0]["subject"] == HOSTILE_USER
     assert clean["vm"] == "web" and clean["from_cache"] is True
+    # 68 x (1 + 270/365) x 1.5 = 177.4521; 100 x (1 - e^-0.887260) = 58.82
+    assert risky["risk"] == {"score": 58.8, "level": "high", "exposure": 177.4521}
+    assert clean["risk"] == {"score": 0.0, "level": "none", "exposure": 0.0}
 
 
 def test_json_schema_refuses_a_wrong_report(report: ScanReport) -> None:
@@ -173,6 +176,6 @@ def test_table_sorts_images_by_risk_and_lists_the_riskiest_findings(report: Scan
     assert text.index("payroll-db-07") < text.index("web-01") < text.index("evil.qcow2")
     assert "error: unsafe-backing-file" in text
     assert "vmaudit: images by risk under /ds" in text
-    assert "\npayroll-db-07.vmdk (risk 100, critical)" in text  # named relative to /ds
+    assert "\npayroll-db-07.vmdk (risk 58, high; exposure 177.5)" in text  # relative to /ds
     assert "idle for 270 days (limit 90)" in text
     assert "3 image(s), 2 audited, 1 in error" in text

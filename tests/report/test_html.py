@@ -23,6 +23,7 @@ from vmaudit.baseline.rules import evaluate
 from vmaudit.gate import exit_code
 from vmaudit.guest.tree import TreeFS
 from vmaudit.models import (
+    SEVERITIES,
     Business,
     DiskRef,
     ImageError,
@@ -33,8 +34,9 @@ from vmaudit.models import (
 )
 from vmaudit.report import Format, render
 from vmaudit.report import html as html_report
+from vmaudit.report.common import sort_by_risk
 from vmaudit.report.json import report_dict
-from vmaudit.risk import score
+from vmaudit.risk import exposure_by_severity, score
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SCRIPT_TAG = "<script>alert(1)</script>"
@@ -62,14 +64,21 @@ firewall:
 """
 
 
-def _guest(root: Path, hostname: str, *, extra_passwd: str = "", sudo: str = "alice",
-           backdoor: bool = True, root_login: str = "yes", firewall: bool = False) -> Path:
+def _guest(
+    root: Path,
+    hostname: str,
+    *,
+    extra_passwd: str = "",
+    sudo: str = "alice",
+    backdoor: bool = True,
+    root_login: str = "yes",
+    firewall: bool = False,
+) -> Path:
     """The mini Debian tree; ``backdoor`` keeps its uid-0 ``toor`` with an empty password."""
     files = dict(MINI_FILES)
     keep = (lambda line: True) if backdoor else (lambda line: not line.startswith("toor:"))
     for name in ("etc/passwd", "etc/shadow"):
-        files[name] = "".join(line + "\n" for line in MINI_FILES[name].splitlines()
-                              if keep(line))
+        files[name] = "".join(line + "\n" for line in MINI_FILES[name].splitlines() if keep(line))
     files["etc/passwd"] += extra_passwd
     files["etc/hostname"] = hostname + "\n"
     files["etc/group"] = f"root:x:0:\nsudo:x:27:{sudo}\nalice:x:1000:\n"
@@ -86,8 +95,9 @@ def _guest(root: Path, hostname: str, *, extra_passwd: str = "", sudo: str = "al
 def _audited(tree: Path, path: str, days_idle: int, business: Business) -> ImageResult:
     mtime = (NOW - timedelta(days=days_idle, hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
     ref = ImageRef(path, "qcow2", (DiskRef(path, "qcow2", (path,), ("qcow2",)),))
-    facts = collect_facts(TreeFS(tree), ImageInfo(path, "qcow2", 1, mtime, "0" * 64, None,
-                                                  (path,)), NOW)
+    facts = collect_facts(
+        TreeFS(tree), ImageInfo(path, "qcow2", 1, mtime, "0" * 64, None, (path,)), NOW
+    )
     baseline_file = tree.parent / "test-hardening.yaml"
     baseline_file.write_text(BASELINE_YAML)
     evaluation = evaluate(facts, [load_baseline(str(baseline_file))], NOW)
@@ -106,26 +116,49 @@ def hostile_report(base: Path) -> ScanReport:
     """Four audited guests (idle 9, 30, 270 and 1047 days) and one image in error.
 
     web-01 is clean (risk 0), web-02 allows root SSH logins (low), the hostile guest and
-    the legacy one have a uid-0 backdoor with an empty password (critical).
+    the legacy one have a uid-0 backdoor with an empty password (critical; high for the
+    legacy one, whose application's criticality is low).
     """
     hostile = _audited(
-        _guest(base / "hostile", HOSTILE_HOST,
-               extra_passwd=f"{IMG_TAG}:x:1001:1001::/home/x:/bin/bash\n{SCRIPT_TAG}:x:0:0::/root:/bin/bash\n",
-               sudo=f"alice,{IMG_TAG}"),
-        f"/ds/{SCRIPT_TAG}.qcow2", 270, Business(HOSTILE_APP, "finance-it", "high"))
-    fresh = _audited(_guest(base / "fresh", "web-01", backdoor=False, root_login="no",
-                            firewall=True),
-                     "/ds/web-01.qcow2", 9, Business("web", "web-team", "medium"))
-    month = _audited(_guest(base / "month", "web-02", backdoor=False, firewall=True),
-                     "/ds/web-02.qcow2", 30, Business("web", "web-team", "medium"))
-    ancient = _audited(_guest(base / "ancient", "legacy"), "/ds/legacy.qcow2", 1047,
-                       Business(None, None, "low"))
-    broken = ImageResult(image=ImageRef("/ds/evil.qcow2", "qcow2", ()), facts=None,
-                         error=ImageError("unsafe-backing-file", ERROR_MESSAGE))
+        _guest(
+            base / "hostile",
+            HOSTILE_HOST,
+            extra_passwd=f"{IMG_TAG}:x:1001:1001::/home/x:/bin/bash\n{SCRIPT_TAG}:x:0:0::/root:/bin/bash\n",
+            sudo=f"alice,{IMG_TAG}",
+        ),
+        f"/ds/{SCRIPT_TAG}.qcow2",
+        270,
+        Business(HOSTILE_APP, "finance-it", "high"),
+    )
+    fresh = _audited(
+        _guest(base / "fresh", "web-01", backdoor=False, root_login="no", firewall=True),
+        "/ds/web-01.qcow2",
+        9,
+        Business("web", "web-team", "medium"),
+    )
+    month = _audited(
+        _guest(base / "month", "web-02", backdoor=False, firewall=True),
+        "/ds/web-02.qcow2",
+        30,
+        Business("web", "web-team", "medium"),
+    )
+    ancient = _audited(
+        _guest(base / "ancient", "legacy"), "/ds/legacy.qcow2", 1047, Business(None, None, "low")
+    )
+    broken = ImageResult(
+        image=ImageRef("/ds/evil.qcow2", "qcow2", ()),
+        facts=None,
+        error=ImageError("unsafe-backing-file", ERROR_MESSAGE),
+    )
     results = (fresh, broken, month, hostile, ancient)
-    return ScanReport("2026-11-27T12:00:00Z", "2026-11-27T12:05:00Z",
-                      ("test-hardening", "default"), "high", results,
-                      exit_code(results, "high"))
+    return ScanReport(
+        "2026-11-27T12:00:00Z",
+        "2026-11-27T12:05:00Z",
+        ("test-hardening", "default"),
+        "high",
+        results,
+        exit_code(results, "high"),
+    )
 
 
 # ---------------------------------------------------------------- a small DOM
@@ -173,8 +206,7 @@ class DomBuilder(HTMLParser):
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.start_tags.append(tag)
-        self.current.children.append(Node(tag, {k: v or "" for k, v in attrs},
-                                          parent=self.current))
+        self.current.children.append(Node(tag, {k: v or "" for k, v in attrs}, parent=self.current))
 
     def handle_endtag(self, tag: str) -> None:
         node: Node | None = self.current
@@ -300,7 +332,7 @@ def test_the_guests_span_the_risk_levels(report: ScanReport) -> None:
     levels = {r.image.path: r.risk.level for r in report.results if r.error is None}
     assert levels == {
         f"/ds/{SCRIPT_TAG}.qcow2": "critical",
-        "/ds/legacy.qcow2": "critical",
+        "/ds/legacy.qcow2": "high",  # a low-criticality application halves its exposure
         "/ds/web-02.qcow2": "low",
         "/ds/web-01.qcow2": "none",
     }
@@ -312,11 +344,14 @@ def _image_rows(dom: DomBuilder) -> list[Node]:
     return body.iter("tr")
 
 
-def test_images_table_starts_riskiest_first_errors_last(report: ScanReport,
-                                                        dom: DomBuilder) -> None:
+def test_images_table_starts_riskiest_first_errors_last(
+    report: ScanReport, dom: DomBuilder
+) -> None:
     paths = [row.iter("td")[0].attrs["data-value"] for row in _image_rows(dom)]
-    audited = sorted((r for r in report.results if r.error is None),
-                     key=lambda r: (-r.risk.score, r.image.path))
+    audited = sorted(
+        (r for r in report.results if r.error is None),
+        key=lambda r: (-(r.risk.exposure or 0), r.image.path),
+    )
     assert paths == [r.image.path for r in audited] + ["/ds/evil.qcow2"]
 
 
@@ -324,12 +359,21 @@ def test_numeric_columns_carry_numbers_to_sort_by(report: ScanReport, dom: DomBu
     (table,) = dom.root.find("table", id="images-table")
     headings = [th.text for th in table.iter("th")]
     types = [th.attrs["data-type"] for th in table.iter("th")]
-    assert headings[:7] == ["Image", "OS", "Hostname", "Application", "Owner", "Criticality",
-                            "Days idle"]
+    assert headings[:7] == [
+        "Image",
+        "OS",
+        "Hostname",
+        "Application",
+        "Owner",
+        "Criticality",
+        "Days idle",
+    ]
     assert types[headings.index("Days idle")] == "number"
     assert types[headings.index("Risk")] == "number"
     assert types[headings.index("Hostname")] == "text"
     idle_column, risk_column = headings.index("Days idle"), headings.index("Risk")
+    exposure_column = headings.index("Exposure")
+    assert types[exposure_column] == "number"
     by_path = {r.image.path: r for r in report.results}
     for row in _image_rows(dom):
         cells = row.iter("td")
@@ -337,9 +381,11 @@ def test_numeric_columns_carry_numbers_to_sort_by(report: ScanReport, dom: DomBu
         if result.facts is None:
             assert cells[idle_column].attrs["data-value"] == ""
             assert cells[risk_column].attrs["data-value"] == ""
+            assert cells[exposure_column].attrs["data-value"] == ""
         else:
             assert int(cells[idle_column].attrs["data-value"]) == result.facts.dormancy.days_idle
-            assert int(cells[risk_column].attrs["data-value"]) == result.risk.score
+            assert float(cells[risk_column].attrs["data-value"]) == result.risk.score
+            assert float(cells[exposure_column].attrs["data-value"]) == result.risk.exposure
 
 
 def test_each_image_lists_its_findings(report: ScanReport, dom: DomBuilder) -> None:
@@ -347,8 +393,9 @@ def test_each_image_lists_its_findings(report: ScanReport, dom: DomBuilder) -> N
     for row in rows:
         anchor = row.iter("a")[0].attrs["href"]
         (section,) = dom.root.find("section", id=anchor[1:])
-        result = next(r for r in report.results if r.image.path == row.iter("td")[0]
-                      .attrs["data-value"])
+        result = next(
+            r for r in report.results if r.image.path == row.iter("td")[0].attrs["data-value"]
+        )
         if result.error is not None:
             assert section.find("tr", class_="error-row")
             continue
@@ -358,16 +405,20 @@ def test_each_image_lists_its_findings(report: ScanReport, dom: DomBuilder) -> N
             assert "No finding (6 rule(s) evaluated)" in section.text
         for tr, finding in zip(findings_rows, result.findings, strict=True):
             cells = [td.text for td in tr.iter("td")]
-            assert cells[:3] == [finding.rule, finding.severity, finding.subject.replace(
-                "\x1b", "\\x1b")]
+            assert cells[:3] == [
+                finding.rule,
+                finding.severity,
+                finding.subject.replace("\x1b", "\\x1b"),
+            ]
             assert cells[3] == finding.message
             assert cells[5] == finding.baseline
             for key in finding.evidence:
                 assert f'"{key}"' in cells[4]
 
 
-def test_hostile_guest_has_its_findings_on_hostile_subjects(report: ScanReport,
-                                                            dom: DomBuilder) -> None:
+def test_hostile_guest_has_its_findings_on_hostile_subjects(
+    report: ScanReport, dom: DomBuilder
+) -> None:
     hostile = next(r for r in report.results if r.image.path == f"/ds/{SCRIPT_TAG}.qcow2")
     pairs = {(f.rule, f.subject) for f in hostile.findings}
     assert ("account.extra-uid0", SCRIPT_TAG) in pairs
@@ -379,8 +430,9 @@ def test_hostile_guest_has_its_findings_on_hostile_subjects(report: ScanReport,
 def test_errors_are_listed_with_kind_and_message(dom: DomBuilder) -> None:
     (section,) = dom.root.find("section", id="errors")
     rows = [[td.text for td in tr.iter("td")] for tr in section.iter("tr") if tr.iter("td")]
-    assert rows == [["/ds/evil.qcow2", "unsafe-backing-file",
-                     ERROR_MESSAGE.replace("\x1b", "\\x1b")]]
+    assert rows == [
+        ["/ds/evil.qcow2", "unsafe-backing-file", ERROR_MESSAGE.replace("\x1b", "\\x1b")]
+    ]
 
 
 def test_baselines_used_are_listed(dom: DomBuilder) -> None:
@@ -390,10 +442,14 @@ def test_baselines_used_are_listed(dom: DomBuilder) -> None:
 
 def test_chart_of_risk_by_application(report: ScanReport, dom: DomBuilder) -> None:
     (chart,) = dom.root.find("svg", id="chart-applications")
-    maxima = {r.attrs["data-application"]: float(r.attrs["width"])
-              for r in chart.find("rect", data_kind="max")}
-    means = {r.attrs["data-application"]: float(r.attrs["width"])
-             for r in chart.find("rect", data_kind="mean")}
+    maxima = {
+        r.attrs["data-application"]: float(r.attrs["width"])
+        for r in chart.find("rect", data_kind="max")
+    }
+    means = {
+        r.attrs["data-application"]: float(r.attrs["width"])
+        for r in chart.find("rect", data_kind="mean")
+    }
     expected = html_report.risk_by_application(report.results)
     assert [row.application for row in expected] == list(maxima)
     assert set(maxima) == {HOSTILE_APP, "web", html_report.UNASSIGNED}
@@ -405,10 +461,14 @@ def test_chart_of_risk_by_application(report: ScanReport, dom: DomBuilder) -> No
 
 def test_scatter_of_risk_against_days_idle(report: ScanReport, dom: DomBuilder) -> None:
     (chart,) = dom.root.find("svg", id="chart-dormancy")
-    points = sorted((int(c.attrs["data-days"]), int(c.attrs["data-risk"]))
-                    for c in chart.iter("circle"))
-    expected = sorted((r.facts.dormancy.days_idle or 0, r.risk.score)
-                      for r in report.results if r.facts is not None)
+    points = sorted(
+        (int(c.attrs["data-days"]), float(c.attrs["data-risk"])) for c in chart.iter("circle")
+    )
+    expected = sorted(
+        (r.facts.dormancy.days_idle or 0, r.risk.score)
+        for r in report.results
+        if r.facts is not None
+    )
     assert [days for days, _ in points] == [9, 30, 270, 1047]
     assert points == expected
     # Farther right means more days idle.
@@ -422,3 +482,31 @@ def test_an_empty_scan_still_renders(tmp_path: Path) -> None:
     assert _stats(dom)["images"] == 0
     assert not dom.root.find("svg", id="chart-applications")
     assert "No audited image" in dom.root.text
+
+
+def test_ranking_chart_stacks_each_images_exposure_by_severity(
+    report: ScanReport, dom: DomBuilder
+) -> None:
+    (chart,) = dom.root.find("svg", id="chart-ranking")
+    rows = chart.find("g", class_="bar-row")
+    ranked = [r for r in sort_by_risk(report.results) if r.error is None]
+    assert [row.attrs["data-path"] for row in rows] == [r.image.path for r in ranked]
+    full, largest = 460, max(r.risk.exposure or 0 for r in ranked)  # the longest bar
+    lengths = []
+    for row, result in zip(rows, ranked, strict=True):
+        shares = {s: x for s, x in exposure_by_severity(result).items() if x > 0}
+        rects = row.iter("rect")
+        assert [rect.attrs["data-severity"] for rect in rects] == list(shares)
+        x = float(rects[0].attrs["x"]) if rects else 0.0
+        for rect in rects:  # segments follow each other, each as long as its share
+            severity = next(s for s in SEVERITIES if s == rect.attrs["data-severity"])
+            assert rect.attrs["fill"] == html_report.SEVERITY_COLORS[severity]
+            assert float(rect.attrs["x"]) == pytest.approx(x, abs=0.02)
+            width = float(rect.attrs["width"])
+            assert width == pytest.approx(full * shares[severity] / largest, abs=0.02)
+            x += width
+        lengths.append(sum(float(rect.attrs["width"]) for rect in rects))
+        assert lengths[-1] == pytest.approx(full * (result.risk.exposure or 0) / largest, abs=0.1)
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] == pytest.approx(full)
+    assert lengths[-1] == 0  # the clean guest has a row and no bar
+    assert rows[0].find("title")[0].text.startswith(f"/ds/{SCRIPT_TAG}.qcow2: exposure ")

@@ -121,8 +121,9 @@ class DevTools:
                 message = json.loads(raw)
                 if message.get("method") == "Page.javascriptDialogOpening":
                     # Dismiss at once, or the page would block every later command.
-                    self._send_raw("Page.handleJavaScriptDialog", {"accept": False},
-                                   message.get("sessionId"))
+                    self._send_raw(
+                        "Page.handleJavaScriptDialog", {"accept": False}, message.get("sessionId")
+                    )
                 self._incoming.put(message)
 
     def _send_raw(self, method: str, params: dict[str, Any], session: str | None) -> int:
@@ -149,8 +150,9 @@ class DevTools:
         else:
             self.events.append(message)
 
-    def send(self, method: str, params: dict[str, Any] | None = None,
-             session: str | None = None) -> dict[str, Any]:
+    def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         """Send one command and wait for its reply; a protocol error fails the test."""
         command_id = self._send_raw(method, params or {}, session)
         deadline = time.monotonic() + COMMAND_TIMEOUT
@@ -162,8 +164,7 @@ class DevTools:
         result: dict[str, Any] = reply.get("result", {})
         return result
 
-    def wait_for_event(self, method: str, session: str | None,
-                       after: int = 0) -> dict[str, Any]:
+    def wait_for_event(self, method: str, session: str | None, after: int = 0) -> dict[str, Any]:
         deadline = time.monotonic() + COMMAND_TIMEOUT
         while True:
             for event in self.events[after:]:
@@ -205,8 +206,10 @@ class Page:
         )["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride",
-                  {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False})
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            {"width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": False},
+        )
 
     def send(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.browser.send(method, params, self.session)
@@ -218,8 +221,10 @@ class Page:
         self.browser.wait_for_event("Page.loadEventFired", self.session, after=mark)
 
     def evaluate(self, expression: str) -> Any:
-        reply = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True,
-                                               "awaitPromise": True})
+        reply = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+        )
         assert "exceptionDetails" not in reply, reply["exceptionDetails"]
         return reply["result"].get("value")
 
@@ -232,18 +237,22 @@ class Page:
             " return {x: r.left + r.width / 2, y: r.top + r.height / 2}; })()"
         )
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": box["x"], "y": box["y"],
-                                                   "button": "left", "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": box["x"], "y": box["y"], "button": "left", "clickCount": 1},
+            )
 
     def column(self, heading: str) -> list[str]:
         """The cells' sort values of one column, top to bottom, as the page now shows it."""
-        return list(self.evaluate(
-            "(() => { const t = document.getElementById('images-table');"
-            " const hs = [...t.tHead.rows[0].cells].map(c => c.textContent.trim());"
-            f" const i = hs.indexOf({json.dumps(heading)});"
-            " return [...t.tBodies[0].rows].map(r => r.cells[i].getAttribute('data-value')"
-            " ?? r.cells[i].textContent.trim()); })()"
-        ))
+        return list(
+            self.evaluate(
+                "(() => { const t = document.getElementById('images-table');"
+                " const hs = [...t.tHead.rows[0].cells].map(c => c.textContent.trim());"
+                f" const i = hs.indexOf({json.dumps(heading)});"
+                " return [...t.tBodies[0].rows].map(r => r.cells[i].getAttribute('data-value')"
+                " ?? r.cells[i].textContent.trim()); })()"
+            )
+        )
 
     def problems(self) -> list[str]:
         """Console errors, uncaught exceptions, error log entries and dialogs of this tab."""
@@ -254,8 +263,7 @@ class Page:
             method, params = event["method"], event.get("params", {})
             if method == "Runtime.exceptionThrown":
                 found.append(f"exception: {params['exceptionDetails']}")
-            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error",
-                                                                                "assert"):
+            elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
                 found.append(f"console.{params['type']}: {params.get('args')}")
             elif method == "Log.entryAdded" and params["entry"].get("level") == "error":
                 found.append(f"log: {params['entry'].get('text')}")
@@ -307,9 +315,12 @@ def test_clicking_headings_sorts_the_table(page: Page) -> None:
     assert page.column("Days idle") != ["9", "30", "270", "1047", ""]  # starts by risk
     page.click_heading("Days idle")
     assert page.column("Days idle") == ["9", "30", "270", "1047", ""]  # numeric, not "1047"<"9"
-    assert page.evaluate(
-        "document.querySelector('#images-table th[aria-sort=ascending]').textContent"
-    ).strip() == "Days idle"
+    assert (
+        page.evaluate(
+            "document.querySelector('#images-table th[aria-sort=ascending]').textContent"
+        ).strip()
+        == "Days idle"
+    )
     page.click_heading("Days idle")
     assert page.column("Days idle") == ["1047", "270", "30", "9", ""]  # no value stays last
 
@@ -320,8 +331,17 @@ def test_clicking_headings_sorts_the_table(page: Page) -> None:
 
     page.click_heading("Risk")
     risks = page.column("Risk")
-    assert [int(v) for v in risks[:-1]] == sorted(int(v) for v in risks[:-1])
-    assert risks[-1] == ""
+    assert [float(v) for v in risks[:-1]] == sorted(float(v) for v in risks[:-1])
+    assert risks[-1] == ""  # the image in error has no score and stays last
+
+    page.click_heading("Exposure")  # it starts descending: the first click sorts ascending
+    exposures = page.column("Exposure")
+    assert [float(v) for v in exposures[:-1]] == sorted(float(v) for v in exposures[:-1])
+    page.click_heading("Exposure")
+    exposures = page.column("Exposure")
+    assert [float(v) for v in exposures[:-1]] == sorted(
+        (float(v) for v in exposures[:-1]), reverse=True
+    )
     page.browser.drain(0.5)
     assert page.problems() == []
 
@@ -335,9 +355,9 @@ def test_screenshot_is_saved_to_the_artifacts_folder(page: Page) -> None:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert width >= 1000 and height >= 1000  # the whole page, not an empty viewport
-    # Both charts were laid out with a size, so they are in the picture.
+    # The charts were laid out with a size, so they are in the picture.
     sizes = page.evaluate(
-        "['chart-applications', 'chart-dormancy'].map(id => {"
+        "['chart-ranking', 'chart-applications', 'chart-dormancy'].map(id => {"
         " const r = document.getElementById(id).getBoundingClientRect();"
         " return [r.width, r.height]; })"
     )

@@ -23,8 +23,9 @@ from vmaudit.state import StateDB, StateError, default_state_path, schema
 def report_of(
     *results: ImageResult, started: str = "2026-11-27T10:00:00Z", exit_code: int = 1
 ) -> ScanReport:
-    return ScanReport(started, "2026-11-27T10:05:00Z", ("default",), "high", tuple(results),
-                      exit_code)
+    return ScanReport(
+        started, "2026-11-27T10:05:00Z", ("default",), "high", tuple(results), exit_code
+    )
 
 
 @pytest.fixture
@@ -36,8 +37,9 @@ def db(tmp_path: Path) -> Iterator[StateDB]:
 # ------------------------------------------------------------------ location and schema
 
 
-def test_default_path_follows_xdg_state_home(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_default_path_follows_xdg_state_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
     assert default_state_path() == tmp_path / "vmaudit" / "state.db"
 
@@ -57,7 +59,7 @@ def test_a_new_database_is_wal_at_the_latest_version(tmp_path: Path) -> None:
     StateDB(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 3
     assert conn.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
     conn.close()
 
@@ -67,16 +69,20 @@ def test_a_v1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     conn = sqlite3.connect(path)
     for statement in schema.statements(schema.V1):
         conn.execute(statement)
-    conn.execute("INSERT INTO scans (id, started_at, finished_at, baselines_json, fail_on,"
-                 " exit_code) VALUES (7, 's', 'f', '[\"default\"]', 'high', 1)")
+    conn.execute(
+        "INSERT INTO scans (id, started_at, finished_at, baselines_json, fail_on,"
+        " exit_code) VALUES (7, 's', 'f', '[\"default\"]', 'high', 1)"
+    )
     conn.execute(
         "INSERT INTO results (scan_id, image_key, recorded_at, status, image_json,"
         " findings_json, risk_score, risk_level, business_json, from_cache, rules_json)"
         " VALUES (7, ?, '2026-01-01T00:00:00Z', 'audited', ?, ?, 40, 'medium', ?, 0, '[]')",
-        (b"/ds/old.qcow2",
-         '{"disks":[],"format":"qcow2","in_use":false,"path":"/ds/old.qcow2","vm":null}',
-         '[{"rule":"a"},{"rule":"b"}]',
-         '{"application":null,"criticality":"medium","owner":null}'),
+        (
+            b"/ds/old.qcow2",
+            '{"disks":[],"format":"qcow2","in_use":false,"path":"/ds/old.qcow2","vm":null}',
+            '[{"rule":"a"},{"rule":"b"}]',
+            '{"application":null,"criticality":"medium","owner":null}',
+        ),
     )
     conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
     conn.execute("PRAGMA user_version = 1")
@@ -84,9 +90,12 @@ def test_a_v1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     conn.close()
 
     with StateDB(path) as state:
-        assert state.schema_version() == 2
+        assert state.schema_version() == 3
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT findings_count, risk_score FROM results").fetchall() == [(2, 40)]
+    # Findings without a severity and no facts: the capped score is kept, marked as such.
+    assert conn.execute(
+        "SELECT findings_count, risk_score, risk_exposure, risk_formula FROM results"
+    ).fetchall() == [(2, 40, None, 1)]
     assert conn.execute("SELECT id, finished_rank, roots_json FROM scans").fetchall() == [
         (7, 7, "[]")
     ]
@@ -260,8 +269,10 @@ def test_first_sight_is_appeared_and_an_unchanged_rescan_raises_nothing(
     second = db.begin_scan(["default"], "2026-11-28T10:00:00Z")
     cached = db.lookup_facts(image_identity(image))
     assert cached is not None
-    assert db.record_result(second, audited(image, cached, from_cache=True),
-                            image_identity(image)) == ()
+    assert (
+        db.record_result(second, audited(image, cached, from_cache=True), image_identity(image))
+        == ()
+    )
 
 
 def test_a_modified_image_records_what_changed_in_the_guest(db: StateDB, tmp_path: Path) -> None:
@@ -274,12 +285,15 @@ def test_a_modified_image_records_what_changed_in_the_guest(db: StateDB, tmp_pat
     db.finish_scan(first, report_of(audited(image, old)), [str(tmp_path)])
 
     disk.write_bytes(b"after, the VM was powered on")
-    new = replace(old, packages=(Package("openssl", "3.0.13-1~deb12u1", "amd64", "openssl"),
-                                 *old.packages[1:]),
-                  users=(*old.users, make_user("toor", 0, admin=True, admin_via=("uid0",))))
+    new = replace(
+        old,
+        packages=(Package("openssl", "3.0.13-1~deb12u1", "amd64", "openssl"), *old.packages[1:]),
+        users=(*old.users, make_user("toor", 0, admin=True, admin_via=("uid0",))),
+    )
     second = db.begin_scan(["default"], "2026-11-28T10:00:00Z")
-    events = db.record_result(second, audited(image, new, make_finding("toor")),
-                              image_identity(image))
+    events = db.record_result(
+        second, audited(image, new, make_finding("toor")), image_identity(image)
+    )
     db.finish_scan(second, report_of(audited(image, new)), [str(tmp_path)])
 
     assert [e.kind for e in events] == ["modified"]
@@ -291,7 +305,8 @@ def test_a_modified_image_records_what_changed_in_the_guest(db: StateDB, tmp_pat
 
     history = db.history(str(disk))
     assert [(h.scan_id, h.status, h.findings_count) for h in history] == [
-        (first, "audited", 0), (second, "audited", 1)
+        (first, "audited", 0),
+        (second, "audited", 1),
     ]
     assert [e.kind for e in history[0].events] == ["appeared"]
     assert history[1].events[0].changes == changes
@@ -311,8 +326,7 @@ def test_a_change_seen_in_error_is_diffed_when_the_image_is_read_again(
     assert events[0].kind == "modified"
     assert events[0].changes["facts"] is None
     new = make_facts(str(disk), hostname="renamed")
-    events = db.record_result(db.begin_scan([], "t3"), audited(image, new),
-                              image_identity(image))
+    events = db.record_result(db.begin_scan([], "t3"), audited(image, new), image_identity(image))
     assert [e.kind for e in events] == ["modified"]
     assert events[0].changes["files_changed_earlier"] is True
     assert events[0].changes["files"] == []
@@ -338,16 +352,15 @@ def test_a_deleted_image_under_a_scanned_root_disappears(db: StateDB, tmp_path: 
     db.finish_scan(second, report_of(result), [str(tmp_path)])
 
     assert [e.kind for h in db.history(str(deleted)) for e in h.events] == [
-        "appeared", "disappeared"
+        "appeared",
+        "disappeared",
     ]
     assert db.history(str(deleted))[-1].status == "absent"
     assert [e.kind for h in db.history(str(kept)) for e in h.events] == ["appeared"]
     assert [e.kind for h in db.history(str(elsewhere)) for e in h.events] == ["appeared"]
 
 
-def test_an_image_still_on_disk_but_skipped_does_not_disappear(
-    db: StateDB, tmp_path: Path
-) -> None:
+def test_an_image_still_on_disk_but_skipped_does_not_disappear(db: StateDB, tmp_path: Path) -> None:
     disk = tmp_path / "excluded.qcow2"
     disk.write_bytes(b"x")
     first = db.begin_scan([], "t1")
@@ -382,8 +395,9 @@ def test_last_report_rebuilds_every_result_exactly(db: StateDB, tmp_path: Path) 
         audited(good, make_facts(good.path), make_finding("root"), make_finding("toor")),
         failed(bad, "unsafe-backing-file", "backing file /etc/shadow is outside the folder"),
     )
-    report = ScanReport("2026-11-27T10:00:00Z", "2026-11-27T10:05:00Z", ("default", "cis.yaml"),
-                        "high", results, 1)
+    report = ScanReport(
+        "2026-11-27T10:00:00Z", "2026-11-27T10:05:00Z", ("default", "cis.yaml"), "high", results, 1
+    )
     scan = db.begin_scan(report.baselines, report.started_at)
     for result in results:
         db.record_result(scan, result, None)
@@ -410,15 +424,14 @@ def test_last_report_is_the_scan_that_finished_last(db: StateDB, tmp_path: Path)
     early = db.begin_scan(["early"], "t1")
     late = db.begin_scan(["late"], "t2")
     db.finish_scan(late, replace(report_of(), baselines=("late",)), [])
-    db.finish_scan(early, replace(report_of(audited(image, make_facts(image.path))),
-                                  baselines=("early",)), [])
+    db.finish_scan(
+        early, replace(report_of(audited(image, make_facts(image.path))), baselines=("early",)), []
+    )
     last = db.last_report()
     assert last is not None and last.baselines == ("early",)
 
 
-def test_last_report_since_keeps_images_read_or_changed_since(
-    db: StateDB, tmp_path: Path
-) -> None:
+def test_last_report_since_keeps_images_read_or_changed_since(db: StateDB, tmp_path: Path) -> None:
     fresh, cached = make_image(tmp_path / "fresh.qcow2"), make_image(tmp_path / "cached.qcow2")
     first = db.begin_scan([], "t1")
     db.record_result(first, audited(cached, make_facts(cached.path)), None)
@@ -446,7 +459,7 @@ def test_last_report_since_keeps_images_read_or_changed_since(
 
 HOSTILE = [
     "'; DROP TABLE scans; --",
-    'quote " and \' and `back`',
+    "quote \" and ' and `back`",
     "bell\x07 escape\x1b[31mred\x1b[0m nul\x00 newline\n tab\t",
     "non-utf8 name \udcff\udcfe kept as surrogateescape",
     "=cmd|' /C calc'!A0",
@@ -477,6 +490,10 @@ def test_guest_strings_are_stored_and_read_back_exactly(
     assert db.last_report() == report
     history = db.history(disk_path)
     assert [h.scan_id for h in history] == [scan]
-    tables = {row[0] for row in sqlite3.connect(db.path).execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    tables = {
+        row[0]
+        for row in sqlite3.connect(db.path).execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+    }
     assert {"scans", "results", "images", "events", "facts"} <= tables

@@ -7,12 +7,15 @@ format calls the neutraliser that fits its medium.
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable
 
 from vmaudit.baseline.rules import os_label, parse_when
-from vmaudit.models import SEVERITIES, Finding, ImageResult
+from vmaudit.models import SEVERITIES, Finding, ImageResult, Risk
+from vmaudit.risk import rank
 
 # C0 and C1 controls, DEL, and the Unicode bidi/format controls that reorder what a
 # terminal shows ("Trojan Source"); lone surrogates from undecodable bytes.
@@ -74,6 +77,28 @@ def last_seen_running(result: ImageResult) -> str | None:
     return result.facts.image.mtime or None
 
 
+def common_folder(results: list[ImageResult]) -> str:
+    """The folder all images lie under, so a table or chart can name them by what differs."""
+    folders = [os.path.dirname(r.image.path) for r in results if os.path.isabs(r.image.path)]
+    if len(folders) != len(results) or not folders:
+        return ""
+    return os.path.commonpath(folders)
+
+
 def sort_by_risk(results: Iterable[ImageResult]) -> list[ImageResult]:
-    """Riskiest first; images in error after the audited ones; then by path."""
-    return sorted(results, key=lambda r: (r.error is not None, -r.risk.score, r.image.path))
+    """Riskiest first (by exposure, then path); images in error after the audited ones."""
+    return rank(results)
+
+
+def score_text(risk: Risk) -> str:
+    """The score as tables show it: rounded down to a whole number, so that the number shown
+    never reaches a level the image does not have (74.9 is ``74``, high); a score above 0
+    but below 1 is ``<1`` (low, not none)."""
+    if 0 < risk.score < 1:
+        return "<1"
+    return str(math.floor(risk.score))
+
+
+def exposure_text(risk: Risk) -> str:
+    """The exposure with one decimal: ranks where scores near 100 all read ``100``."""
+    return "?" if risk.exposure is None else f"{risk.exposure:.1f}"

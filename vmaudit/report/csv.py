@@ -10,7 +10,7 @@ import csv
 import io
 
 from vmaudit.models import ImageResult, ScanReport
-from vmaudit.report.common import csv_cell, os_text
+from vmaudit.report.common import csv_cell, os_text, sort_by_risk
 
 HEADER = (
     "image",
@@ -42,16 +42,16 @@ def _image_cells(result: ImageResult) -> list[str]:
         result.business.application or "",
         result.business.owner or "",
         result.business.criticality,
-        str(result.risk.score) if result.error is None else "",
+        f"{result.risk.score:.1f}" if result.error is None else "",
         result.risk.level if result.error is None else "",
         "" if days_idle is None else str(days_idle),
     ]
 
 
 def rows(report: ScanReport) -> list[list[str]]:
-    """Every data row, neutralised, in report order."""
+    """Every data row, neutralised, riskiest image first (``sort_by_risk``)."""
     table: list[list[str]] = []
-    for result in report.results:
+    for result in sort_by_risk(report.results):
         image = _image_cells(result)
         if result.error is not None:
             table.append([*image, "scan.error", "", result.error.kind, result.error.message, ""])

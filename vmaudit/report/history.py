@@ -1,4 +1,9 @@
-"""``vmaudit history IMAGE``: one image's recorded scans and events, as a table or JSON."""
+"""``vmaudit history IMAGE``: one image's recorded scans and events, as a table or JSON.
+
+The score reads as in ``vmaudit report``'s table; the exposure beside it is what compares
+across scans. A score recorded by the capped formula of an older vmaudit that could not be
+recomputed (``vmaudit.state.schema``, v3) has no exposure and says so.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ from typing import Any
 from tabulate import tabulate
 
 from vmaudit.models import to_jsonable
-from vmaudit.report.common import terminal_safe
+from vmaudit.report.common import exposure_text, score_text, terminal_safe
 from vmaudit.state import HistoryEntry
+
+CAPPED = "unknown (capped score of schema v2)"
 
 
 def change_summary(changes: dict[str, Any]) -> str:
@@ -18,8 +25,11 @@ def change_summary(changes: dict[str, Any]) -> str:
     parts = []
     for section, detail in sorted(changes.items()):
         if isinstance(detail, dict):
-            counts = [f"{len(v)} {k}" for k, v in sorted(detail.items())
-                      if isinstance(v, (list, dict)) and v]
+            counts = [
+                f"{len(v)} {k}"
+                for k, v in sorted(detail.items())
+                if isinstance(v, (list, dict)) and v
+            ]
             parts.append(f"{section}: {', '.join(counts)}" if counts else section)
         else:
             parts.append(section)
@@ -35,9 +45,22 @@ def render_history(entries: Sequence[HistoryEntry], fmt: str) -> str:
             event.kind + (f" ({change_summary(event.changes)})" if event.changes else "")
             for event in entry.events
         )
-        risk = f"{entry.risk.score} {entry.risk.level}" if entry.risk else "-"
+        if entry.risk is None or entry.error is not None:
+            risk, exposure = "-", "-"
+        else:
+            risk = f"{score_text(entry.risk)} {entry.risk.level}"
+            exposure = CAPPED if entry.risk.exposure is None else exposure_text(entry.risk)
         status = entry.status if entry.error is None else f"error: {entry.error.kind}"
-        rows.append([entry.scan_started_at, status, risk, entry.findings_count,
-                     "yes" if entry.from_cache else "no", terminal_safe(events) or "-"])
-    return tabulate(rows, headers=["scan", "status", "risk", "findings", "cached", "events"],
-                    tablefmt="simple") + "\n"
+        rows.append(
+            [
+                entry.scan_started_at,
+                status,
+                risk,
+                exposure,
+                entry.findings_count,
+                "yes" if entry.from_cache else "no",
+                terminal_safe(events) or "-",
+            ]
+        )
+    headers = ["scan", "status", "risk", "exposure", "findings", "cached", "events"]
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True) + "\n"

@@ -1,7 +1,8 @@
 """The scan report as one self-contained HTML page (spec/report.md, HTML) for an auditor.
 
 Nothing is fetched: the CSS and a small sorting script are inline, the charts are SVG drawn
-here, and a Content-Security-Policy forbids any fetch should a string slip through. Every
+here (the ranking: each image's exposure as a bar stacked by severity, riskiest on top),
+and a Content-Security-Policy forbids any fetch should a string slip through. Every
 guest-controlled string (paths, host names, user and package names, messages, evidence)
 goes through ``_text``: control and reordering characters shown as ``\\xNN``, then
 HTML-escaped quotes included. The script is a constant that carries no data; it sorts by
@@ -13,14 +14,23 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import vmaudit
 from vmaudit.models import SEVERITIES, ImageResult, ScanReport
-from vmaudit.report.common import os_text, severity_counts, sort_by_risk, terminal_safe
+from vmaudit.report.common import (
+    common_folder,
+    exposure_text,
+    os_text,
+    severity_counts,
+    sort_by_risk,
+    terminal_safe,
+)
 from vmaudit.report.json import report_dict
+from vmaudit.risk import exposure_by_severity, level_of, why
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -35,6 +45,13 @@ LEVEL_COLORS = {
     "none": "#2e7d32",
 }
 # Sort ranks so that a numeric sort of these columns follows their meaning, not the alphabet.
+SEVERITY_COLORS = {
+    "critical": "#b71c1c",
+    "high": "#e65100",
+    "medium": "#c79100",
+    "low": "#1565c0",
+    "info": "#607d8b",
+}
 LEVEL_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 CRITICALITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 LABEL_CHARS = 30  # application names longer than this are cut in the chart (full in a tooltip)
@@ -60,13 +77,13 @@ class ApplicationRisk:
 
     application: str
     images: int
-    max_score: int
+    max_score: float
     mean_score: float
 
 
 def risk_by_application(results: Sequence[ImageResult]) -> list[ApplicationRisk]:
     """Per application (audited images only), riskiest first; unmapped images grouped."""
-    scores: dict[str, list[int]] = {}
+    scores: dict[str, list[float]] = {}
     for result in results:
         if result.error is None:
             name = result.business.application or UNASSIGNED
@@ -78,18 +95,78 @@ def risk_by_application(results: Sequence[ImageResult]) -> list[ApplicationRisk]
     return sorted(rows, key=lambda row: (-row.max_score, -row.mean_score, row.application))
 
 
-def _level_of(score: float) -> str:
-    if score >= 75:
-        return "critical"
-    if score >= 50:
-        return "high"
-    if score >= 25:
-        return "medium"
-    return "low" if score > 0 else "none"
+def _short(label: str, chars: int = LABEL_CHARS) -> str:
+    return label if len(label) <= chars else label[: chars - 1] + "…"
 
 
-def _short(label: str) -> str:
-    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1] + "…"
+def _image_label(path: str, folder: str) -> str:
+    return os.path.relpath(path, folder) if folder else path
+
+
+def ranking_chart(ranked: Sequence[ImageResult]) -> str:
+    """One bar per audited image, riskiest on top: its exposure, stacked by severity.
+
+    A bar's length is the image's exposure ``X`` on a linear axis, each segment what one
+    severity's findings bring (``vmaudit.risk.exposure_by_severity``), so the ranking and
+    what drives it read from lengths and colours alone; the numbers are in tooltips.
+    """
+    audited = [result for result in ranked if result.error is None]
+    if not audited:
+        return '<p class="empty">No audited image: nothing to rank.</p>'
+    folder = common_folder(audited)
+    label_width, bar_width, row_height, top = 260, 460, 22, 30
+    width = label_width + bar_width + 90
+    height = top + row_height * len(audited) + 30
+    largest = max((r.risk.exposure or 0.0) for r in audited) or 1.0
+    parts = [
+        f'<svg class="chart" id="chart-ranking" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">',
+        "<title>Images ranked by exposure, stacked by the severity of their findings</title>",
+    ]
+    legend_x = label_width
+    for severity in SEVERITIES[:-1]:  # info weighs nothing: it never has a segment
+        parts.append(
+            f'<rect x="{legend_x}" y="6" width="10" height="10" '
+            f'fill="{SEVERITY_COLORS[severity]}"/>'
+            f'<text x="{legend_x + 14}" y="15" class="legend">{severity}</text>'
+        )
+        legend_x += 80
+    for index, result in enumerate(audited):
+        y = top + index * row_height
+        path = _text(result.image.path)
+        why_text = why(result)
+        tip = _text(
+            f"{result.image.path}: exposure {exposure_text(result.risk)}, risk "
+            f"{result.risk.score:.1f} ({result.risk.level})" + (f"; {why_text}" if why_text else "")
+        )
+        parts.append(
+            f'<g class="bar-row" data-path="{path}" '
+            f'data-exposure="{_text(exposure_text(result.risk))}"><title>{tip}</title>'
+            f'<text x="{label_width - 8}" y="{y + 14}" text-anchor="end" class="label">'
+            f"{_text(_short(_image_label(result.image.path, folder), 38))}</text>"
+        )
+        x = float(label_width)
+        for severity, exposure in exposure_by_severity(result).items():
+            if exposure <= 0:
+                continue
+            length = bar_width * exposure / largest
+            parts.append(
+                f'<rect x="{x:.2f}" y="{y + 3}" width="{length:.2f}" height="14" '
+                f'fill="{SEVERITY_COLORS[severity]}" data-severity="{severity}" '
+                f'data-exposure="{exposure:.2f}"/>'
+            )
+            x += length
+        parts.append(
+            f'<text x="{x + 6:.2f}" y="{y + 14}" class="value">'
+            f"{_text(exposure_text(result.risk))}</text></g>"
+        )
+    axis_y = top + row_height * len(audited) + 14
+    parts.append(
+        f'<text x="{label_width}" y="{axis_y}" class="axis">exposure W × D × C '
+        f"(longest bar {largest:.1f}); risk score = 100 × (1 − e^(−exposure/200))</text>"
+        "</svg>"
+    )
+    return "".join(parts)
 
 
 def application_chart(rows: Sequence[ApplicationRisk]) -> str:
@@ -124,12 +201,12 @@ def application_chart(rows: Sequence[ApplicationRisk]) -> str:
             f'<text x="{label_width - 8}" y="{y + 17}" text-anchor="end" class="label">'
             f"{_text(_short(row.application))}</text>"
             f'<rect x="{label_width}" y="{y + 4}" width="{max_len:.1f}" height="12" '
-            f'fill="{LEVEL_COLORS[_level_of(row.max_score)]}" data-application="{name}" '
+            f'fill="{LEVEL_COLORS[level_of(row.max_score)]}" data-application="{name}" '
             f'data-kind="max"/>'
             f'<rect x="{label_width}" y="{y + 18}" width="{mean_len:.1f}" height="8" '
             f'fill="#78909c" data-application="{name}" data-kind="mean"/>'
             f'<text x="{label_width + max_len + 6:.1f}" y="{y + 15}" class="value">'
-            f"{row.max_score}</text></g>"
+            f"{row.max_score:.1f}</text></g>"
         )
     parts.append(
         f'<text x="{label_width}" y="14" class="legend">'
@@ -158,8 +235,7 @@ def dormancy_chart(results: Sequence[ImageResult]) -> str:
     ]
     unknown = sum(1 for r in results if r.error is None) - len(points)
     note = (
-        f'<p class="note">{unknown} audited image(s) without a known idle time are not '
-        "plotted.</p>"
+        f'<p class="note">{unknown} audited image(s) without a known idle time are not plotted.</p>'
         if unknown
         else ""
     )
@@ -197,7 +273,7 @@ def dormancy_chart(results: Sequence[ImageResult]) -> str:
         assert days is not None
         x = left + plot_width * min(days, x_max) / x_max
         y = top + plot_height - plot_height * result.risk.score / 100
-        tip = _text(f"{result.image.path}: risk {result.risk.score}, {days} days idle")
+        tip = _text(f"{result.image.path}: risk {result.risk.score:.1f}, {days} days idle")
         parts.append(
             f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" '
             f'fill="{LEVEL_COLORS[result.risk.level]}" data-days="{days}" '
@@ -248,8 +324,10 @@ IMAGE_COLUMNS: tuple[tuple[str, bool], ...] = (
     ("Criticality", True),
     ("Days idle", True),
     *((severity.capitalize(), True) for severity in SEVERITIES),
+    ("Exposure", True),
     ("Risk", True),
     ("Level", True),
+    ("Why", False),
     ("Status", False),
 )
 
@@ -268,21 +346,33 @@ def _image_row(index: int, result: ImageResult) -> str:
     criticality = result.business.criticality
     if result.error is None:
         level = result.risk.level
+        exposure = result.risk.exposure
         risk_cells = [
-            _cell(str(result.risk.score), result.risk.score, "num"),
-            _cell(f'<span class="level level-{_text(level)}">{_text(level)}</span>',
-                  LEVEL_RANK.get(level, 0)),
+            _cell(_text(exposure_text(result.risk)), "" if exposure is None else exposure, "num"),
+            _cell(f"{result.risk.score:.1f}", result.risk.score, "num"),
+            _cell(
+                f'<span class="level level-{_text(level)}">{_text(level)}</span>',
+                LEVEL_RANK.get(level, 0),
+            ),
+            _cell(_text(why(result)), css="why"),
         ]
         status = "cached" if result.from_cache else "audited"
     else:
         # An image in error has no score: empty values sort after every scored image.
-        risk_cells = [_cell("–", "", "num"), _cell('<span class="level level-error">error'
-                                                    "</span>", "")]
+        risk_cells = [
+            _cell("–", "", "num"),
+            _cell("–", "", "num"),
+            _cell('<span class="level level-error">error</span>', ""),
+            _cell(""),
+        ]
         status = f"error: {_text(result.error.kind)}"
     vm = f'<br><span class="vm">VM {_text(result.image.vm)}</span>' if result.image.vm else ""
     cells = [
-        _cell(f'<a href="#image-{index}">{_text(result.image.path)}</a>{vm}',
-              result.image.path, "path"),
+        _cell(
+            f'<a href="#image-{index}">{_text(result.image.path)}</a>{vm}',
+            result.image.path,
+            "path",
+        ),
         _cell(_text(os_text(result))),
         _cell(_text((facts.os.hostname or "") if facts is not None else "")),
         _cell(_text(result.business.application or "")),
@@ -300,7 +390,7 @@ def _images_table(ordered: Sequence[tuple[int, ImageResult]]) -> str:
     headers = []
     for heading, numeric in IMAGE_COLUMNS:
         # The table starts in sort_by_risk order: say so to screen readers and the script.
-        sort_state = "descending" if heading == "Risk" else "none"
+        sort_state = "descending" if heading == "Exposure" else "none"
         headers.append(
             f'<th scope="col" data-type="{"number" if numeric else "text"}" '
             f'aria-sort="{sort_state}"><button type="button">{heading}</button></th>'
@@ -341,7 +431,13 @@ def _image_details(index: int, result: ImageResult) -> str:
         body = f'<p class="clean">No finding ({checked} rule(s) evaluated).</p>'
     meta = []
     if result.error is None:
-        meta.append(f"risk {result.risk.score} ({_text(result.risk.level)})")
+        meta.append(
+            f"risk {result.risk.score:.1f} ({_text(result.risk.level)}), exposure "
+            f"{_text(exposure_text(result.risk))}"
+        )
+        why_text = why(result)
+        if why_text:
+            meta.append(f"largest shares: {_text(why_text)}")
     if result.business.application:
         meta.append(f"application {_text(result.business.application)}")
     if result.from_cache:
@@ -401,7 +497,7 @@ tr.error-row td{background:#f3e5f5}.vm,.meta,.note,.hint{color:#666}
 code{font-size:.85em;white-space:pre-wrap;word-break:break-all}
 .chart .grid{stroke:#e0e0e0}.chart text{font-size:11px;fill:#424242}
 .chart .label{font-size:12px}.chart .axis,.chart .legend{font-size:12px}
-.charts{display:flex;flex-wrap:wrap;gap:2rem}
+.charts{display:flex;flex-wrap:wrap;gap:2rem}td.why{min-width:14rem}
 """
 
 # Constant, data-free: it only reorders rows by their cells' data-value (or text).
@@ -461,12 +557,15 @@ def render(report: ScanReport) -> str:
         '<meta name="referrer" content="no-referrer">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_text(title)}</title><style>{STYLE}</style></head><body>"
-        f"<header><h1>vmaudit report</h1><p class=\"meta\">vmaudit {_text(vmaudit.__version__)}"
+        f'<header><h1>vmaudit report</h1><p class="meta">vmaudit {_text(vmaudit.__version__)}'
         f" · started {_text(report.started_at)} · finished {_text(report.finished_at)}</p>"
         "</header>"
         f"{_summary(report)}{_baselines(report)}"
-        '<section id="charts"><h2>Risk</h2><div class="charts">'
-        f"<figure><figcaption>By application</figcaption>"
+        '<section id="charts"><h2>Risk</h2>'
+        '<figure class="ranking"><figcaption>Images by exposure, stacked by severity'
+        f"</figcaption>{ranking_chart(results)}</figure>"
+        '<div class="charts">'
+        f"<figure><figcaption>Score by application</figcaption>"
         f"{application_chart(risk_by_application(results))}</figure>"
         f"<figure><figcaption>By days idle</figcaption>{dormancy_chart(results)}</figure>"
         "</div></section>"

@@ -1,7 +1,8 @@
 """The scan report as JSON, schema ``vmaudit.report/v1`` (vmaudit/schemas/report.schema.json).
 
 JSON escapes control characters itself; ``ensure_ascii`` keeps the output 7-bit so that
-undecodable guest bytes (lone surrogates) cannot break the encoding of the file.
+undecodable guest bytes (lone surrogates) cannot break the encoding of the file. Images
+come riskiest first (by exposure, then path), as in every other format.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Any
 
 import vmaudit
 from vmaudit.models import REPORT_SCHEMA, ImageResult, ScanReport, to_jsonable
-from vmaudit.report.common import last_seen_running, severity_counts
+from vmaudit.report.common import last_seen_running, severity_counts, sort_by_risk
 
 
 def _image(result: ImageResult) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def report_dict(report: ScanReport) -> dict[str, Any]:
             "findings": severity_counts(f for r in results for f in r.findings),
             "exit_code": report.exit_code,
         },
-        "images": [_image(result) for result in results],
+        "images": [_image(result) for result in sort_by_risk(results)],
     }
 
 

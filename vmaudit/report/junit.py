@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 
 from vmaudit.gate import at_or_above
 from vmaudit.models import SEVERITIES, Finding, ImageResult, ScanReport
-from vmaudit.report.common import xml_safe
+from vmaudit.report.common import sort_by_risk, xml_safe
 
 
 def _line(finding: Finding) -> str:
@@ -85,7 +85,7 @@ def _suite(root: ET.Element, result: ImageResult, fail_on: str, timestamp: str) 
 
 def render(report: ScanReport) -> str:
     root = ET.Element("testsuites", {"name": "vmaudit"})
-    for result in report.results:
+    for result in sort_by_risk(report.results):
         _suite(root, result, report.fail_on, report.finished_at)
     root.set("tests", str(sum(int(s.get("tests", "0")) for s in root)))
     root.set("failures", str(sum(int(s.get("failures", "0")) for s in root)))

@@ -1,5 +1,9 @@
 """The terminal report: a rich table of images by risk, then the riskiest images' findings.
 
+Images rank by exposure (``vmaudit.risk``), shown beside the score: where several scores
+round to 100 the exposure still tells them apart, and the last column says what brings
+the most of it.
+
 Every guest string goes in as ``rich.text.Text`` (never parsed as markup) after its
 control characters are escaped. Without colour the output carries no escape sequence
 at all, which is what a pipe or ``NO_COLOR`` asks for.
@@ -16,7 +20,16 @@ from rich.table import Table
 from rich.text import Text
 
 from vmaudit.models import SEVERITIES, ImageResult, ScanReport
-from vmaudit.report.common import os_text, severity_counts, sort_by_risk, terminal_safe
+from vmaudit.report.common import (
+    common_folder,
+    exposure_text,
+    os_text,
+    score_text,
+    severity_counts,
+    sort_by_risk,
+    terminal_safe,
+)
+from vmaudit.risk import why
 
 LEVEL_STYLES = {
     "critical": "bold white on red",
@@ -34,18 +47,11 @@ SEVERITY_STYLES = {
 }
 TOP_IMAGES = 5  # how many of the riskiest images have their findings listed
 DEFAULT_WIDTH = 160
+IMAGE_CHARS = 40  # an image name longer than this folds
 
 
 def _text(value: str | None, style: str = "") -> Text:
     return Text(terminal_safe(value or ""), style=style)
-
-
-def common_folder(results: list[ImageResult]) -> str:
-    """The folder all images lie under, so the table can name them by what differs."""
-    folders = [os.path.dirname(r.image.path) for r in results if os.path.isabs(r.image.path)]
-    if len(folders) != len(results) or not folders:
-        return ""
-    return os.path.commonpath(folders)
 
 
 def _short(path: str, folder: str) -> str:
@@ -54,23 +60,40 @@ def _short(path: str, folder: str) -> str:
 
 def _images_table(results: list[ImageResult], folder: str) -> Table:
     title = "vmaudit: images by risk" + (f" under {folder}" if folder else "")
-    table = Table(title=terminal_safe(title), box=box.SIMPLE_HEAD, title_justify="left")
-    for column in ("image", "OS", "hostname", "application", "days idle"):
+    # Collapsed padding: one space and the divider between columns, so that sixteen
+    # columns fit in 160 characters.
+    table = Table(
+        title=terminal_safe(title), box=box.SIMPLE_HEAD, title_justify="left", collapse_padding=True
+    )
+    # The image names the row: it keeps its whole width (up to a point) and the other text
+    # columns fold first.
+    names = [len(terminal_safe(_short(r.image.path, folder))) for r in results]
+    # a fixed width counts the padding too
+    width = min(max(names, default=5), IMAGE_CHARS) + 2
+    table.add_column("image", overflow="fold", width=width)
+    for column in ("OS", "hostname", "application", "days idle"):
         table.add_column(column, overflow="fold")
     for severity in SEVERITIES:
         table.add_column(severity[:4], justify="right")
-    table.add_column("risk", justify="right")
-    table.add_column("level")
+    table.add_column("exposure", justify="right", no_wrap=True)
+    table.add_column("risk", justify="right", no_wrap=True)
+    table.add_column("level", no_wrap=True, min_width=max(len(level) for level in LEVEL_STYLES))
     for result in results:
         facts = result.facts
         counts = severity_counts(result.findings)
         idle = facts.dormancy.days_idle if facts is not None else None
         if result.error is not None:
-            risk_cells = [_text("-"), _text(f"error: {result.error.kind}", "bold magenta")]
-        else:
             risk_cells = [
-                _text(str(result.risk.score), LEVEL_STYLES[result.risk.level]),
-                _text(result.risk.level, LEVEL_STYLES[result.risk.level]),
+                _text("-"),
+                _text("-"),
+                _text(f"error: {result.error.kind}", "bold magenta"),
+            ]
+        else:
+            style = LEVEL_STYLES[result.risk.level]
+            risk_cells = [
+                _text(exposure_text(result.risk)),
+                _text(score_text(result.risk), style),
+                _text(result.risk.level, style),
             ]
         table.add_row(
             _text(_short(result.image.path, folder)),
@@ -87,10 +110,38 @@ def _images_table(results: list[ImageResult], folder: str) -> Table:
     return table
 
 
-def _findings_table(result: ImageResult, folder: str) -> Table:
+def _why_table(results: list[ImageResult], folder: str) -> Table | None:
+    """Why each image ranks where it does: the largest shares of its exposure."""
+    ranked = [r for r in results if r.error is None and r.risk.exposure]
+    if not ranked:
+        return None
+    table = Table(
+        title="why they rank: the largest shares of each image's exposure",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        collapse_padding=True,
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("image", overflow="fold")
+    table.add_column("exposure", justify="right", no_wrap=True)
+    table.add_column("largest shares", overflow="fold")
+    for place, result in enumerate(ranked, start=1):
+        table.add_row(
+            _text(str(place)),
+            _text(_short(result.image.path, folder)),
+            _text(exposure_text(result.risk)),
+            _text(why(result)),
+        )
+    return table
+
+
+def _findings_table(result: ImageResult, folder: str) -> Group:
     path = _short(result.image.path, folder)
-    title = f"{path} (risk {result.risk.score}, {result.risk.level})"
-    table = Table(title=terminal_safe(title), box=box.SIMPLE_HEAD, title_justify="left")
+    title = (
+        f"{path} (risk {score_text(result.risk)}, {result.risk.level}; "
+        f"exposure {exposure_text(result.risk)})"
+    )
+    table = Table(box=box.SIMPLE_HEAD)
     for column in ("severity", "rule", "subject", "message"):
         table.add_column(column, overflow="fold")
     order = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -101,13 +152,17 @@ def _findings_table(result: ImageResult, folder: str) -> Table:
             _text(finding.subject),
             _text(finding.message),
         )
-    return table
+    # The title on a line of its own: a table's title folds to the table's width.
+    return Group(Text(""), _text(title), table)
 
 
 def render(report: ScanReport, *, color: bool = False, width: int | None = None) -> str:
     results = sort_by_risk(report.results)
     folder = common_folder(results)
     parts: list[RenderableType] = [_images_table(results, folder)]
+    reasons = _why_table(results, folder)
+    if reasons is not None:
+        parts.append(reasons)
     for result in [r for r in results if r.findings][:TOP_IMAGES]:
         parts.append(_findings_table(result, folder))
     errors = [r for r in results if r.error is not None]
@@ -116,8 +171,10 @@ def render(report: ScanReport, *, color: bool = False, width: int | None = None)
         parts.append(
             Text.assemble(
                 ("error ", "bold magenta" if color else ""),
-                terminal_safe(f"{_short(result.image.path, folder)}: {result.error.kind}: "
-                              f"{result.error.message}"),
+                terminal_safe(
+                    f"{_short(result.image.path, folder)}: {result.error.kind}: "
+                    f"{result.error.message}"
+                ),
             )
         )
     counts = severity_counts(f for r in results for f in r.findings)

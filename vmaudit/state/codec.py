@@ -74,8 +74,11 @@ def business_from_dict(data: dict[str, Any]) -> Business:
     )
 
 
-def risk_from_columns(score: int, level: str) -> Risk:
-    return Risk(score=int(score), level=str(level))
+def risk_from_columns(score: float, level: str, exposure: float | None) -> Risk:
+    """A stored risk; no exposure only for a score of the capped formula (schema v3)."""
+    return Risk(
+        score=float(score), level=str(level), exposure=None if exposure is None else float(exposure)
+    )
 
 
 def error_from_text(text: str | None) -> ImageError | None:

@@ -29,6 +29,7 @@ from vmaudit.models import (
     ScanReport,
     image_ref_from_dict,
 )
+from vmaudit.risk import FORMULA
 from vmaudit.state import codec, schema
 from vmaudit.state.diff import diff_facts
 
@@ -248,8 +249,11 @@ class StateDB:
         # the file since ``_identify``.
         version = self._identify(conn)
         for number in range(version + 1, schema.LATEST + 1):
-            for statement in schema.statements(schema.MIGRATIONS[number - 1]):
+            migration = schema.MIGRATIONS[number - 1]
+            for statement in schema.statements(migration.sql):
                 conn.execute(statement)
+            if migration.then is not None:
+                migration.then(conn)
         if version < schema.LATEST:
             conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {schema.LATEST}")
@@ -269,9 +273,7 @@ class StateDB:
             raise StateError(self.path, "is corrupt: " + "; ".join(problems))
 
     def schema_version(self) -> int:
-        return self._retry(
-            lambda: int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-        )
+        return self._retry(lambda: int(self._conn.execute("PRAGMA user_version").fetchone()[0]))
 
     # ------------------------------------------------------------ cache
 
@@ -343,8 +345,15 @@ class StateDB:
             conn.execute(
                 "INSERT INTO images (key, first_scan, last_scan, identity_digest, identity_json,"
                 " facts_digest, facts_identity_digest, gone) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                (key, scan_id, scan_id, identity_digest, identity_json, facts_digest,
-                 identity_digest if facts_digest is not None else None),
+                (
+                    key,
+                    scan_id,
+                    scan_id,
+                    identity_digest,
+                    identity_json,
+                    facts_digest,
+                    identity_digest if facts_digest is not None else None,
+                ),
             )
         else:
             # An image in error keeps its last facts; the cache is keyed by the identity
@@ -357,20 +366,29 @@ class StateDB:
                 "   ELSE ? END,"
                 " facts_digest = coalesce(?, facts_digest)"
                 " WHERE key = ?",
-                (scan_id, identity_digest, identity_json, facts_digest, identity_digest,
-                 facts_digest, key),
+                (
+                    scan_id,
+                    identity_digest,
+                    identity_json,
+                    facts_digest,
+                    identity_digest,
+                    facts_digest,
+                    key,
+                ),
             )
         conn.execute(
             "INSERT INTO results (scan_id, image_key, recorded_at, status, image_json,"
             " identity_digest, identity_json, facts_digest, findings_json, findings_count,"
-            " risk_score, risk_level, business_json, error_json, from_cache, rules_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " risk_score, risk_level, risk_exposure, risk_formula, business_json, error_json,"
+            " from_cache, rules_json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (scan_id, image_key) DO UPDATE SET"
             " recorded_at = excluded.recorded_at, status = excluded.status,"
             " image_json = excluded.image_json, identity_digest = excluded.identity_digest,"
             " identity_json = excluded.identity_json, facts_digest = excluded.facts_digest,"
             " findings_json = excluded.findings_json, findings_count = excluded.findings_count,"
             " risk_score = excluded.risk_score, risk_level = excluded.risk_level,"
+            " risk_exposure = excluded.risk_exposure, risk_formula = excluded.risk_formula,"
             " business_json = excluded.business_json, error_json = excluded.error_json,"
             " from_cache = excluded.from_cache, rules_json = excluded.rules_json",
             (
@@ -386,6 +404,8 @@ class StateDB:
                 len(result.findings),
                 result.risk.score,
                 result.risk.level,
+                result.risk.exposure,
+                FORMULA if result.risk.exposure is not None else schema.CAPPED_FORMULA,
                 codec.dumps(result.business),
                 codec.dumps(result.error) if result.error is not None else None,
                 int(result.from_cache),
@@ -452,8 +472,9 @@ class StateDB:
         roots = [os.path.normpath(os.path.abspath(root)) for root in scanned_roots]
 
         def under_roots(path: str) -> bool:
-            return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-                       for root in roots)
+            return any(
+                path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots
+            )
 
         def work(conn: sqlite3.Connection) -> None:
             recorded = {
@@ -470,8 +491,14 @@ class StateDB:
                 " exit_code = ?, roots_json = ?,"
                 " finished_rank = (SELECT coalesce(max(finished_rank), 0) + 1 FROM scans)"
                 " WHERE id = ?",
-                (report.finished_at, codec.dumps(report.baselines), report.fail_on,
-                 report.exit_code, codec.dumps(roots), scan_id),
+                (
+                    report.finished_at,
+                    codec.dumps(report.baselines),
+                    report.fail_on,
+                    report.exit_code,
+                    codec.dumps(roots),
+                    scan_id,
+                ),
             )
             if updated.rowcount != 1:
                 raise StateError(self.path, f"no scan with id {scan_id}")
@@ -514,8 +541,9 @@ class StateDB:
         scan_id, started_at, finished_at, baselines_json, fail_on, exit_code = scan
         rows = conn.execute(
             "SELECT r.image_key, r.recorded_at, r.image_json, f.facts_json, r.findings_json,"
-            " r.risk_score, r.risk_level, r.business_json, r.error_json, r.from_cache,"
-            " r.rules_json FROM results AS r LEFT JOIN facts AS f ON f.digest = r.facts_digest"
+            " r.risk_score, r.risk_level, r.risk_exposure, r.business_json, r.error_json,"
+            " r.from_cache, r.rules_json"
+            " FROM results AS r LEFT JOIN facts AS f ON f.digest = r.facts_digest"
             " WHERE r.scan_id = ? ORDER BY r.id",
             (scan_id,),
         ).fetchall()
@@ -532,10 +560,24 @@ class StateDB:
                 if _parse_time(at) >= since
             }
         results: list[ImageResult] = []
-        for (key, recorded_at, image_json, facts_json, findings_json, score, level,
-             business_json, error_json, from_cache, rules_json) in rows:
-            if since is not None and bytes(key) not in changed_keys and (
-                from_cache or _parse_time(recorded_at) < since
+        for (
+            key,
+            recorded_at,
+            image_json,
+            facts_json,
+            findings_json,
+            score,
+            level,
+            exposure,
+            business_json,
+            error_json,
+            from_cache,
+            rules_json,
+        ) in rows:
+            if (
+                since is not None
+                and bytes(key) not in changed_keys
+                and (from_cache or _parse_time(recorded_at) < since)
             ):
                 continue
             results.append(
@@ -544,7 +586,7 @@ class StateDB:
                     facts=codec.facts_from_text(facts_json) if facts_json is not None else None,
                     error=codec.error_from_text(error_json),
                     findings=codec.findings_from_text(findings_json),
-                    risk=codec.risk_from_columns(score, level),
+                    risk=codec.risk_from_columns(score, level, exposure),
                     business=codec.business_from_dict(codec.loads(business_json)),
                     from_cache=bool(from_cache),
                     rules_evaluated=tuple(codec.loads(rules_json)),
@@ -565,10 +607,20 @@ class StateDB:
 
         def work(conn: sqlite3.Connection) -> list[HistoryEntry]:
             entries: dict[int, HistoryEntry] = {}
-            for (scan_id, started_at, recorded_at, status, score, level, count, from_cache,
-                 error_json) in conn.execute(
+            for (
+                scan_id,
+                started_at,
+                recorded_at,
+                status,
+                score,
+                level,
+                exposure,
+                count,
+                from_cache,
+                error_json,
+            ) in conn.execute(
                 "SELECT r.scan_id, s.started_at, r.recorded_at, r.status, r.risk_score,"
-                " r.risk_level, r.findings_count, r.from_cache, r.error_json"
+                " r.risk_level, r.risk_exposure, r.findings_count, r.from_cache, r.error_json"
                 " FROM results AS r JOIN scans AS s ON s.id = r.scan_id"
                 " WHERE r.image_key = ? ORDER BY r.scan_id",
                 (key,),
@@ -578,7 +630,7 @@ class StateDB:
                     scan_started_at=started_at,
                     recorded_at=recorded_at,
                     status=status,
-                    risk=Risk(int(score), str(level)),
+                    risk=codec.risk_from_columns(score, level, exposure),
                     findings_count=int(count),
                     from_cache=bool(from_cache),
                     error=codec.error_from_text(error_json),

@@ -1,13 +1,20 @@
 """The state database's schema as an ordered list of migrations (``PRAGMA user_version``).
 
-Migration N takes a database at version N-1 to version N. Never edit a released
-migration: append a new one. Paths are stored as BLOB keys (``codec.path_key``) and every
+Migration N takes a database at version N-1 to version N: its SQL, then, when SQL alone
+cannot do it, a Python step in the same transaction. Never edit a released migration:
+append a new one. Paths are stored as BLOB keys (``codec.path_key``) and every
 guest string inside JSON text, so nothing read from a guest is ever part of an SQL string.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from vmaudit.models import Finding, Risk
+from vmaudit.risk import FORMULA, WEIGHTS, score
 
 APPLICATION_ID = 0x766D6175  # "vmau": tells our database from any other SQLite file
 
@@ -79,7 +86,77 @@ UPDATE scans SET finished_rank = id WHERE finished_at IS NOT NULL;
 CREATE UNIQUE INDEX scans_by_finish ON scans (finished_rank);
 """
 
-MIGRATIONS: tuple[str, ...] = (V1, V2)
+# v3: the risk score of spec/baseline.md as revised: an uncapped exposure that images sort
+# by, and a score with one decimal (REAL values in the old INTEGER column: SQLite keeps them
+# as they are). ``risk_formula`` says which formula a row's score came from: 1 the capped
+# ``min(100, W x D x C)`` of v1 and v2, 2 the exposure (``vmaudit.risk.FORMULA``). Rows of
+# the capped formula are scored again from their stored findings, facts and business
+# mapping by ``rescore_capped_results``; one that cannot be (no facts, a finding without a
+# severity) keeps its old score, formula 1 and no exposure, and history says so.
+V3 = """
+ALTER TABLE results ADD COLUMN risk_exposure REAL;
+ALTER TABLE results ADD COLUMN risk_formula INTEGER NOT NULL DEFAULT 1;
+"""
+
+CAPPED_FORMULA = 1
+
+
+def _capped_row_risk(
+    status: str, findings_json: str, business_json: str, facts_json: str | None
+) -> Risk | None:
+    """The risk of a row recorded by the capped formula, by today's; None when unknowable."""
+    if status != "audited":
+        return Risk(0.0, "none", 0.0)  # an image in error has no score in either formula
+    if facts_json is None:
+        return None
+    try:
+        findings = [
+            Finding(str(item["rule"]), item["severity"], str(item.get("subject", "")), "")
+            for item in json.loads(findings_json)
+        ]
+        if any(finding.severity not in WEIGHTS for finding in findings):
+            return None
+        days_idle = json.loads(facts_json)["dormancy"]["days_idle"]
+        criticality = str(json.loads(business_json).get("criticality", "medium"))
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if days_idle is not None and not isinstance(days_idle, int):
+        return None
+    return score(findings, days_idle, criticality)
+
+
+def rescore_capped_results(conn: sqlite3.Connection) -> None:
+    """Score again every row of the capped formula that holds what the score needs."""
+    rows = conn.execute(
+        "SELECT r.id, r.status, r.findings_json, r.business_json, f.facts_json"
+        " FROM results AS r LEFT JOIN facts AS f ON f.digest = r.facts_digest"
+        " WHERE r.risk_formula = ?",
+        (CAPPED_FORMULA,),
+    ).fetchall()
+    for row_id, status, findings_json, business_json, facts_json in rows:
+        risk = _capped_row_risk(status, findings_json, business_json, facts_json)
+        if risk is None:
+            continue
+        conn.execute(
+            "UPDATE results SET risk_score = ?, risk_level = ?, risk_exposure = ?,"
+            " risk_formula = ? WHERE id = ?",
+            (risk.score, risk.level, risk.exposure, FORMULA, row_id),
+        )
+
+
+@dataclass(frozen=True)
+class Migration:
+    """SQL statements, then what SQL alone cannot do (``then``), in one transaction."""
+
+    sql: str
+    then: Callable[[sqlite3.Connection], None] | None = None
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(V1),
+    Migration(V2),
+    Migration(V3, rescore_capped_results),
+)
 LATEST = len(MIGRATIONS)
 
 
