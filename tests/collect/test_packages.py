@@ -205,15 +205,6 @@ def test_rpmdb_that_is_not_sqlite_is_a_warning(guest: Guest) -> None:
     assert len(warnings) == 1 and warnings[0].startswith("/var/lib/rpm/rpmdb.sqlite:")
 
 
-def test_berkeley_db_rpmdb_is_reported_not_guessed(guest: Guest) -> None:
-    guest.write("/var/lib/rpm/Packages", b"\x00" * 4096)
-    warnings: list[str] = []
-    assert rpm.collect_rpm(guest.fs, warnings).packages == ()
-    assert warnings == [
-        "/var/lib/rpm/Packages: Berkeley DB rpm database not supported, packages unknown"
-    ]
-
-
 def test_source_rpm_name() -> None:
     assert rpm.source_name("openssl-3.0.7-25.el9.src.rpm") == "openssl"
     assert rpm.source_name("python3.11-3.11.5-1.el9.nosrc.rpm") == "python3.11"

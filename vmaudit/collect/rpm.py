@@ -1,10 +1,18 @@
-"""RPM packages from the sqlite rpmdb, header blobs decoded here (no librpm on the host).
+"""RPM packages from the guest's rpm database, of any generation, decoded here (no librpm).
 
-The database is copied to a private host temp dir and opened read-only; each row of its
-``Packages`` table is an rpm header without the magic: ``il`` and ``dl`` (big-endian 32-bit),
+Three stores hold the same rpm header blobs: sqlite ``rpmdb.sqlite`` (RHEL 9, Fedora 33+),
+ndb ``Packages.db`` (SUSE 15 SP3+, read by ``rpmdb_ndb``) and Berkeley DB hash ``Packages``
+(RHEL/CentOS 5 to 8, older SUSE, read by ``rpmdb_bdb``). They are looked for in that order,
+as rpm itself detects its backend, in ``/var/lib/rpm`` then ``/usr/lib/sysimage/rpm``.
+
+A header blob is an rpm header without the magic: ``il`` and ``dl`` (big-endian 32-bit),
 ``il`` 16-byte index entries (tag, type, offset, count), then ``dl`` bytes of data. Every
 offset is bounds-checked: a corrupt blob is a warning, the other packages still count.
-Berkeley DB (RHEL <= 8, SLES <= 15) and ndb databases are reported, not read.
+
+The sqlite file is copied to a private host temp dir and opened read-only (immutable when
+it has no WAL to replay). Its ``Packages`` must be a real table with plain ``hnum`` and
+``blob`` columns, not a view or a virtual table a guest could make run forever, and every
+query runs under a budget of sqlite VM steps and a cap on the length of one value.
 """
 
 from __future__ import annotations
@@ -13,19 +21,26 @@ import os
 import sqlite3
 import struct
 import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 from vmaudit.guest.base import GuestFS, is_file, safe_path
 from vmaudit.models import Package
 
+from . import rpmdb_bdb, rpmdb_ndb
 from .common import from_epoch, read_bytes
+from .rpmdb_damage import Damage
 
 RPMDB_DIRS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")
 RPMDB_CAP = 1024 * 1024 * 1024
 MAX_TAGS = 0xFFFF  # rpm's HEADER_TAGS_MAX
 MAX_DATA = 0x0FFFFFFF  # rpm's HEADER_DATA_MAX
 MAX_ROWS = 200_000
+HEADER_MAX = 8 + 16 * MAX_TAGS + MAX_DATA  # the largest header blob rpm would load
+MAX_VM_STEPS = 50_000_000  # ~60x what reading 200,000 packages takes; well under a minute
+PROGRESS_EVERY = 1000  # VM steps between two checks of the budget
+BDB_JOIN_KEY = b"\0\0\0\0"  # header number 0 holds rpm's next free number, not a header
 
 TAG_NAME, TAG_VERSION, TAG_RELEASE, TAG_EPOCH = 1000, 1001, 1002, 1003
 TAG_INSTALLTIME, TAG_ARCH, TAG_SOURCERPM = 1008, 1022, 1044
@@ -37,6 +52,10 @@ WANTED_TAGS = frozenset(
 
 class CorruptHeader(ValueError):
     """An rpm header blob that does not hold together."""
+
+
+class RpmDbError(ValueError):
+    """A package database that cannot be read, or read further."""
 
 
 @dataclass(frozen=True)
@@ -101,27 +120,17 @@ def header_package(values: dict[int, str | int]) -> Package:
     )
 
 
-def read_sqlite_rpmdb(db_path: str, warnings: list[str], label: str) -> RpmDb:
-    """Packages of an rpmdb.sqlite on the host (a private copy), opened read-only."""
+def packages_from_blobs(blobs: Iterable[bytes], warnings: list[str], label: str) -> RpmDb:
+    """Packages of a stream of header blobs; a corrupt blob is skipped and counted."""
     packages: list[Package] = []
     newest = 0
     corrupt = 0
     try:
-        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        warnings.append(f"{label}: cannot open as sqlite ({exc})")
-        return RpmDb((), None)
-    try:
-        # A guest-made schema must not run functions of ours (triggers, views).
-        conn.execute("PRAGMA trusted_schema = OFF")
-        rows = conn.execute("SELECT blob FROM Packages ORDER BY hnum LIMIT ?", (MAX_ROWS + 1,))
-        for count, (blob,) in enumerate(rows):
+        for count, blob in enumerate(blobs):
             if count >= MAX_ROWS:
                 warnings.append(f"{label}: over {MAX_ROWS} packages, the rest ignored")
                 break
             try:
-                if not isinstance(blob, bytes):
-                    raise CorruptHeader("not a blob")
                 values = decode_header(blob)
                 packages.append(header_package(values))
             except CorruptHeader:
@@ -130,41 +139,138 @@ def read_sqlite_rpmdb(db_path: str, warnings: list[str], label: str) -> RpmDb:
             installed = values.get(TAG_INSTALLTIME)
             if isinstance(installed, int):
                 newest = max(newest, installed)
-    except sqlite3.Error as exc:
-        warnings.append(f"{label}: unreadable Packages table ({exc})")
-    finally:
-        conn.close()
+    except RpmDbError as exc:
+        warnings.append(f"{label}: {exc}")
     if corrupt:
         warnings.append(f"{label}: {corrupt} corrupt package header(s) skipped")
     return RpmDb(tuple(packages), from_epoch(newest))
 
 
+def _check_packages_table(conn: sqlite3.Connection) -> None:
+    """``RpmDbError`` unless ``Packages`` is a stored table with plain hnum and blob columns."""
+    rows = conn.execute(
+        "SELECT type, rootpage FROM main.sqlite_master WHERE name = 'Packages' COLLATE NOCASE"
+    ).fetchall()
+    if not rows:
+        raise RpmDbError("no Packages table")
+    kind, rootpage = rows[0]
+    if kind != "table" or not isinstance(rootpage, int) or rootpage <= 0:
+        raise RpmDbError(f"Packages is a {kind} (root page {rootpage}), not rpm's table")
+    # sqlite's own view of the schema it parsed; older sqlite ignores the pragma (no rows).
+    for _schema, _name, listed_kind, *_ in conn.execute("PRAGMA main.table_list('Packages')"):
+        if listed_kind != "table":
+            raise RpmDbError(f"Packages is a {listed_kind}, not rpm's table")
+    # hidden: 0 a stored column; 1 a virtual table's; 2 and 3 computed by an expression.
+    plain = {name for _cid, name, *_, hidden in conn.execute(
+        "PRAGMA main.table_xinfo('Packages')") if hidden == 0}  # fmt: skip
+    if not {"hnum", "blob"} <= plain:
+        raise RpmDbError("Packages has no plain hnum and blob columns")
+
+
+def _sqlite_blobs(conn: sqlite3.Connection, budget: list[int], steps: int) -> Iterator[bytes]:
+    try:
+        _check_packages_table(conn)
+        rows = conn.execute("SELECT blob FROM main.Packages ORDER BY hnum LIMIT ?", (MAX_ROWS + 1,))
+        for (blob,) in rows:
+            yield blob if isinstance(blob, bytes) else b""
+    except sqlite3.Error as exc:
+        if budget[0] <= 0:
+            raise RpmDbError(f"stopped at its budget of {steps} sqlite steps") from exc
+        raise RpmDbError(f"unreadable Packages table ({exc})") from exc
+
+
+def read_sqlite_rpmdb(
+    db_path: str, warnings: list[str], label: str, max_steps: int = MAX_VM_STEPS
+) -> RpmDb:
+    """Packages of an rpmdb.sqlite on the host (a private copy), opened read-only."""
+    immutable = "" if os.path.exists(db_path + "-wal") else "&immutable=1"
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro{immutable}", uri=True)
+    except sqlite3.Error as exc:
+        warnings.append(f"{label}: cannot open as sqlite ({exc})")
+        return RpmDb((), None)
+    budget = [max_steps]
+
+    def over_budget() -> int:
+        budget[0] -= PROGRESS_EVERY
+        return 1 if budget[0] <= 0 else 0
+
+    try:
+        conn.set_progress_handler(over_budget, PROGRESS_EVERY)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, HEADER_MAX)
+        # A guest-made schema must not run functions of ours (triggers, views).
+        conn.execute("PRAGMA trusted_schema = OFF")
+        return packages_from_blobs(_sqlite_blobs(conn, budget, max_steps), warnings, label)
+    except sqlite3.Error as exc:
+        warnings.append(f"{label}: unreadable ({exc})")
+        return RpmDb((), None)
+    finally:
+        conn.close()
+
+
+def read_ndb_rpmdb(data: bytes, warnings: list[str], label: str) -> RpmDb:
+    """Packages of an ndb ``Packages.db``."""
+    damage = Damage()
+
+    def blobs() -> Iterator[bytes]:
+        try:
+            yield from rpmdb_ndb.package_blobs(data, damage, HEADER_MAX)
+        except rpmdb_ndb.NdbError as exc:
+            raise RpmDbError(f"not a readable ndb package database ({exc})") from exc
+
+    db = packages_from_blobs(blobs(), warnings, label)
+    if summary := damage.summary("slot(s) or blob(s)"):
+        warnings.append(f"{label}: {summary}")
+    return db
+
+
+def read_bdb_rpmdb(data: bytes, warnings: list[str], label: str) -> RpmDb:
+    """Packages of a Berkeley DB hash ``Packages``."""
+    damage = Damage()
+
+    def blobs() -> Iterator[bytes]:
+        try:
+            for key, value in rpmdb_bdb.hash_items(data, damage, HEADER_MAX):
+                if key != BDB_JOIN_KEY:
+                    yield value
+        except rpmdb_bdb.BdbError as exc:
+            raise RpmDbError(f"not a readable Berkeley DB hash database ({exc})") from exc
+
+    db = packages_from_blobs(blobs(), warnings, label)
+    if summary := damage.summary("item(s) or page chain(s)"):
+        warnings.append(f"{label}: {summary}")
+    return db
+
+
+def _read_sqlite_copy(fs: GuestFS, path: str, warnings: list[str]) -> RpmDb:
+    data = read_bytes(fs, path, warnings, cap=RPMDB_CAP, missing_ok=False)
+    if data is None:
+        return RpmDb((), None)
+    # Uncheckpointed transactions live in the WAL: copy it too, sqlite replays it.
+    wal = read_bytes(fs, path + "-wal", warnings, cap=RPMDB_CAP)
+    with tempfile.TemporaryDirectory(prefix="vmaudit-rpmdb-") as tmp:
+        host = os.path.join(tmp, "rpmdb.sqlite")
+        with open(host, "wb") as out:
+            out.write(data)
+        if wal:
+            with open(host + "-wal", "wb") as out:
+                out.write(wal)
+        return read_sqlite_rpmdb(host, warnings, safe_path(path))
+
+
 def collect_rpm(fs: GuestFS, warnings: list[str]) -> RpmDb:
     """Installed packages and the newest install time of an rpm-based guest."""
-    for directory in RPMDB_DIRS:
-        path = f"{directory}/rpmdb.sqlite"
-        if not is_file(fs, path):
-            continue
-        data = read_bytes(fs, path, warnings, cap=RPMDB_CAP, missing_ok=False)
-        if data is None:
-            return RpmDb((), None)
-        # Uncheckpointed transactions live in the WAL: copy it too, sqlite replays it.
-        wal = read_bytes(fs, path + "-wal", warnings, cap=RPMDB_CAP)
-        with tempfile.TemporaryDirectory(prefix="vmaudit-rpmdb-") as tmp:
-            host = os.path.join(tmp, "rpmdb.sqlite")
-            with open(host, "wb") as out:
-                out.write(data)
-            if wal:
-                with open(host + "-wal", "wb") as out:
-                    out.write(wal)
-            return read_sqlite_rpmdb(host, warnings, safe_path(path))
-    for directory in RPMDB_DIRS:
-        for legacy in ("Packages", "Packages.db"):
-            if is_file(fs, f"{directory}/{legacy}"):
-                kind = "Berkeley DB" if legacy == "Packages" else "ndb"
-                warnings.append(
-                    f"{directory}/{legacy}: {kind} rpm database not supported, packages unknown"
-                )
+    for name in ("rpmdb.sqlite", "Packages.db", "Packages"):
+        for directory in RPMDB_DIRS:
+            path = f"{directory}/{name}"
+            if not is_file(fs, path):
+                continue
+            if name == "rpmdb.sqlite":
+                return _read_sqlite_copy(fs, path, warnings)
+            data = read_bytes(fs, path, warnings, cap=RPMDB_CAP, missing_ok=False)
+            if data is None:
                 return RpmDb((), None)
+            read = read_ndb_rpmdb if name == "Packages.db" else read_bdb_rpmdb
+            return read(data, warnings, safe_path(path))
     warnings.append("rpm: no rpm database found, packages unknown")
     return RpmDb((), None)
