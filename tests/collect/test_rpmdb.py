@@ -129,7 +129,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 
 def ours(db: rpm.RpmDb) -> list[tuple[str, str, str, str]]:
-    return sorted((p.name, p.version, p.arch or "", p.source) for p in db.packages)
+    return sorted((p.name, p.version, p.arch or "", p.source or "") for p in db.packages)
 
 
 def colliding_numbers(count: int, order: str) -> list[int]:
@@ -181,7 +181,8 @@ NDB_PAGE, NDB_BLOCK = 4096, 16
 def write_ndb(path: Path, blobs: tuple[bytes, ...], slot_pages: int = 1) -> Path:
     """An ndb ``Packages.db`` laid out as rpm's rpmpkg.c writes one.
 
-    Packages go in the last slot page first, so more than one slot page is read.
+    Packages take the first slots after the header; with more than one slot page, the last
+    slots of the table, so that the first ones are read empty.
     """
     le = "<I"
     magic = {name: int.from_bytes(name.encode(), "little") for name in
@@ -190,7 +191,7 @@ def write_ndb(path: Path, blobs: tuple[bytes, ...], slot_pages: int = 1) -> Path
     for offset in range(0, len(table), 16):
         struct.pack_into(le, table, offset, magic["Slot"])
     struct.pack_into("<5I", table, 0, magic["RpmP"], 0, 1, slot_pages, len(blobs) + 1)
-    first_slot = (slot_pages - 1) * (NDB_PAGE // 16) or 2
+    first_slot = 2 if slot_pages == 1 else max(2, slot_pages * (NDB_PAGE // 16) - len(blobs))
     area = bytearray()
     base = slot_pages * NDB_PAGE // NDB_BLOCK
     for number, blob in enumerate(blobs):
@@ -283,6 +284,22 @@ def test_berkeley_db_packages_equal_rpm_bdb_ro(
     assert warnings == []
     assert ours(db) == theirs
     assert db.last_install is not None and int(db.last_install.timestamp()) == newest
+
+
+def test_hash_version_8_as_berkeley_db_before_4_6_wrote_it(built: Built, guest: Guest) -> None:
+    """RHEL 5 and SLES 11: db_load writes version 9 only; version 8 differs in the type of its
+    hash pages (P_HASH_UNSORTED, 2), so the file is rewritten so, and bdb_ro is the oracle."""
+    path = write_bdb(guest.host("/var/lib/rpm/Packages"), built.blobs, 4096)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 16, 8)
+    for pgno in pages(data, 4096, 13):
+        data[pgno * 4096 + 25] = 2
+    path.write_bytes(bytes(data))
+    theirs, _ = rpm_query(path.parent, "bdb_ro")
+    assert theirs == list(built.expected)
+    db, warnings = read_timed(guest)
+    assert warnings == []
+    assert ours(db) == theirs
 
 
 def test_berkeley_db_in_usr_lib_sysimage(built: Built, guest: Guest) -> None:
