@@ -167,40 +167,54 @@ def _check_packages_table(conn: sqlite3.Connection) -> None:
         raise RpmDbError("Packages has no plain hnum and blob columns")
 
 
-def _sqlite_blobs(conn: sqlite3.Connection, budget: list[int], steps: int) -> Iterator[bytes]:
+class _StepBudget:
+    """sqlite's progress handler: a nonzero answer stops the query after ``limit`` VM steps."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def __call__(self) -> int:
+        self.left -= PROGRESS_EVERY
+        return 1 if self.spent else 0
+
+    @property
+    def spent(self) -> bool:
+        return self.left <= 0
+
+
+def _sqlite_blobs(conn: sqlite3.Connection, budget: _StepBudget) -> Iterator[bytes]:
     try:
         _check_packages_table(conn)
         rows = conn.execute("SELECT blob FROM main.Packages ORDER BY hnum LIMIT ?", (MAX_ROWS + 1,))
         for (blob,) in rows:
             yield blob if isinstance(blob, bytes) else b""
     except sqlite3.Error as exc:
-        if budget[0] <= 0:
-            raise RpmDbError(f"stopped at its budget of {steps} sqlite steps") from exc
+        if budget.spent:
+            raise RpmDbError(f"stopped at its budget of {budget.limit} sqlite steps") from exc
         raise RpmDbError(f"unreadable Packages table ({exc})") from exc
 
 
 def read_sqlite_rpmdb(
     db_path: str, warnings: list[str], label: str, max_steps: int = MAX_VM_STEPS
 ) -> RpmDb:
-    """Packages of an rpmdb.sqlite on the host (a private copy), opened read-only."""
+    """Packages of an rpmdb.sqlite on the host (a private copy), opened read-only.
+
+    Immutable (no locks, no journal) unless a WAL beside it is to be replayed.
+    """
     immutable = "" if os.path.exists(db_path + "-wal") else "&immutable=1"
     try:
         conn = sqlite3.connect(f"file:{db_path}?mode=ro{immutable}", uri=True)
     except sqlite3.Error as exc:
         warnings.append(f"{label}: cannot open as sqlite ({exc})")
         return RpmDb((), None)
-    budget = [max_steps]
-
-    def over_budget() -> int:
-        budget[0] -= PROGRESS_EVERY
-        return 1 if budget[0] <= 0 else 0
-
+    budget = _StepBudget(max_steps)
     try:
-        conn.set_progress_handler(over_budget, PROGRESS_EVERY)
+        conn.set_progress_handler(budget, PROGRESS_EVERY)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, HEADER_MAX)
         # A guest-made schema must not run functions of ours (triggers, views).
         conn.execute("PRAGMA trusted_schema = OFF")
-        return packages_from_blobs(_sqlite_blobs(conn, budget, max_steps), warnings, label)
+        return packages_from_blobs(_sqlite_blobs(conn, budget), warnings, label)
     except sqlite3.Error as exc:
         warnings.append(f"{label}: unreadable ({exc})")
         return RpmDb((), None)
