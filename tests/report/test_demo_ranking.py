@@ -31,6 +31,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from fixtures import build  # noqa: E402
+from fixtures.rootfs import ensure_rootfs  # noqa: E402
+from fixtures.spec import GuestSpec  # noqa: E402
 from fixtures.windows import build as windows_build  # noqa: E402
 
 DEMO_BASELINES = (
@@ -46,7 +48,7 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _linux_image(spec: build.GuestSpec, root: Path) -> tuple[str, str | None]:
+def _linux_image(spec: GuestSpec, root: Path) -> tuple[str, str | None]:
     """The path ``vmaudit scan`` reports for the guest, and its VM name (a .vmx's)."""
     vm_folder = spec.folder / "vm"
     descriptors = sorted(vm_folder.iterdir()) if vm_folder.is_dir() else []
@@ -63,7 +65,7 @@ def _linux_image(spec: build.GuestSpec, root: Path) -> tuple[str, str | None]:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScanReport]:
     if shutil.which("debootstrap") is None:
         pytest.skip("debootstrap is not installed (make setup installs it)")
-    base = build.ensure_rootfs()
+    base = ensure_rootfs()
     work = tmp_path_factory.mktemp("demo")
     root = work / "datastore"  # the scanned root: the inventory's globs are relative to it
     now = datetime.now(UTC).replace(microsecond=0)
