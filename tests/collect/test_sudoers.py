@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from vmaudit.collect.sudoers import grants_all, parse_sudoers
+import time
+
+from vmaudit.collect.sudoers import parse_sudoers
 
 from .conftest import Guest
 
 
-def admin_files(guest: Guest, user: str, groups: frozenset[str] | set[str] = frozenset(),
-                uid: int = 1000, gids: frozenset[int] | set[int] = frozenset()
-                ) -> tuple[list[str], list[str]]:
+def admin_files(
+    guest: Guest,
+    user: str,
+    groups: frozenset[str] | set[str] = frozenset(),
+    uid: int = 1000,
+    gids: frozenset[int] | set[int] = frozenset(),
+) -> tuple[list[str], list[str]]:
     warnings: list[str] = []
     sudoers = parse_sudoers(guest.fs, warnings)
     return sudoers.admin_files(user, uid, set(groups), set(gids)), warnings
@@ -35,9 +41,13 @@ def test_group_by_gid_and_user_by_uid(guest: Guest) -> None:
 
 
 def test_specific_commands_do_not_grant_admin(guest: Guest) -> None:
-    guest.write("/etc/sudoers", "alice ALL=(ALL) /usr/bin/systemctl restart nginx, /bin/ls\n"
-                "bob ALL=(nobody) ALL\ncarol ALL=(:wheel) ALL\ndave ALL=(ALL) !ALL\n")
-    for user in ("alice", "bob", "carol", "dave"):
+    guest.write(
+        "/etc/sudoers",
+        "alice ALL=(ALL) /usr/bin/systemctl restart nginx, /bin/ls\n"
+        "bob ALL=(nobody) ALL\ncarol ALL=(:wheel) ALL\ndave ALL=(ALL) !ALL\n"
+        "erin ALL=() ALL\n",
+    )
+    for user in ("alice", "bob", "carol", "dave", "erin"):
         assert admin_files(guest, user)[0] == [], user
 
 
@@ -123,7 +133,65 @@ def test_runas_list_with_commas(guest: Guest) -> None:
     assert admin_files(guest, "tom")[0] == []
 
 
-def test_grants_all_reads_tags_and_runas_carry_over() -> None:
-    assert grants_all("ALL = (root) NOPASSWD: /bin/ls, ALL", {})
-    assert not grants_all("ALL = (nobody) /bin/ls, ALL", {})
-    assert grants_all("ALL = ALL", {})
+def test_runas_and_tags_carry_over_within_a_command_list(guest: Guest) -> None:
+    guest.write(
+        "/etc/sudoers",
+        "ann ALL = (root) NOPASSWD: /bin/ls, ALL\nben ALL = (nobody) /bin/ls, ALL\ncal ALL = ALL\n",
+    )
+    assert admin_files(guest, "ann")[0] == ["/etc/sudoers"]
+    assert admin_files(guest, "ben")[0] == []
+    assert admin_files(guest, "cal")[0] == ["/etc/sudoers"]
+
+
+def test_comment_ending_in_backslash_does_not_swallow_the_next_line(guest: Guest) -> None:
+    guest.write("/etc/sudoers", "# hardened \\\numa ALL=(ALL) ALL\n")
+    assert admin_files(guest, "uma")[0] == ["/etc/sudoers"]
+
+
+def test_sudo_lexer_tokens_tag_colon_blanks_crlf_and_uid_runas(guest: Guest) -> None:
+    guest.write(
+        "/etc/sudoers",
+        "vic ALL = (root) NOPASSWD : ALL\r\nwes ALL=(#00) ALL\nxia ALL=(ALL) \\ \t\n ALL\n",
+    )
+    for user in ("vic", "wes", "xia"):
+        assert admin_files(guest, user)[0] == ["/etc/sudoers"], user
+
+
+def test_carriage_return_is_no_line_break(guest: Guest) -> None:
+    guest.write("/etc/sudoers", "# note\ryan ALL=(ALL) ALL\nzoe ALL=(ALL)\rALL\nabe ALL=ALL\n")
+    files, warnings = admin_files(guest, "yan")
+    assert files == []
+    assert admin_files(guest, "zoe")[0] == []
+    assert admin_files(guest, "abe")[0] == ["/etc/sudoers"]
+    assert warnings == [
+        "/etc/sudoers: 1 sudoers entry with syntax errors ignored, as sudo ignores them"
+    ]
+
+
+def test_hash_include_only_at_column_zero(guest: Guest) -> None:
+    guest.write("/etc/sudoers", "  #include /etc/a\n  @include /etc/b\n")
+    guest.write("/etc/a", "amy ALL=(ALL) ALL\n")
+    guest.write("/etc/b", "bea ALL=(ALL) ALL\n")
+    assert admin_files(guest, "amy")[0] == []
+    assert admin_files(guest, "bea")[0] == ["/etc/b"]
+
+
+def test_last_matching_rule_wins(guest: Guest) -> None:
+    guest.write(
+        "/etc/sudoers",
+        "%ops ALL=(ALL) ALL\ncid ALL=(ALL) !ALL\ndot ALL=(ALL) ALL\ndot host1=(ALL) !ALL\n",
+    )
+    assert admin_files(guest, "cid", {"ops"})[0] == []
+    # A denial limited to some host may not apply where the image boots: the grant stands.
+    assert admin_files(guest, "dot")[0] == ["/etc/sudoers"]
+
+
+def test_lexing_is_linear_on_hostile_text(guest: Guest) -> None:
+    guest.write(
+        "/etc/sudoers",
+        "eve ALL = " + "^" * 60_000 + "\n" + "\\\n" * 200_000 + "fay ALL=(ALL) ALL\n",
+    )
+    start = time.monotonic()
+    files, _ = admin_files(guest, "fay")
+    assert time.monotonic() - start < 10
+    assert files == ["/etc/sudoers"]  # leading continuations are blanks to sudo
