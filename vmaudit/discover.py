@@ -4,6 +4,11 @@ The result is a list of ``ImageRef`` (one per guest to audit, a VM's disks group
 disk at the leaf of its snapshot chain) and a list of ``Skipped`` files that look like
 images but cannot be audited, each with an error kind. Nothing here opens an image with
 qemu: links are read from headers in Python and checked to stay inside the image's folder.
+
+Discovery has the audits' protection: every file is read with a size cap and parsed in
+linear time, and whatever one file does (a header pointing past its end, a descriptor of
+newlines, a bug of ours it triggers) becomes that file's ``Skipped`` entry, never an
+exception out of ``discover()``: one hostile file cannot stall or stop a scan.
 """
 
 from __future__ import annotations
@@ -16,19 +21,21 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from vmaudit.errors import ErrorKind
+from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.formats import (
     DESCRIPTOR_SUFFIXES,
     MAX_DESCRIPTOR,
     VHD_DIFFERENCING,
     Header,
     expected_format,
+    read_head,
     sniff,
 )
 from vmaudit.locks import in_use
 from vmaudit.models import DiskRef, ImageRef, Skipped
 
 MAX_CHAIN = 64
+MAX_VM_DESCRIPTOR = 4 * MAX_DESCRIPTOR  # a .vmx, .ovf or domain XML is a few kilobytes
 
 
 @dataclass
@@ -37,11 +44,24 @@ class DiscoveryResult:
     skipped: list[Skipped] = field(default_factory=list)
 
 
-class UnsafeLink(Exception):
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
+class UnsafeLink(VmauditError):
+    """A link (backing file, extent, VM disk) that must not be followed."""
+
+
+def _file_error(exc: Exception, what: str) -> VmauditError:
+    """Any failure reading one file, as that file's error: never an exception for the scan."""
+    if isinstance(exc, VmauditError):
+        return exc
+    if isinstance(exc, PermissionError):
+        return VmauditError(ErrorKind.PERMISSION_DENIED, "permission denied")
+    if isinstance(exc, OSError):
+        return VmauditError(ErrorKind.CORRUPT_IMAGE, exc.strerror or str(exc))
+    # Not a fault we know of: a bug this file triggers costs this file, reported as ours.
+    return VmauditError(ErrorKind.INTERNAL, f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def _skip(path: str, error: VmauditError) -> Skipped:
+    return Skipped(path, error.kind, error.message)
 
 
 def _excluded(path: str, excludes: Sequence[str]) -> bool:
@@ -64,16 +84,24 @@ def _walk(paths: Sequence[str], excludes: Sequence[str], out: DiscoveryResult) -
         if stat.S_ISDIR(st.st_mode):
 
             def onerror(exc: OSError) -> None:
-                kind = (ErrorKind.PERMISSION_DENIED if isinstance(exc, PermissionError)
-                        else ErrorKind.CORRUPT_IMAGE)
+                kind = (
+                    ErrorKind.PERMISSION_DENIED
+                    if isinstance(exc, PermissionError)
+                    else ErrorKind.CORRUPT_IMAGE
+                )
                 out.skipped.append(Skipped(str(exc.filename), kind, exc.strerror or str(exc)))
 
             # followlinks=False: a symlinked folder (or a loop of them) is never entered,
             # but a symlink named like an image is still yielded, to be reported.
             for folder, dirs, files in os.walk(top, onerror=onerror, followlinks=False):
                 linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
-                dirs[:] = sorted(d for d in dirs if d not in linked and not d.endswith(".lck")
-                                 and not _excluded(os.path.join(folder, d), excludes))
+                dirs[:] = sorted(
+                    d
+                    for d in dirs
+                    if d not in linked
+                    and not d.endswith(".lck")
+                    and not _excluded(os.path.join(folder, d), excludes)
+                )
                 for name in sorted(files + linked):
                     path = os.path.join(folder, name)
                     if not _excluded(path, excludes):
@@ -92,32 +120,41 @@ def _inside(folder: str, target: str) -> str:
     if not target or "\0" in target:
         raise UnsafeLink(ErrorKind.UNSAFE_BACKING_FILE, "empty or malformed link")
     if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE) and not os.path.isabs(target):
-        raise UnsafeLink(ErrorKind.UNSAFE_BACKING_FILE,
-                         f"link {target!r} is a protocol or json: target")
+        raise UnsafeLink(
+            ErrorKind.UNSAFE_BACKING_FILE, f"link {target!r} is a protocol or json: target"
+        )
     resolved = os.path.normpath(os.path.join(folder, target))
     if os.path.dirname(resolved) != os.path.normpath(folder):
-        raise UnsafeLink(ErrorKind.UNSAFE_BACKING_FILE,
-                         f"link {target!r} points outside the image's folder")
+        raise UnsafeLink(
+            ErrorKind.UNSAFE_BACKING_FILE, f"link {target!r} points outside the image's folder"
+        )
     try:
         st = os.lstat(resolved)
     except FileNotFoundError:
         raise UnsafeLink(ErrorKind.MISSING_PARENT, f"linked file {target!r} is missing") from None
     if not stat.S_ISREG(st.st_mode):
-        raise UnsafeLink(ErrorKind.UNSAFE_BACKING_FILE,
-                         f"link {target!r} is not a regular file")
+        raise UnsafeLink(ErrorKind.UNSAFE_BACKING_FILE, f"link {target!r} is not a regular file")
     return resolved
 
 
 class _Catalog:
-    """Headers of the files seen, read once."""
+    """Headers of the files seen, read once; a file that cannot be read fails the same way
+    every time it is asked for (as a leaf, a parent or a VM's disk)."""
 
     def __init__(self) -> None:
-        self.headers: dict[str, Header] = {}
+        self.headers: dict[str, Header | VmauditError] = {}
 
     def header(self, path: str) -> Header:
+        """The file's header; raises ``VmauditError`` (only) when it cannot be read."""
         if path not in self.headers:
-            self.headers[path] = sniff(path)
-        return self.headers[path]
+            try:
+                self.headers[path] = sniff(path)
+            except Exception as exc:  # one file's failure is that file's error
+                self.headers[path] = _file_error(exc, "reading the header")
+        found = self.headers[path]
+        if isinstance(found, VmauditError):
+            raise found
+        return found
 
 
 def build_chain(path: str, catalog: _Catalog) -> DiskRef:
@@ -132,8 +169,14 @@ def build_chain(path: str, catalog: _Catalog) -> DiskRef:
             raise UnsafeLink(ErrorKind.UNSAFE_BACKING_FILE, "backing chain too long")
         header = catalog.header(current)
         if header.format is None:
-            raise UnsafeLink(ErrorKind.CORRUPT_IMAGE,
-                             f"{os.path.basename(current)} is not a disk image")
+            raise UnsafeLink(
+                ErrorKind.CORRUPT_IMAGE, f"{os.path.basename(current)} is not a disk image"
+            )
+        if header.vmdk_kind == "descriptor" and not header.extents:
+            raise UnsafeLink(
+                ErrorKind.CORRUPT_IMAGE,
+                f"{os.path.basename(current)}: VMDK descriptor names no data extent",
+            )
         folder = os.path.dirname(current)
         chain.append(current)
         formats.append(header.format)
@@ -143,8 +186,9 @@ def build_chain(path: str, catalog: _Catalog) -> DiskRef:
                 chain.append(ext_path)
                 formats.append("extent")
         if header.format == "vhd" and header.vhd_type == VHD_DIFFERENCING and not header.backing:
-            raise UnsafeLink(ErrorKind.MISSING_PARENT,
-                             "VHD differencing disk without a readable parent locator")
+            raise UnsafeLink(
+                ErrorKind.MISSING_PARENT, "VHD differencing disk without a readable parent locator"
+            )
         if not header.backing:
             break
         parent = _inside(folder, header.backing)
@@ -163,8 +207,11 @@ def _inside_extent(folder: str, extent: str) -> str:
     try:
         return _inside(folder, extent)
     except UnsafeLink as exc:
-        kind = ErrorKind.MISSING_PARENT if exc.kind == ErrorKind.MISSING_PARENT \
+        kind = (
+            ErrorKind.MISSING_PARENT
+            if exc.kind == ErrorKind.MISSING_PARENT
             else ErrorKind.UNSAFE_EXTENT
+        )
         raise UnsafeLink(kind, f"VMDK extent: {exc.message}") from None
 
 
@@ -179,10 +226,10 @@ class _VmDescriptor:
 
 
 def _read_descriptor(path: str) -> _VmDescriptor | None:
-    if os.path.getsize(path) > 4 * MAX_DESCRIPTOR:
-        return None
-    with open(path, "rb") as handle:
-        text = handle.read().decode("utf-8", errors="replace")
+    data = read_head(path, MAX_VM_DESCRIPTOR + 1)
+    if len(data) > MAX_VM_DESCRIPTOR:
+        return None  # no VM descriptor is that big: not one
+    text = data.decode("utf-8", errors="replace")
     suffix = os.path.splitext(path)[1].lower()
     default_name = os.path.splitext(os.path.basename(path))[0]
     if suffix == ".vmx":
@@ -209,8 +256,9 @@ def _read_descriptor(path: str) -> _VmDescriptor | None:
             for key, value in element.attrib.items()
             if _local(key) == "href" and value
         )
-        ovf_name = next((el.text for el in root.iter() if _local(el.tag) == "Name" and el.text),
-                        None)
+        ovf_name = next(
+            (el.text for el in root.iter() if _local(el.tag) == "Name" and el.text), None
+        )
         return _VmDescriptor(path, ovf_name or default_name, hrefs)
     return None
 
@@ -219,32 +267,53 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
-_VMX_DEVICE = r'^\s*((?:scsi|sata|ide|nvme)\d+:\d+)\.'
-_VMX_DISK = re.compile(_VMX_DEVICE + r'fileName\s*=\s*"([^"]*)"', re.I | re.M)
-_VMX_PRESENT = re.compile(_VMX_DEVICE + r'present\s*=\s*"(\w+)"', re.I | re.M)
-_VMX_DEVTYPE = re.compile(_VMX_DEVICE + r'deviceType\s*=\s*"([^"]*)"', re.I | re.M)
-_VMX_NAME = re.compile(r'^\s*displayName\s*=\s*"([^"]*)"', re.I | re.M)
+# One ``key = "value"`` a line, as VMware writes them; keys are case-insensitive. The text
+# is split on "\n" first, so no pattern runs across lines: linear in the file's size.
+_VMX_LINE = re.compile(r'([A-Za-z][\w:.-]*)\s*=\s*"([^"]*)"')
+_VMX_DEVICE = re.compile(r"((?:scsi|sata|ide|nvme)\d+:\d+)\.(filename|present|devicetype)")
 
 
 def _parse_vmx(path: str, text: str, default_name: str) -> _VmDescriptor:
-    present = {m.group(1).lower(): m.group(2).lower() for m in _VMX_PRESENT.finditer(text)}
-    devtype = {m.group(1).lower(): m.group(2).lower() for m in _VMX_DEVTYPE.finditer(text)}
+    present: dict[str, str] = {}
+    devtype: dict[str, str] = {}
+    files: list[tuple[str, str]] = []
+    name: str | None = None
+    for line in text.split("\n"):
+        match = _VMX_LINE.match(line.strip())
+        if match is None:
+            continue
+        key, value = match.group(1).lower(), match.group(2)
+        if key == "displayname":
+            name = value if name is None else name
+            continue
+        device = _VMX_DEVICE.fullmatch(key)
+        if device is None:
+            continue
+        slot, field_name = device.groups()
+        if field_name == "filename":
+            files.append((slot, value))
+        elif field_name == "present":
+            present[slot] = value.lower()
+        else:
+            devtype[slot] = value.lower()
     disks = tuple(
-        m.group(2)
-        for m in _VMX_DISK.finditer(text)
-        if present.get(m.group(1).lower(), "true") == "true"
-        and "cdrom" not in devtype.get(m.group(1).lower(), "")
-        and m.group(2).lower().endswith(".vmdk")
+        file_name
+        for slot, file_name in files
+        if present.get(slot, "true") == "true"
+        and "cdrom" not in devtype.get(slot, "")
+        and file_name.lower().endswith(".vmdk")
     )
-    name_match = _VMX_NAME.search(text)
-    return _VmDescriptor(path, name_match.group(1) if name_match else default_name, disks)
+    return _VmDescriptor(path, name if name is not None else default_name, disks)
 
 
 # ---------------------------------------------------------------- discovery
 
 
 def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryResult:
-    """Every guest to audit under ``paths``, and what looked like an image but cannot be."""
+    """Every guest to audit under ``paths``, and what looked like an image but cannot be.
+
+    Never raises for what a file holds: each file's failure is its own ``Skipped`` entry.
+    """
     result = DiscoveryResult()
     catalog = _Catalog()
     images: list[str] = []
@@ -253,14 +322,19 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
         try:
             st = os.lstat(path)
         except OSError as exc:
-            result.skipped.append(Skipped(path, ErrorKind.CORRUPT_IMAGE, str(exc)))
+            result.skipped.append(_skip(path, _file_error(exc, "lstat")))
             continue
         suffix = os.path.splitext(path)[1].lower()
         if not stat.S_ISREG(st.st_mode):
             if name_is_candidate(os.path.basename(path)):
                 what = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-                result.skipped.append(Skipped(path, ErrorKind.NOT_A_REGULAR_FILE,
-                                              f"{what}: only regular files are audited"))
+                result.skipped.append(
+                    Skipped(
+                        path,
+                        ErrorKind.NOT_A_REGULAR_FILE,
+                        f"{what}: only regular files are audited",
+                    )
+                )
             continue
         if suffix in DESCRIPTOR_SUFFIXES:
             descriptors.append(path)
@@ -268,15 +342,13 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
         expected = expected_format(path)
         if expected is None:
             continue
-        try:
-            header = catalog.header(path)
-        except PermissionError:
-            result.skipped.append(Skipped(path, ErrorKind.PERMISSION_DENIED, "permission denied"))
-            continue
-        except OSError as exc:
-            result.skipped.append(Skipped(path, ErrorKind.CORRUPT_IMAGE, str(exc)))
-            continue
         if expected == "":
+            try:
+                header = catalog.header(path)
+            except VmauditError as exc:
+                if exc.kind == ErrorKind.PERMISSION_DENIED:
+                    result.skipped.append(_skip(path, exc))
+                continue  # an extensionless file that is no readable disk: not ours
             if header.format == "raw":
                 images.append(path)
             continue  # an extensionless file that is no disk: not ours
@@ -287,10 +359,8 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     for desc_path in descriptors:
         try:
             descriptor = _read_descriptor(desc_path)
-        except OSError as exc:
-            result.skipped.append(Skipped(desc_path, ErrorKind.PERMISSION_DENIED
-                                          if isinstance(exc, PermissionError)
-                                          else ErrorKind.CORRUPT_IMAGE, str(exc)))
+        except Exception as exc:  # one descriptor's failure is its own
+            result.skipped.append(_skip(desc_path, _file_error(exc, "reading the descriptor")))
             continue
         if descriptor is None or not descriptor.disks:
             continue
@@ -302,27 +372,10 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     for path in images:
         if path in claimed:
             continue
-        known = _safe_header(path, catalog, result)
-        if known is None:
-            continue
-        header = known
-        expected = expected_format(path)
-        if header.format is None:
-            result.skipped.append(Skipped(path, ErrorKind.CORRUPT_IMAGE,
-                                          f"named like a {expected} image but its content is not "
-                                          "a recognised disk image"))
-            continue
-        if expected and header.format != expected:
-            result.skipped.append(Skipped(path, ErrorKind.FORMAT_MISMATCH,
-                                          f"named {expected} but its content is {header.format}"))
-            continue
         try:
-            disks[path] = build_chain(path, catalog)
-        except UnsafeLink as exc:
-            result.skipped.append(Skipped(path, exc.kind, exc.message))
-            continue
-        except OSError as exc:
-            result.skipped.append(Skipped(path, ErrorKind.CORRUPT_IMAGE, str(exc)))
+            disks[path] = _leaf_disk(path, catalog)
+        except VmauditError as exc:
+            result.skipped.append(_skip(path, exc))
     for disk in disks.values():
         claimed.update(disk.chain[1:])
     for path, disk in disks.items():
@@ -336,18 +389,30 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     return result
 
 
-def _safe_header(path: str, catalog: _Catalog, result: DiscoveryResult) -> Header | None:
+def _leaf_disk(path: str, catalog: _Catalog) -> DiskRef:
+    """The disk whose leaf is the image file ``path``; ``VmauditError`` when it is none."""
+    header = catalog.header(path)
+    expected = expected_format(path)
+    if header.format is None:
+        raise VmauditError(
+            ErrorKind.CORRUPT_IMAGE,
+            f"named like a {expected} image but its content is not a recognised disk image",
+        )
+    if expected and header.format != expected:
+        raise VmauditError(
+            ErrorKind.FORMAT_MISMATCH, f"named {expected} but its content is {header.format}"
+        )
     try:
-        return catalog.header(path)
-    except OSError as exc:
-        kind = ErrorKind.PERMISSION_DENIED if isinstance(exc, PermissionError) \
-            else ErrorKind.CORRUPT_IMAGE
-        result.skipped.append(Skipped(path, kind, str(exc)))
-        return None
+        return build_chain(path, catalog)
+    except VmauditError:
+        raise
+    except Exception as exc:  # one chain's failure is its leaf's error
+        raise _file_error(exc, "following the chain") from None
 
 
-def _vm_ref(descriptor: _VmDescriptor, catalog: _Catalog, result: DiscoveryResult,
-            claimed: set[str]) -> ImageRef | None:
+def _vm_ref(
+    descriptor: _VmDescriptor, catalog: _Catalog, result: DiscoveryResult, claimed: set[str]
+) -> ImageRef | None:
     folder = os.path.dirname(descriptor.path)
     disks: list[DiskRef] = []
     for written in descriptor.disks:
@@ -355,15 +420,21 @@ def _vm_ref(descriptor: _VmDescriptor, catalog: _Catalog, result: DiscoveryResul
             disk_path = _inside(folder, written)
             disks.append(build_chain(disk_path, catalog))
         except UnsafeLink as exc:
-            result.skipped.append(Skipped(descriptor.path, exc.kind, f"disk {written!r}: "
-                                          f"{exc.message}"))
+            result.skipped.append(
+                Skipped(descriptor.path, exc.kind, f"disk {written!r}: {exc.message}")
+            )
             claimed.update(os.path.normpath(os.path.join(folder, d)) for d in descriptor.disks)
             return None
-        except OSError as exc:
-            result.skipped.append(Skipped(descriptor.path, ErrorKind.CORRUPT_IMAGE, str(exc)))
+        except Exception as exc:  # one VM's failure is its own
+            error = _file_error(exc, "following the chain")
+            result.skipped.append(
+                Skipped(descriptor.path, error.kind, f"disk {written!r}: {error.message}")
+            )
+            claimed.update(os.path.normpath(os.path.join(folder, d)) for d in descriptor.disks)
             return None
     for disk in disks:
         claimed.update(disk.chain)
-    ref = ImageRef(path=descriptor.path, format=disks[0].format, disks=tuple(disks),
-                   vm=descriptor.name)
+    ref = ImageRef(
+        path=descriptor.path, format=disks[0].format, disks=tuple(disks), vm=descriptor.name
+    )
     return replace(ref, in_use=in_use(ref))
