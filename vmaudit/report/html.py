@@ -55,6 +55,7 @@ SEVERITY_COLORS = {
 LEVEL_RANK = {"none": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 CRITICALITY_RANK = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 LABEL_CHARS = 30  # application names longer than this are cut in the chart (full in a tooltip)
+RANKING_LABEL_CHARS = 42  # image names in the ranking chart, likewise
 
 
 def _text(value: object) -> str:
@@ -114,7 +115,7 @@ def ranking_chart(ranked: Sequence[ImageResult]) -> str:
     if not audited:
         return '<p class="empty">No audited image: nothing to rank.</p>'
     folder = common_folder(audited)
-    label_width, bar_width, row_height, top = 260, 460, 22, 30
+    label_width, bar_width, row_height, top = 310, 460, 22, 30
     width = label_width + bar_width + 90
     height = top + row_height * len(audited) + 30
     largest = max((r.risk.exposure or 0.0) for r in audited) or 1.0
@@ -143,7 +144,7 @@ def ranking_chart(ranked: Sequence[ImageResult]) -> str:
             f'<g class="bar-row" data-path="{path}" '
             f'data-exposure="{_text(exposure_text(result.risk))}"><title>{tip}</title>'
             f'<text x="{label_width - 8}" y="{y + 14}" text-anchor="end" class="label">'
-            f"{_text(_short(_image_label(result.image.path, folder), 38))}</text>"
+            f"{_text(_short(_image_label(result.image.path, folder), RANKING_LABEL_CHARS))}</text>"
         )
         x = float(label_width)
         for severity, exposure in exposure_by_severity(result).items():
