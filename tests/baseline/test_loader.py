@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.safety.test_opening import vmaudit
 from vmaudit.baseline import (
     Problem,
     builtin_baselines,
@@ -416,3 +418,117 @@ def test_match_decides_which_guests_a_baseline_applies_to(
     key, value = match.split(": ", 1)
     path = _write(tmp_path, "b.yaml", HEAD + f"match:\n  {key}: {value}\n")
     assert load_baseline(str(path)).match.fits(facts) is fits
+
+
+# Hostile YAML: each is a problem with file, line and key, never a traceback (issue 15).
+HOSTILE = [
+    (
+        "3000-nested-brackets",
+        "packages:\n  forbidden: " + "[" * 3000 + "]" * 3000 + "\n",
+        6,
+        "packages.forbidden" + "[0]" * 62,
+        "nested deeper than 64 levels",
+    ),
+    (
+        "3000-nested-mappings",
+        "accounts: " + "{a: " * 3000 + "1" + "}" * 3000 + "\n",
+        5,
+        "accounts" + ".a" * 62,
+        "nested deeper than 64 levels",
+    ),
+    (
+        "5000-digit-integer",
+        "dormancy:\n  max_days_idle: " + "9" * 5000 + "\n",
+        6,
+        "dormancy.max_days_idle",
+        "expected an integer, got an integer of 5000 characters, too large",
+    ),
+    (
+        "4000-digit-version",
+        "patches:\n  minimum_versions:\n    openssl: " + "1" * 4000 + "\n",
+        7,
+        "patches.minimum_versions.openssl",
+        "expected a version string, got an integer of 4000 characters, too large",
+    ),
+    (
+        "long-sexagesimal",
+        "dormancy:\n  max_days_idle: " + "59:" * 30 + "1\n",
+        6,
+        "dormancy.max_days_idle",
+        "an integer beyond 9223372036854775807",
+    ),
+    (
+        "integer-beyond-a-long",
+        "patches:\n  max_days_since_update: 9223372036854775808\n",
+        6,
+        "patches.max_days_since_update",
+        "an integer beyond 9223372036854775807",
+    ),
+    (
+        "merge-key",
+        "firewall:\n  <<: {required: true}\n  default_inbound: deny\n",
+        6,
+        "firewall.<<",
+        "merge keys ('<<') are not supported",
+    ),
+    (
+        "top-level-merge-key",
+        "<<: {dormancy: {max_days_idle: 3}}\n",
+        5,
+        "<<",
+        "merge keys ('<<') are not supported",
+    ),
+    (
+        "impossible-date",
+        "match:\n  version: 2024-02-31\n",
+        6,
+        "match.version",
+        "expected a version string, got a date or time that cannot be read",
+    ),
+    (
+        "unknown-tag",
+        "packages:\n  forbidden: [!python/object:os.system x]\n",
+        6,
+        "packages.forbidden[0]",
+        "expected a string, got a value tagged '!python/object:os.system'",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "line", "key", "words"), [h[1:] for h in HOSTILE], ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_yaml_is_a_problem_with_file_line_and_key(
+    tmp_path: Path, body: str, line: int, key: str, words: str
+) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_text(HEAD + body, "utf-8")
+    problem = _only_problem(path)
+    assert (problem.file, problem.line, problem.key) == (str(path), line, key)
+    assert words in problem.message
+    with pytest.raises(ConfigError) as caught:
+        load_baseline(str(path))
+    assert caught.value.message == str(problem)
+
+
+def test_hostile_yaml_through_the_cli_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
+    bodies = {name: body for name, body, *_ in HOSTILE}
+    files = []
+    for name in ("3000-nested-brackets", "5000-digit-integer", "merge-key"):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(HEAD + bodies[name], "utf-8")
+        files.append(path)
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")}
+    checked = vmaudit("baselines", "validate", *map(str, files), env=env, timeout=120)
+    assert checked.returncode == 2, checked.stderr
+    assert "Traceback" not in checked.stderr
+    lines = checked.stderr.splitlines()
+    assert any(line.startswith(f"{files[0]}:6: packages.forbidden[0][0]") for line in lines)
+    assert f"{files[1]}:6: dormancy.max_days_idle: expected an integer" in checked.stderr
+    assert f"{files[2]}:6: firewall.<<: merge keys" in checked.stderr
+
+    (tmp_path / "empty").mkdir()
+    scanned = vmaudit("scan", str(tmp_path / "empty"), "-b", str(files[1]), env=env, timeout=120)
+    assert scanned.returncode == 2, scanned.stderr
+    assert "Traceback" not in scanned.stderr
+    assert f"{files[1]}:6: dormancy.max_days_idle" in scanned.stderr

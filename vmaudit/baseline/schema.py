@@ -20,6 +20,10 @@ from vmaudit.baseline.versions import is_version_expression
 from vmaudit.models import SEVERITIES
 
 MAX_NODES = 100_000  # aliases can make a small file a huge graph ("billion laughs")
+MAX_DEPTH = 64  # collections inside collections; a real baseline nests four deep
+MAX_INTEGER = 2**63 - 1  # what a C long holds; anything larger is a typo or an attack
+MAX_NUMBER_CHARS = 100  # an integer's text (digits, '_', '0x', ':'): read in bounded time
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 @dataclass(frozen=True)
@@ -58,9 +62,33 @@ class Walk:
         return INVALID
 
 
+@dataclass(frozen=True)
+class Unreadable:
+    """A scalar that has no value vmaudit accepts; ``what`` names it for the problem."""
+
+    what: str
+
+
 def _scalar(node: yaml.Node) -> Any:
-    """The Python value of a scalar node as YAML 1.1 (PyYAML's safe loader) reads it."""
-    return yaml.SafeLoader("").construct_object(node)
+    """The Python value of a scalar node as YAML 1.1 (PyYAML's safe loader) reads it.
+
+    What PyYAML cannot build (a 5,000-digit integer, a 31st of February, an unknown tag) or
+    builds only in unbounded time (a long sexagesimal ``1:2:3:...``), and integers beyond
+    ``MAX_INTEGER``, come back as ``Unreadable``: a problem for the key, not a traceback.
+    """
+    tag = str(node.tag)
+    if tag == "tag:yaml.org,2002:int" and len(str(node.value)) > MAX_NUMBER_CHARS:
+        return Unreadable(f"an integer of {len(str(node.value))} characters, too large")
+    try:
+        value = yaml.SafeLoader("").construct_object(node)
+    except (ValueError, OverflowError) as exc:
+        kind = "a date or time" if tag == "tag:yaml.org,2002:timestamp" else "a value"
+        return Unreadable(f"{kind} that cannot be read ({exc})")
+    except yaml.YAMLError:
+        return Unreadable(f"a value tagged {tag!r}, which is not supported")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        return Unreadable(f"an integer beyond {MAX_INTEGER}")
+    return value
 
 
 def _type_name(node: yaml.Node) -> str:
@@ -69,6 +97,8 @@ def _type_name(node: yaml.Node) -> str:
     if isinstance(node, yaml.SequenceNode):
         return "a list"
     value = _scalar(node)
+    if isinstance(value, Unreadable):
+        return value.what
     if value is None:
         return "null"
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
@@ -113,7 +143,8 @@ class Const(Spec):
     def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
         actual = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
         if actual != self.value:
-            shown = repr(actual) if actual is not None else _type_name(node)
+            readable = actual is not None and not isinstance(actual, Unreadable)
+            shown = repr(actual) if readable else _type_name(node)
             return walk.problem(node, key, f"must be {self.value!r}, got {shown}")
         return actual
 
@@ -128,7 +159,7 @@ class Version(Spec):
 
     def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
         value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
-        if isinstance(value, bool) or value is None or isinstance(node, yaml.CollectionNode):
+        if isinstance(value, bool | Unreadable) or value is None:
             return walk.problem(node, key, f"expected a version string, got {_type_name(node)}")
         if isinstance(value, float):
             return walk.problem(
@@ -252,6 +283,13 @@ def _pairs(node: yaml.MappingNode, walk: Walk, key: str) -> list[tuple[str, yaml
     pairs: list[tuple[str, yaml.Node, yaml.Node]] = []
     seen: set[str] = set()
     for key_node, value_node in node.value:
+        if key_node.tag == MERGE_TAG:
+            walk.problem(
+                key_node,
+                f"{key}.<<" if key else "<<",
+                "merge keys ('<<') are not supported: write the keys out",
+            )
+            continue
         name = _scalar(key_node) if isinstance(key_node, yaml.ScalarNode) else None
         if not isinstance(name, str):
             walk.problem(
@@ -519,10 +557,54 @@ def walk_keys(section: Section, prefix: str = "") -> list[tuple[str, Key]]:
     return found
 
 
+class _TooDeep(Exception):
+    def __init__(self, line: int, key: str) -> None:
+        super().__init__(key)
+        self.line = line
+        self.key = key
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with nesting bounded before its recursive composer overflows.
+
+    PyYAML composes a node inside its parent by recursion; 3,000 nested ``[`` end in a
+    ``RecursionError``. Here the dotted key of each node is tracked so a document nested
+    deeper than ``MAX_DEPTH`` stops with the line and key where it crossed the limit.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._keys: list[str] = []
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        outer = self._keys[-1] if self._keys else ""
+        if isinstance(parent, yaml.SequenceNode):
+            here = f"{outer}[{index}]"
+        elif isinstance(parent, yaml.MappingNode) and index is not None:
+            name = str(index.value) if isinstance(index, yaml.ScalarNode) else "(key)"
+            here = f"{outer}.{name}" if outer else name
+        else:  # the document, or a mapping's key: where its mapping is
+            here = outer
+        if len(self._keys) >= MAX_DEPTH:
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise _TooDeep(event.start_mark.line + 1, here)
+        self._keys.append(here)
+        try:
+            node: yaml.Node | None = super().compose_node(parent, index)
+        finally:
+            self._keys.pop()
+        return node
+
+
 def read_document(text: str, walk: Walk) -> yaml.Node | None:
     """The single YAML document of ``text`` as a node tree, or None with a problem."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooDeep as exc:
+        walk.problems.append(
+            Problem(walk.file, exc.line, exc.key, f"nested deeper than {MAX_DEPTH} levels")
+        )
+        return None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
