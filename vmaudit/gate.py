@@ -1,6 +1,7 @@
 """The exit code of a scan (spec/cli.md): findings at or above ``--fail-on`` beat errors.
 
-0: clean; 1: a finding at or above ``fail_on``; 3: none, but an image was not audited.
+0: clean; 1: a finding at or above ``fail_on``; 3: none, but an image was not audited, or
+was audited with a section that could not be read (``complete`` false, spec/report.md).
 2 (configuration error) is the CLI's: it happens before there are results.
 """
 
@@ -30,6 +31,6 @@ def exit_code(results: Sequence[ImageResult], fail_on: str) -> int:
         raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, not {fail_on!r}")
     if any(at_or_above(f.severity, fail_on) for r in results for f in r.findings):
         return EXIT_FINDINGS
-    if any(result.error is not None for result in results):
+    if any(not result.complete for result in results):
         return EXIT_NOT_AUDITED
     return EXIT_OK

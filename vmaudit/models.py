@@ -190,6 +190,8 @@ class Facts:
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"schema": FACTS_SCHEMA}
         data.update(to_jsonable(self))
+        if not self.coverage:  # facts from before coverage existed stay as they were
+            del data["coverage"]
         return data
 
 
@@ -257,7 +259,8 @@ class ImageResult:
     @property
     def complete(self) -> bool:
         """Audited with every section read (or absent): nothing was left unjudged."""
-        return self.facts is not None and not self.facts.failed_sections()
+        failed = self.facts.failed_sections() if self.facts is not None else {}
+        return self.error is None and not failed
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ class Judge:
         risk = score(evaluation.findings, facts.dormancy.days_idle, business.criticality)
         return ImageResult(image=image, facts=facts, error=None, findings=evaluation.findings,
                            risk=risk, business=business, from_cache=from_cache,
-                           rules_evaluated=evaluation.rules_evaluated)
+                           rules_evaluated=evaluation.rules_evaluated,
+                           not_judged=evaluation.not_judged)
 
     def failed(self, image: ImageRef, error: ImageError) -> ImageResult:
         return ImageResult(image=image, facts=None, error=error, business=self.business(image))

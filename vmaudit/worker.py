@@ -9,8 +9,8 @@ with ``RESULT_PREFIX``.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import ctypes.util
+import dataclasses
 import json
 import os
 import signal

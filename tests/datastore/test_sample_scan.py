@@ -33,7 +33,7 @@ def test_every_image_is_audited_and_every_rule_fires_and_passes(first_scan: Scan
     assert {"web-01", "win2019-patched"} <= clean
     assert first_scan.exit_code == 1
     payroll = first_scan.image("payroll-db-07")
-    assert payroll["risk"] == {"score": 100, "level": "critical"}
+    assert payroll["risk"] == {"score": 100.0, "level": "critical", "exposure": 1776.0}
     assert payroll["business"] == {"application": "payroll", "owner": "finance-it",
                                    "criticality": "critical"}
     assert {(f["rule"], f["subject"]) for f in payroll["findings"]} >= {

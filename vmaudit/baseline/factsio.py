@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 
 from vmaudit.models import (
+    Coverage,
     Dormancy,
     Facts,
     FirewallBackend,
@@ -100,6 +101,9 @@ def facts_from_dict(data: dict[str, Any]) -> Facts:
             data["dormancy"]["days_idle"],
         ),
         warnings=tuple(data["warnings"]),
+        coverage=tuple(
+            Coverage(c["section"], c["status"], c["reason"]) for c in data.get("coverage", ())
+        ),
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from vmaudit.baseline.model import Baseline
 from vmaudit.baseline.repoindex import load_index
 from vmaudit.baseline.versions import comparator_for, dotted_compare
-from vmaudit.models import SEVERITIES, Facts, Finding, Severity, User
+from vmaudit.models import SECTIONS, SEVERITIES, Facts, Finding, NotJudged, Severity, User
 
 ALL_OS = ("linux", "windows", "unknown")
 
@@ -42,6 +42,7 @@ class Rule:
     os_types: tuple[str, ...]
     check: RuleCheck
     active: Callable[[Baseline], bool]
+    sections: tuple[str, ...] = ()  # the facts sections it reads (models.SECTIONS)
 
     @property
     def doc(self) -> str:
@@ -76,15 +77,20 @@ def rule(
     keys: tuple[str, ...],
     os_types: tuple[str, ...] = ALL_OS,
     active: Callable[[Baseline], bool] | None = None,
+    sections: tuple[str, ...] = (),
 ) -> Callable[[RuleCheck], RuleCheck]:
-    """Register a rule function under its id."""
+    """Register a rule function under its id, with the facts sections it reads."""
 
     def register(check: RuleCheck) -> RuleCheck:
         if rule_id in RULES:
             raise ValueError(f"rule {rule_id} registered twice")
         if severity not in SEVERITIES:
             raise ValueError(f"rule {rule_id}: bad severity {severity}")
-        RULES[rule_id] = Rule(rule_id, severity, keys, os_types, check, active or _keys_given(keys))
+        unknown = set(sections) - set(SECTIONS)
+        if not sections or unknown:
+            raise ValueError(f"rule {rule_id}: sections {sorted(unknown) or 'missing'}")
+        RULES[rule_id] = Rule(rule_id, severity, keys, os_types, check,
+                              active or _keys_given(keys), sections)
         return check
 
     return register
@@ -150,7 +156,8 @@ def _login_state(user: User, now: datetime) -> dict[str, Any]:
 # ---------------------------------------------------------------- patches
 
 
-@rule("patch.missing", "high", ("patches.minimum_versions", "patches.repository_index"))
+@rule("patch.missing", "high", ("patches.minimum_versions", "patches.repository_index"),
+      sections=("packages",))
 def patch_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An installed package is older than the lowest version the baseline accepts.
 
@@ -198,7 +205,8 @@ def patch_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[H
         )
 
 
-@rule("patch.hotfix-missing", "high", ("patches.windows.hotfixes_required",), os_types=("windows",))
+@rule("patch.hotfix-missing", "high", ("patches.windows.hotfixes_required",), os_types=("windows",),
+      sections=("hotfixes",))
 def patch_hotfix_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A Windows hotfix of `patches.windows.hotfixes_required` is not installed.
 
@@ -211,7 +219,8 @@ def patch_hotfix_missing(facts: Facts, baseline: Baseline, now: datetime) -> Ite
             yield Hit(kb, f"hotfix {kb} is not installed", {"installed": len(installed)})
 
 
-@rule("patch.build-below", "high", ("patches.windows.minimum_build",), os_types=("windows",))
+@rule("patch.build-below", "high", ("patches.windows.minimum_build",), os_types=("windows",),
+      sections=("os",))
 def patch_build_below(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The Windows build (`CurrentBuild.UBR`, e.g. `17763.5458`) is below `minimum_build`.
 
@@ -227,7 +236,8 @@ def patch_build_below(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
         )
 
 
-@rule("patch.stale", "medium", ("patches.max_days_since_update",))
+@rule("patch.stale", "medium", ("patches.max_days_since_update",),
+      sections=("dormancy",))
 def patch_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """No package was installed or upgraded for longer than `max_days_since_update` days.
 
@@ -250,7 +260,8 @@ def patch_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit
 # ---------------------------------------------------------------- packages
 
 
-@rule("package.forbidden", "high", ("packages.forbidden",))
+@rule("package.forbidden", "high", ("packages.forbidden",),
+      sections=("packages",))
 def package_forbidden(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A package of `packages.forbidden` is installed (binary package or application name)."""
     forbidden = {_name_key(facts, name) for name in baseline.forbidden_packages}
@@ -266,7 +277,8 @@ def package_forbidden(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
             )
 
 
-@rule("package.required-missing", "medium", ("packages.required",))
+@rule("package.required-missing", "medium", ("packages.required",),
+      sections=("packages",))
 def package_required_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A package of `packages.required` is not installed."""
     installed = {_name_key(facts, package.name) for package in facts.packages}
@@ -289,7 +301,8 @@ def _revoked_users(facts: Facts, baseline: Baseline) -> Iterator[User]:
             yield user
 
 
-@rule("account.revoked-present", "high", ("accounts.revoked", "accounts.revoked_file"))
+@rule("account.revoked-present", "high", ("accounts.revoked", "accounts.revoked_file"),
+      sections=("accounts",))
 def account_revoked_present(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A revoked account still exists but cannot log in (locked, expired, disabled, no shell).
 
@@ -306,7 +319,8 @@ def account_revoked_present(facts: Facts, baseline: Baseline, now: datetime) -> 
             )
 
 
-@rule("account.revoked-active", "critical", ("accounts.revoked", "accounts.revoked_file"))
+@rule("account.revoked-active", "critical", ("accounts.revoked", "accounts.revoked_file"),
+      sections=("accounts",))
 def account_revoked_active(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A revoked account still exists and can log in.
 
@@ -318,7 +332,8 @@ def account_revoked_active(facts: Facts, baseline: Baseline, now: datetime) -> I
             yield Hit(user.name, f"revoked account {user.name} can log in", _login_state(user, now))
 
 
-@rule("account.empty-password", "critical", ("accounts.forbid_empty_password",))
+@rule("account.empty-password", "critical", ("accounts.forbid_empty_password",),
+      sections=("accounts",))
 def account_empty_password(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account that can log in has an empty password (`forbid_empty_password: true`)."""
     for user in facts.users:
@@ -328,7 +343,8 @@ def account_empty_password(facts: Facts, baseline: Baseline, now: datetime) -> I
             )
 
 
-@rule("account.extra-uid0", "critical", ("accounts.forbid_extra_uid0",), os_types=("linux",))
+@rule("account.extra-uid0", "critical", ("accounts.forbid_extra_uid0",), os_types=("linux",),
+      sections=("accounts",))
 def account_extra_uid0(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account other than `root` has uid 0 (`forbid_extra_uid0: true`, Linux only)."""
     for user in facts.users:
@@ -338,7 +354,8 @@ def account_extra_uid0(facts: Facts, baseline: Baseline, now: datetime) -> Itera
             )
 
 
-@rule("account.unapproved-admin", "high", ("accounts.allowed_admins",))
+@rule("account.unapproved-admin", "high", ("accounts.allowed_admins",),
+      sections=("accounts", "sudo"))
 def account_unapproved_admin(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account outside `allowed_admins` holds admin rights.
 
@@ -358,7 +375,8 @@ def account_unapproved_admin(facts: Facts, baseline: Baseline, now: datetime) ->
             )
 
 
-@rule("account.password-age", "medium", ("accounts.max_password_age_days",))
+@rule("account.password-age", "medium", ("accounts.max_password_age_days",),
+      sections=("accounts",))
 def account_password_age(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A password was last changed longer ago than `max_password_age_days`.
 
@@ -381,7 +399,8 @@ def account_password_age(facts: Facts, baseline: Baseline, now: datetime) -> Ite
             )
 
 
-@rule("ssh.authorized-key", "medium", ("accounts.forbid_authorized_keys",))
+@rule("ssh.authorized-key", "medium", ("accounts.forbid_authorized_keys",),
+      sections=("accounts", "ssh"))
 def ssh_authorized_key(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account of `accounts.forbid_authorized_keys` has authorized SSH keys."""
     forbidden = {_name_key(facts, name) for name in baseline.forbid_authorized_keys}
@@ -401,7 +420,8 @@ ROOT_LOGIN_ORDER = ("no", "forced-commands-only", "prohibit-password", "yes")
 _ROOT_LOGIN_ALIASES = {"without-password": "prohibit-password"}
 
 
-@rule("ssh.root-login", "high", ("ssh.permit_root_login",))
+@rule("ssh.root-login", "high", ("ssh.permit_root_login",),
+      sections=("ssh",))
 def ssh_root_login(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """sshd's effective `PermitRootLogin` is more permissive than `ssh.permit_root_login`.
 
@@ -433,6 +453,7 @@ def ssh_root_login(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[
     "medium",
     ("ssh.password_authentication",),
     active=lambda baseline: baseline.password_authentication is False,
+    sections=("ssh",),
 )
 def ssh_password_auth(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """sshd's effective `PasswordAuthentication` is yes while the baseline says `false`.
@@ -448,7 +469,8 @@ def ssh_password_auth(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
 WINDOWS_PROFILES = ("Domain", "Private", "Public")
 
 
-@rule("firewall.disabled", "high", ("firewall.required",))
+@rule("firewall.disabled", "high", ("firewall.required",),
+      sections=("firewall",))
 def firewall_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """No host firewall is enabled at boot (`firewall.required: true`).
 
@@ -477,7 +499,8 @@ def firewall_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
         )
 
 
-@rule("firewall.default-accept", "medium", ("firewall.default_inbound",))
+@rule("firewall.default-accept", "medium", ("firewall.default_inbound",),
+      sections=("firewall",))
 def firewall_default_accept(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An enabled firewall's default inbound policy accepts (`default_inbound: deny`).
 
@@ -498,7 +521,8 @@ def firewall_default_accept(facts: Facts, baseline: Baseline, now: datetime) -> 
 # ---------------------------------------------------------------- dormancy
 
 
-@rule("dormancy.stale", "medium", ("dormancy.max_days_idle",))
+@rule("dormancy.stale", "medium", ("dormancy.max_days_idle",),
+      sections=("dormancy",))
 def dormancy_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The guest has been idle for longer than `dormancy.max_days_idle` days.
 
@@ -531,6 +555,7 @@ class Evaluation:
     findings: tuple[Finding, ...]
     rules_evaluated: tuple[str, ...]
     baselines_applied: tuple[str, ...]
+    not_judged: tuple[NotJudged, ...] = ()  # rules that read a section that failed
 
 
 def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime) -> Evaluation:
@@ -542,12 +567,18 @@ def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime) -> Eval
     kept: dict[tuple[str, str], Finding] = {}
     evaluated: set[str] = set()
     applied: list[str] = []
+    failed = facts.failed_sections()
+    unjudged: dict[str, str] = {}
     for baseline in baselines:
         if not baseline.match.fits(facts):
             continue
         applied.append(baseline.name)
         for rule_def in RULES.values():
             if not rule_def.applies(facts, baseline):
+                continue
+            blind = [f"{name}: {failed[name]}" for name in rule_def.sections if name in failed]
+            if blind:  # not judged, never passed
+                unjudged.setdefault(rule_def.id, "; ".join(blind))
                 continue
             evaluated.add(rule_def.id)
             severity = baseline.severity.get(rule_def.id, rule_def.severity)
@@ -560,7 +591,8 @@ def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime) -> Eval
                 if known is None or _RANK[finding.severity] < _RANK[known.severity]:
                     kept[key] = finding
     findings = sorted(kept.values(), key=lambda f: (_RANK[f.severity], f.rule, f.subject))
-    return Evaluation(tuple(findings), tuple(sorted(evaluated)), tuple(applied))
+    not_judged = tuple(NotJudged(rule_id, reason) for rule_id, reason in sorted(unjudged.items()))
+    return Evaluation(tuple(findings), tuple(sorted(evaluated)), tuple(applied), not_judged)
 
 
 __all__ = ["RULES", "Evaluation", "Hit", "Rule", "evaluate", "os_label"]

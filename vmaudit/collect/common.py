@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import DEFAULT_CAP, GuestFS, join, safe_path
-from vmaudit.models import Package
+from vmaudit.models import SECTIONS, Coverage, Package
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_GLOB_MATCHES = 1000  # a glob in a guest config never legitimately names more files
@@ -165,14 +165,57 @@ def shell_assignments(lines: list[str]) -> dict[str, str]:
 T = TypeVar("T")
 
 
+class SectionFailed(Exception):
+    """A section's source is there but cannot be read: its rules are not judged."""
+
+
+class CoverageLog:
+    """What each section of one guest's facts came to: read, absent, or failed and why.
+
+    ``read`` never overrides another word, ``absent`` overrides ``read``, and ``failed``
+    overrides everything: a clean result must mean "looked and found nothing", never
+    "could not look".
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, Coverage] = {}
+
+    def read(self, section: str) -> None:
+        self._entries.setdefault(section, Coverage(section, "read"))
+
+    def absent(self, section: str, reason: str) -> None:
+        if self._entries.get(section, Coverage(section, "read")).status != "failed":
+            self._entries[section] = Coverage(section, "absent", reason)
+
+    def failed(self, section: str, reason: str) -> None:
+        if self._entries.get(section, Coverage(section, "read")).status != "failed":
+            self._entries[section] = Coverage(section, "failed", reason[:500])
+
+    def entries(self) -> tuple[Coverage, ...]:
+        """Every section in ``SECTIONS`` order (then any other, by name)."""
+        order = {name: index for index, name in enumerate(SECTIONS)}
+        return tuple(sorted(self._entries.values(),
+                            key=lambda c: (order.get(c.section, len(order)), c.section)))
+
+
 def guarded(section: str, warnings: list[str], fallback: T, run: Callable[[], T],
-            expected: tuple[type[Exception], ...] = ()) -> T:
+            expected: tuple[type[Exception], ...] = (),
+            coverage: CoverageLog | None = None) -> T:
     """``run()``, or ``fallback`` with a warning: one broken section of a guest's facts must
-    not cost the others. ``expected`` errors already say what is wrong; their text is kept."""
+    not cost the others. ``expected`` errors already say what is wrong; their text is kept.
+    With ``coverage``, the section is recorded as read, or as failed with the reason."""
+    log = coverage or CoverageLog()
+    explained: tuple[type[Exception], ...] = (SectionFailed, *expected)
     try:
-        return run()
-    except expected as exc:
-        warnings.append(f"{section}: {exc}")
+        result = run()
+    except explained as exc:
+        reason = str(exc)
+        warnings.append(f"{section}: {reason}")
     except Exception as exc:
-        warnings.append(f"{section}: collection failed ({type(exc).__name__}: {exc})")
+        reason = f"collection failed ({type(exc).__name__}: {exc})"
+        warnings.append(f"{section}: {reason}")
+    else:
+        log.read(section)
+        return result
+    log.failed(section, reason)
     return fallback

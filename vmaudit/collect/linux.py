@@ -27,7 +27,7 @@ from vmaudit.models import (
 
 from . import apk, dpkg, pacman, rpm
 from .accounts import collect_users
-from .common import guarded, read_bytes
+from .common import CoverageLog, guarded, read_bytes
 from .dormancy import collect_dormancy
 from .firewall import collect_firewall
 from .sshd import SshdConfig, collect_sshd
@@ -49,7 +49,7 @@ def guest_timezone(fs: GuestFS, warnings: list[str]) -> tzinfo:
 
 
 def _packages(
-    fs: GuestFS, os_info: OsInfo, warnings: list[str]
+    fs: GuestFS, os_info: OsInfo, warnings: list[str], coverage: CoverageLog
 ) -> tuple[list[Package], datetime | None]:
     """Installed packages and, for rpm, the newest install time."""
     package_format = os_info.package_format
@@ -65,6 +65,7 @@ def _packages(
     if package_format == "pacman":
         return pacman.collect_pacman(fs, warnings), None
     warnings.append("packages: no known package database found")
+    coverage.absent("packages", "no known package database")
     return [], None
 
 
@@ -74,23 +75,37 @@ def collect_linux(
     """Everything vmaudit reads from a Linux guest; ``warnings`` gathers every problem."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
+    coverage = CoverageLog()
+    coverage.read("os")
+    coverage.absent("hotfixes", "not a Windows guest")
     no_packages: tuple[list[Package], datetime | None] = ([], None)
     packages, rpm_last_install = guarded(
-        "packages", warnings, no_packages, lambda: _packages(fs, os_info, warnings)
+        "packages", warnings, no_packages, lambda: _packages(fs, os_info, warnings, coverage),
+        coverage=coverage,
     )
     sshd = guarded(
         "ssh", warnings,
         SshdConfig(False, "prohibit-password", True, False, ()),
         lambda: collect_sshd(fs, packages, warnings),
+        coverage=coverage,
     )  # fmt: skip
-    sudoers = guarded("sudoers", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings))
+    if not sshd.installed:
+        coverage.absent("ssh", "no OpenSSH server installed")
+    if not is_file(fs, "/etc/sudoers"):
+        coverage.absent("sudo", "no /etc/sudoers")
+    sudoers = guarded("sudo", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings),
+                      coverage=coverage)
     users: list[User] = guarded(
-        "accounts", warnings, [], lambda: collect_users(fs, now, sshd, sudoers, warnings)
+        "accounts", warnings, [], lambda: collect_users(fs, now, sshd, sudoers, warnings),
+        coverage=coverage,
     )
     firewall = guarded(
         "firewall", warnings, FirewallFacts(False, ()),
         lambda: collect_firewall(fs, packages, warnings),
+        coverage=coverage,
     )  # fmt: skip
+    if not any(backend.installed for backend in firewall.backends):
+        coverage.absent("firewall", "no firewall installed")
 
     def dormancy() -> Dormancy:
         last_update = rpm_last_install
@@ -100,7 +115,8 @@ def collect_linux(
                 last_update = logged
         return collect_dormancy(fs, image.mtime, now, last_update, warnings)
 
-    dormancy_facts = guarded("dormancy", warnings, Dormancy(None, None, None, None), dormancy)
+    dormancy_facts = guarded("dormancy", warnings, Dormancy(None, None, None, None), dormancy,
+                             coverage=coverage)
     ssh_facts: SshFacts = sshd.facts()
     return Facts(
         image=image,
@@ -112,4 +128,5 @@ def collect_linux(
         firewall=firewall,
         dormancy=dormancy_facts,
         warnings=tuple(dict.fromkeys(warnings)),
+        coverage=coverage.entries(),
     )

@@ -53,7 +53,7 @@ from vmaudit.models import (
     User,
 )
 
-from .common import guarded, iso_utc
+from .common import CoverageLog, guarded, iso_utc
 from .windows_registry import (
     Hive,
     HiveError,
@@ -105,8 +105,9 @@ def find_windows(fs: GuestFS) -> WindowsPaths | None:
     return None
 
 
-def _section(section: str, warnings: list[str], fallback: T, run: Callable[[], T]) -> T:
-    return guarded(section, warnings, fallback, run, expected=(HiveError,))
+def _section(section: str, warnings: list[str], fallback: T, run: Callable[[], T],
+             coverage: CoverageLog | None = None) -> T:
+    return guarded(section, warnings, fallback, run, expected=(HiveError,), coverage=coverage)
 
 
 # ---------------------------------------------------------------- os
@@ -409,34 +410,53 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
     users: list[User] = []
     firewall = FirewallFacts(False, ())
     shutdown = None
+    coverage = CoverageLog()
+    coverage.absent("ssh", "not read on Windows guests")
+    coverage.absent("sudo", "not a Linux guest")
     if paths is None:
         warnings.append("windows: no Windows/System32/config/SOFTWARE found")
+        for section in ("os", "packages", "hotfixes", "accounts", "firewall"):
+            coverage.failed(section, "no Windows/System32/config found")
     else:
         with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software:
             if software is not None:
                 packages = _section(
-                    "packages", warnings, [], lambda: collect_applications(software, warnings)
+                    "packages", warnings, [], lambda: collect_applications(software, warnings),
+                    coverage,
                 )
                 hotfixes = _section(
-                    "hotfixes", warnings, [], lambda: collect_hotfixes(software, warnings)
+                    "hotfixes", warnings, [], lambda: collect_hotfixes(software, warnings),
+                    coverage,
                 )
+            else:
+                for section in ("os", "packages", "hotfixes"):
+                    coverage.failed(section, "the SOFTWARE hive is not readable")
             with opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
                 os_info = windows_os(fs, paths, software, system, warnings)
+                coverage.read("os")
                 if system is not None:
                     firewall = _section(
                         "firewall",
                         warnings,
                         firewall,
                         lambda: collect_firewall(system, software, warnings),
+                        coverage,
                     )
                     shutdown = _section(
-                        "dormancy", warnings, None, lambda: shutdown_time(system, warnings)
+                        "dormancy", warnings, None, lambda: shutdown_time(system, warnings),
+                        coverage,
                     )
+                else:
+                    coverage.failed("firewall", "the SYSTEM hive is not readable")
         with opened_hive(fs, paths.hive(fs, "SAM"), "SAM", warnings) as sam:
             if sam is not None:
                 users = _section(
-                    "users", warnings, [], lambda: collect_sam_users(sam, now, warnings)
+                    "accounts", warnings, [], lambda: collect_sam_users(sam, now, warnings),
+                    coverage,
                 )
+            else:
+                coverage.failed("accounts", "the SAM hive is not readable")
+    coverage.read("dormancy")
     dormancy = windows_dormancy(shutdown, users, hotfixes, image.mtime, now, warnings)
     return Facts(
         image=image,
@@ -447,4 +467,5 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
         firewall=firewall,
         dormancy=dormancy,
         warnings=tuple(dict.fromkeys(warnings)),
+        coverage=coverage.entries(),
     )

@@ -42,6 +42,9 @@ def _image(result: ImageResult) -> dict[str, Any]:
         "business": to_jsonable(result.business),
         "risk": to_jsonable(result.risk),
         "findings": [to_jsonable(finding) for finding in result.findings],
+        "complete": result.complete,
+        "not_judged": [to_jsonable(entry) for entry in result.not_judged],
+        "coverage": None if facts is None else [to_jsonable(c) for c in facts.coverage],
     }
 
 
