@@ -3,11 +3,14 @@ never passed, and the image counts as not fully audited for the exit code."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.rules import RULES, evaluate
 from vmaudit.gate import exit_code
 from vmaudit.models import ImageRef, ImageResult, ScanReport
+from vmaudit.report import Format, render
 from vmaudit.report.json import report_dict
 
 from .test_collect_windows import NOW, copy_tree, facts_of
@@ -80,6 +84,34 @@ def test_an_image_with_a_failed_section_is_audited_incomplete_and_exits_3(
     assert image["status"] == "audited" and image["complete"] is False
     assert {e["rule"] for e in image["not_judged"]} == {e.rule for e in judged.not_judged}
     assert {c["section"]: c["status"] for c in image["coverage"]}["accounts"] == "failed"
+
+
+def test_every_format_shows_the_rules_not_judged(
+    windows_trees: dict[str, Path], tmp_path: Path
+) -> None:
+    root = copy_tree(windows_trees["win2019-patched"], tmp_path)
+    corrupt_sam(root)
+    facts = facts_of(root)
+    judged = evaluate(facts, [load_baseline("windows-default")], NOW)
+    result = ImageResult(ImageRef("/ds/win.vhdx", "vhdx", ()), facts, None,
+                         findings=judged.findings, rules_evaluated=judged.rules_evaluated,
+                         not_judged=judged.not_judged)
+    report = ScanReport("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", ("windows-default",),
+                        "high", (result,), 3)
+    rule = "account.empty-password"
+    assert rule in {e.rule for e in judged.not_judged}
+    table = render(report, Format.TABLE, width=200)
+    assert any("not judged" in line and rule in line for line in table.split("\n"))
+    assert "incompletely" in table
+    rows = list(csv.reader(io.StringIO(render(report, Format.CSV))))
+    assert [r[10] for r in rows if r[13].startswith("not judged: accounts:")] == [
+        e.rule for e in judged.not_judged]
+    suite = ET.fromstring(render(report, Format.JUNIT)).find("testsuite")
+    assert suite is not None and suite.get("skipped") == str(len(judged.not_judged))
+    skipped = {c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None}
+    assert skipped == {e.rule for e in judged.not_judged}
+    page = render(report, Format.HTML)
+    assert "incomplete audit" in page and f"<code>{rule}</code></td><td>not judged" in page
 
 
 def test_every_rule_declares_the_sections_it_reads() -> None:

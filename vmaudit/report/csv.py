@@ -67,6 +67,8 @@ def rows(report: ScanReport) -> list[list[str]]:
                     finding.baseline,
                 ]
             )
+        for entry in result.not_judged:  # a rule that could not look is no pass
+            table.append([*image, entry.rule, "", "", f"not judged: {entry.reason}", ""])
     return [[csv_cell(cell) for cell in row] for row in table]
 
 

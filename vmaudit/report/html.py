@@ -427,10 +427,24 @@ def _image_details(index: int, result: ImageResult) -> str:
             "<th>subject</th><th>message</th><th>evidence</th><th>baseline</th></tr></thead>"
             f"<tbody>{rows}</tbody></table>"
         )
-    else:
+    elif not result.not_judged:
         checked = len(result.rules_evaluated)
         body = f'<p class="clean">No finding ({checked} rule(s) evaluated).</p>'
+    else:
+        body = ""
+    if result.not_judged:
+        rows = "".join(
+            f'<tr class="not-judged"><td><code>{_text(entry.rule)}</code></td>'
+            f"<td>not judged</td><td>{_text(entry.reason)}</td></tr>"
+            for entry in result.not_judged
+        )
+        body += (
+            '<table class="findings not-judged"><thead><tr><th>rule</th><th>result</th>'
+            f"<th>why (a section could not be read)</th></tr></thead><tbody>{rows}</tbody></table>"
+        )
     meta = []
+    if result.error is None and not result.complete:
+        meta.append("<strong>incomplete audit</strong>")
     if result.error is None:
         meta.append(
             f"risk {result.risk.score:.1f} ({_text(result.risk.level)}), exposure "

@@ -62,12 +62,15 @@ def _suite(root: ET.Element, result: ImageResult, fail_on: str, timestamp: str) 
         root,
         "testsuite",
         name=name,
-        tests=str(len(cases)),
+        tests=str(len(cases) + len(result.not_judged)),
         failures=str(failures),
         errors="0",
-        skipped="0",
+        skipped=str(len(result.not_judged)),
         timestamp=timestamp,
     )
+    for entry in result.not_judged:  # never a pass: the rule could not look
+        case = _element(suite, "testcase", name=entry.rule, classname=name)
+        _element(case, "skipped", message=f"not judged: {entry.reason}")
     for rule_id, failing, passing in cases:
         case = _element(suite, "testcase", name=rule_id, classname=name)
         if failing:

@@ -152,6 +152,9 @@ def _findings_table(result: ImageResult, folder: str) -> Group:
             _text(finding.subject),
             _text(finding.message),
         )
+    for entry in result.not_judged:
+        table.add_row(_text("not judged", "bold magenta"), _text(entry.rule), _text(""),
+                      _text(entry.reason))
     # The title on a line of its own: a table's title folds to the table's width.
     return Group(Text(""), _text(title), table)
 
@@ -163,7 +166,9 @@ def render(report: ScanReport, *, color: bool = False, width: int | None = None)
     reasons = _why_table(results, folder)
     if reasons is not None:
         parts.append(reasons)
-    for result in [r for r in results if r.findings][:TOP_IMAGES]:
+    shown = [r for r in results if r.findings][:TOP_IMAGES]
+    shown += [r for r in results if r.not_judged and r not in shown]  # never hidden
+    for result in shown:
         parts.append(_findings_table(result, folder))
     errors = [r for r in results if r.error is not None]
     for result in errors:
@@ -177,12 +182,15 @@ def render(report: ScanReport, *, color: bool = False, width: int | None = None)
                 ),
             )
         )
+    incomplete = sum(1 for r in results if r.error is None and not r.complete)
+    incomplete_note = f" ({incomplete} incompletely: rules not judged)" if incomplete else ""
     counts = severity_counts(f for r in results for f in r.findings)
     summary = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES)
     parts.append(
         Text(
             terminal_safe(
-                f"{len(results)} image(s), {len(results) - len(errors)} audited, {len(errors)} in "
+                f"{len(results)} image(s), {len(results) - len(errors)} audited"
+                f"{incomplete_note}, {len(errors)} in "
                 f"error; findings: {summary}; baselines: {', '.join(report.baselines)}; "
                 f"fail on {report.fail_on}"
             )
