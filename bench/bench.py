@@ -91,7 +91,9 @@ def main() -> None:
         if args.fleet:
             fleet_state = os.path.join(tmp, "fleet.db")
             started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "vmaudit.fleet", "bench", args.datastore,
+            fleet_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "fleet_bench.py")
+            subprocess.run([sys.executable, fleet_bench, args.datastore,
                             "--state", fleet_state], check=True, capture_output=True)
             rows.append(("vmaudit scan via a local Dask cluster, cold",
                          time.monotonic() - started))

@@ -23,6 +23,7 @@ from vmaudit.errors import ConfigError, VmauditError
 from vmaudit.gate import EXIT_CONFIG
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.models import ImageResult
+from vmaudit.runner import Auditors
 
 FAIL_ON = ("critical", "high", "medium", "low", "never")
 FORMATS = ("table", "csv", "json", "junit", "html")
@@ -168,7 +169,6 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
         paths=paths, baselines=baselines or ("default",), inventory=inventory,
         fail_on=fail_on, jobs=jobs or (os.cpu_count() or 1), timeout=timeout,
         excludes=excludes, no_cache=no_cache, batch=batch, launch=LaunchOptions(),
-        scheduler=scheduler, path_maps=path_maps, discover_on_workers=discover_on_workers,
     )
     with config_errors():
         check_fleet_options(scheduler, path_maps, discover_on_workers)
@@ -176,14 +176,29 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
         cache = open_cache(state_path)
     progress = Progress(quiet, verbose)
     try:
-        with config_errors():
-            report = run_scan(options, progress, cache=cache, judge=judge)
+        with config_errors(), _auditors(options.jobs, scheduler, path_maps,
+                                        discover_on_workers, progress.notice) as auditors:
+            report = run_scan(options, progress, cache=cache, judge=judge, auditors=auditors)
     finally:
         progress.close()
         cache.close()
     color = fmt == "table" and output is None and use_color(sys.stdout)
     emit(render(report, Format(fmt), color=color), output)
     raise SystemExit(report.exit_code)
+
+
+@contextmanager
+def _auditors(jobs: int, scheduler: str | None, path_maps: tuple[str, ...],
+              discover_on_workers: bool, notice: Callable[[str], None]) -> Iterator[Auditors]:
+    """Local worker processes, or the Dask fleet at ``scheduler`` for as long as the scan runs."""
+    if scheduler is None:
+        yield Auditors.local(jobs)
+        return
+    from vmaudit.fleet import connect, parse_path_map
+
+    maps = [parse_path_map(text) for text in path_maps]
+    with connect(scheduler, maps, notice) as fleet:
+        yield fleet.auditors(discover_on_workers)
 
 
 def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, Any] | None]]:

@@ -11,16 +11,13 @@ batch that kills workers ``distributed.scheduler.allowed-failures`` times comes 
 only the image that kills workers is lost).
 
 ``distributed`` is the optional extra ``fleet``; it is imported only when a fleet is used.
-``python -m vmaudit.fleet bench PATH...`` times a scan on a throw-away ``LocalCluster``.
+The CLI turns a connected ``Fleet`` into the scan's ``Auditors``; the scan never picks them.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future
@@ -32,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from vmaudit.discover import DiscoveryResult, discover
 from vmaudit.errors import ConfigError, ErrorKind
 from vmaudit.models import DiskRef, ImageError, ImageRef, Skipped
-from vmaudit.runner import RawOutcome, Runner
+from vmaudit.runner import Auditors, RawOutcome, Runner
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -289,6 +286,11 @@ class Fleet:
     def executor(self) -> FleetExecutor:
         return FleetExecutor(self.client, self.translator, self.on_notice)
 
+    def auditors(self, discover_on_workers: bool = False) -> Auditors:
+        """The scan's auditors on this fleet: its executor, and discovery here or on a worker."""
+        return Auditors(self.discover if discover_on_workers else discover, self.capacity(),
+                        self.executor())
+
     def discover(self, paths: Sequence[str], excludes: Sequence[str]) -> DiscoveryResult:
         """Discovery run by a worker on its view of the datastore, in client paths."""
         remote = [self.translator.to_worker(os.path.abspath(p)) for p in paths]
@@ -316,54 +318,3 @@ def connect(address: str, maps: Sequence[PathMap] = (),
         yield Fleet(client, maps, on_notice or (lambda message: None))
     finally:
         client.close()
-
-
-# ---------------------------------------------------------------- bench
-
-
-def bench(paths: Sequence[str], workers: int = 2, batch: int | None = None,
-          state: str | None = None) -> float:
-    """Seconds for a scan of ``paths`` on a new ``LocalCluster`` (workers, 1 thread each).
-
-    The cluster's start and stop are not counted. Without ``state`` no cache is used, so every
-    image is opened; with it, results are recorded there as a CLI scan would (and an image
-    unchanged since a previous bench into the same file is not opened).
-    """
-    import tempfile
-
-    from distributed import LocalCluster
-
-    from vmaudit.scan import ScanOptions, run_scan
-    from vmaudit.statecache import open_cache
-
-    with tempfile.TemporaryDirectory(prefix="vmaudit-fleet-") as scratch, LocalCluster(
-            n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
-            local_directory=scratch) as cluster:
-        options = ScanOptions(paths=tuple(paths), batch=batch, fail_on="never",
-                              scheduler=cluster.scheduler_address)
-        cache = open_cache(state) if state else None
-        try:
-            started = time.monotonic()
-            run_scan(options, cache=cache)
-            return time.monotonic() - started
-        finally:
-            if cache is not None:
-                cache.close()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m vmaudit.fleet")
-    commands = parser.add_subparsers(dest="command", required=True)
-    timing = commands.add_parser("bench", help="print the seconds of a scan on a LocalCluster")
-    timing.add_argument("paths", nargs="+", metavar="PATH")
-    timing.add_argument("--workers", type=int, default=2)
-    timing.add_argument("--batch", type=int, default=None)
-    timing.add_argument("--state", default=None, metavar="FILE",
-                        help="record into this state database (default: no cache)")
-    args = parser.parse_args(argv)
-    seconds = bench(args.paths, workers=args.workers, batch=args.batch, state=args.state)
-    sys.stdout.write(f"{seconds:.1f}\n")
-
-
-if __name__ == "__main__":
-    main()

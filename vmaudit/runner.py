@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from vmaudit.discover import DiscoveryResult, discover
 from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
@@ -35,6 +36,22 @@ from vmaudit.models import ImageError, ImageRef, to_jsonable
 from vmaudit.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
+
+
+@dataclass(frozen=True)
+class Auditors:
+    """Who discovers and audits: local worker processes (the default) or a Dask fleet.
+
+    Built by the CLI and handed to the scan, which never chooses them itself.
+    """
+
+    discover: Callable[[Sequence[str], Sequence[str]], DiscoveryResult]
+    capacity: int  # appliances running at once, to size batches
+    executor: Executor | None = None  # None: a local thread pool of worker processes
+
+    @classmethod
+    def local(cls, jobs: int) -> Auditors:
+        return cls(discover, max(1, jobs))
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,7 @@ renders the report. One image failing is one error row; the scan always goes on.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -19,7 +17,6 @@ from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
 from vmaudit.baseline.rules import evaluate
-from vmaudit.discover import DiscoveryResult, discover
 from vmaudit.errors import ErrorKind
 from vmaudit.gate import exit_code
 from vmaudit.guest.appliance import LaunchOptions
@@ -33,7 +30,7 @@ from vmaudit.models import (
     Skipped,
 )
 from vmaudit.risk import score
-from vmaudit.runner import RawOutcome, Runner
+from vmaudit.runner import Auditors, RawOutcome, Runner
 
 DEFAULT_BATCH = 8
 
@@ -96,9 +93,6 @@ class ScanOptions:
     no_cache: bool = False
     batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
     launch: LaunchOptions = field(default_factory=LaunchOptions)
-    scheduler: str | None = None  # Dask scheduler address: audit on its workers (vmaudit.fleet)
-    path_maps: tuple[str, ...] = ()  # LOCAL=REMOTE: the datastore's path on the workers
-    discover_on_workers: bool = False  # with a scheduler: a worker walks the datastore
 
 
 @dataclass(frozen=True)
@@ -154,39 +148,22 @@ def run_scan(
     observer: ScanObserver | None = None,
     cache: FactsCache | None = None,
     judge: Judge | None = None,
+    auditors: Auditors | None = None,
 ) -> ScanReport:
-    """Scan ``options.paths`` and return the judged report (exit code included)."""
+    """Scan ``options.paths`` and return the judged report (exit code included).
+
+    ``auditors`` says who discovers and audits (default: local worker processes, as many
+    at once as ``options.jobs``); the CLI builds a Dask fleet's (vmaudit.fleet) when asked.
+    """
     observer = observer or SilentObserver()
     started = utc_now()
     judge = judge or load_judge(options, started)
-    with _auditors(options, observer) as auditors:
-        return _scan(options, observer, cache, judge, started, auditors)
-
-
-@dataclass(frozen=True)
-class _Auditors:
-    """Where discovery and audits run: here (the default) or on a Dask fleet."""
-
-    discover: Callable[[Sequence[str], Sequence[str]], DiscoveryResult]
-    capacity: int  # appliances running at once, to size batches
-    executor: Executor | None = None
-
-
-@contextmanager
-def _auditors(options: ScanOptions, observer: ScanObserver) -> Iterator[_Auditors]:
-    if options.scheduler is None:
-        yield _Auditors(discover, options.jobs)
-        return
-    from vmaudit.fleet import connect, parse_path_map
-
-    maps = [parse_path_map(text) for text in options.path_maps]
-    with connect(options.scheduler, maps, observer.notice) as fleet:
-        yield _Auditors(fleet.discover if options.discover_on_workers else discover,
-                        fleet.capacity(), fleet.executor())
+    return _scan(options, observer, cache, judge, started,
+                 auditors or Auditors.local(options.jobs))
 
 
 def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None, judge: Judge,
-          started: datetime, auditors: _Auditors) -> ScanReport:
+          started: datetime, auditors: Auditors) -> ScanReport:
     found = auditors.discover(options.paths, options.excludes)
     observer.discovered(len(found.images) + len(found.skipped))
     if cache is not None:
