@@ -1,136 +1,364 @@
-"""Local accounts from passwd, shadow and group, with their password state and admin rights.
+"""Local accounts from passwd, shadow and group, read as glibc's ``files`` backend reads them.
+
+Each file is split on ``\\n`` only (``guest_lines``); as ``__nss_readline`` does, a line ends at
+its first NUL byte, leading C blanks (`` \\t\\n\\v\\f\\r``) are skipped, and empty and ``#``
+lines are comments. Fields are then walked with the macros of glibc 2.36's ``files-parse.c``:
+a ``\\r`` is an ordinary character of a text field (``/bin/sh\\r`` is a shell that does not
+exist), numbers are ``strtoul`` base 10 (leading blanks, ``+``/``-``, leading zeros, so
+``+0`` and ``000`` are uid 0), and a line whose number is empty where one is required, has
+trailing garbage, or is above 2^32-1 (``-1`` included) is rejected whole. A passwd line needs
+only ``name:pw:uid:gid``; its shell is the rest of the line, colons included. Shadow numbers
+are 32-bit signed (``4294967295`` is -1, "unset"); shadow has glibc's odd field counts (5 with
+a max, 6 or 9). Group members keep trailing blanks. Names starting with ``+`` or ``-`` are
+nss_compat (NIS) references that ``getpwnam``/``getpwuid``/``getgrgid`` never return, so they
+are not accounts; their gids still count for members, as ``initgroups`` counts them.
 
 ``password``: ``set`` (a crypt hash), ``empty`` (no password at all), ``locked`` (``!`` or
-``*`` prefix, or anything that is not a hash, so nothing can match it), ``none`` (no shadow
-entry and ``x`` in passwd: no password login).
+``*`` prefix, or anything that is not a hash, so nothing can match it), ``none`` (``x`` in
+passwd and no shadow entry: no password login). As pam_unix does, the shadow entry is used
+only when the passwd field is ``x`` (or ``##name``); any other passwd field is the password.
 
 ``can_login`` is decided as PAM (pam_unix) and sshd would at ``now``:
 
 - the shell is a login shell: not nologin/false/true/sync/shutdown/halt, and it exists in the
   guest (an empty field means ``/bin/sh``). ``/etc/shells`` is not required: neither login
   nor sshd consults it (only pam_shells, off by default, and chsh/ftpd do);
-- the account is not expired (shadow expire day reached, or password expired longer ago than
-  its inactivity period), as pam_unix's account check refuses it for every login method;
+- the account is not expired, by pam_unix's own arithmetic on the shadow entry (expire day
+  reached, or password expired longer ago than its inactivity period);
 - and either a usable password (``set`` or ``empty``) or authorized SSH keys that sshd would
   accept: root needs PermitRootLogin other than ``no``; with UsePAM (Debian's and RHEL's
   configuration) a ``!``-locked password does not stop key logins, without it it does.
+
+Groups are the user's gids as ``getgrouplist`` gives them (primary first, then each group
+listing the user, in file order) named as ``getgrgid`` names them (the first group with that
+gid), so a second group line reusing gid 27 makes its members members of ``sudo``.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
 
-from vmaudit.guest.base import GuestFS, is_file, read_lines, safe_path
+from vmaudit.guest.base import DEFAULT_CAP, GuestFS, guest_lines, is_file, read_lines, safe_path
 from vmaudit.models import PasswordState, User
 
-from .common import day_to_date
-from .sshd import SshdConfig
-from .sudoers import Sudoers
+from .common import day_to_date, read_bytes
+
+if TYPE_CHECKING:
+    from .sshd import SshdConfig
+    from .sudoers import Sudoers
 
 NON_LOGIN_SHELLS = frozenset({"nologin", "false", "true", "sync", "shutdown", "halt"})
 ADMIN_GROUPS = ("sudo", "wheel", "admin")
 KEYS_CAP = 4 * 1024 * 1024
 HASH = re.compile(r"^(\$[0-9a-z]+\$[^:]+|[./0-9A-Za-z]{13})$")
 MAX_USERS = 100_000
+C_SPACE = " \t\n\v\f\r"  # isspace() in the C locale
+ULONG_MAX = 2**64 - 1
+UINT32_MAX = 2**32 - 1
+UNSET = -1  # glibc's value of an empty shadow number
 
 
 @dataclass(frozen=True)
 class PasswdEntry:
     name: str
     password: str
-    uid: int | None
-    gid: int | None
+    uid: int
+    gid: int
     home: str
     shell: str
 
 
 @dataclass(frozen=True)
 class ShadowEntry:
+    """A shadow line; numbers are glibc's ``long`` values, ``UNSET`` (-1) when empty."""
+
     name: str
     password: str
-    last_change: int | None
-    max_days: int | None
-    inactive: int | None
-    expire: int | None
+    last_change: int
+    min_days: int
+    max_days: int
+    warn_days: int
+    inactive: int
+    expire: int
 
 
 @dataclass(frozen=True)
 class GroupEntry:
     name: str
-    gid: int | None
+    gid: int
     members: tuple[str, ...]
 
 
-def _int(text: str) -> int | None:
-    text = text.strip()
-    if not re.fullmatch(r"-?\d{1,10}", text):
+class _Rejected(Exception):
+    """glibc's ``parse_line`` returned 0: the line is not an entry."""
+
+
+def strtoul(text: str, start: int = 0) -> tuple[int | None, int]:
+    """``strtoul(text + start, &end, 10)``: (value, end), (None, start) when nothing converts.
+
+    Leading C blanks and one sign are accepted; a negative value wraps modulo 2^64 and an
+    overflow gives ``ULONG_MAX``, as in C. Only ASCII digits count.
+    """
+    pos = start
+    while pos < len(text) and text[pos] in C_SPACE:
+        pos += 1
+    negative = pos < len(text) and text[pos] == "-"
+    if pos < len(text) and text[pos] in "+-":
+        pos += 1
+    end = pos
+    while end < len(text) and "0" <= text[end] <= "9":
+        end += 1
+    if end == pos:
+        return None, start
+    digits = text[pos:end].lstrip("0")
+    if len(digits) > 20 or (value := int(digits or "0")) > ULONG_MAX:
+        return ULONG_MAX, end
+    return ((-value) % 2**64 if negative else value), end
+
+
+class _Fields:
+    """A cursor over one line, moved as files-parse.c's field macros move theirs."""
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        self.pos = 0
+
+    def at_end(self) -> bool:
+        return self.pos >= len(self.line)
+
+    def text(self) -> str:
+        """``STRING_FIELD``: up to the next colon (consumed), or the rest of the line."""
+        end = self.line.find(":", self.pos)
+        if end < 0:
+            value, self.pos = self.line[self.pos :], len(self.line)
+        else:
+            value, self.pos = self.line[self.pos : end], end + 1
+        return value
+
+    def rest(self) -> str:
+        value, self.pos = self.line[self.pos :], len(self.line)
+        return value
+
+    def number(self, default: int | None = None, colon_ends: bool = True) -> int:
+        """``INT_FIELD`` (``default`` None) or ``INT_FIELD_MAYBE_NULL``, via ``strtou32``.
+
+        glibc 2.36 rejects the line when the value is above 2^32-1 (so ``-1``, which wraps
+        to 2^64-1, is rejected: measured with getent on the Debian 12 tree).
+        """
+        if default is not None and self.at_end():
+            raise _Rejected  # "we expect some more input"
+        value, end = strtoul(self.line, self.pos)
+        if value is None:
+            if default is None:
+                raise _Rejected
+            value = default
+        elif value > UINT32_MAX:
+            raise _Rejected
+        if end < len(self.line) and colon_ends and self.line[end] == ":":
+            end += 1
+        elif end < len(self.line):
+            raise _Rejected
+        self.pos = end
+        return value
+
+    def skip_blanks(self) -> None:
+        while self.pos < len(self.line) and self.line[self.pos] in C_SPACE:
+            self.pos += 1
+
+
+def _int32(value: int) -> int:
+    """glibc's ``(long int) (int)`` conversion of shadow numbers."""
+    return value - 2**32 if value >= 2**31 else value
+
+
+def _compat(name: str) -> bool:
+    """An nss_compat ``+``/``-`` reference: never returned by name or id lookups."""
+    return name[:1] in ("+", "-")
+
+
+def parse_passwd_line(line: str) -> PasswdEntry | None:
+    """One passwd line as ``_nss_files_parse_pwent``; None when glibc rejects it."""
+    fields = _Fields(line)
+    try:
+        name = fields.text()
+        if fields.at_end() and _compat(name):
+            return PasswdEntry(name, "", 0, 0, "", "")
+        password = fields.text()
+        default = 0 if _compat(name) else None
+        uid = fields.number(default)
+        gid = fields.number(default)
+        fields.text()  # gecos
+        home = fields.text()
+        return PasswdEntry(name, password, uid, gid, home, fields.rest())
+    except _Rejected:
         return None
-    return int(text)
 
 
-def _records(fs: GuestFS, path: str, fields: int, warnings: list[str]) -> list[list[str]]:
-    """Colon-separated records with at least ``fields`` fields; NIS ``+``/``-`` lines skipped."""
-    lines = read_lines(fs, path, warnings, missing_ok=path != "/etc/passwd")
-    records: list[list[str]] = []
-    malformed = 0
-    for line in lines or ():
-        if not line.strip() or line.startswith("#") or line[:1] in ("+", "-"):
+def parse_shadow_line(line: str) -> ShadowEntry | None:
+    """One shadow line as ``_nss_files_parse_spent``; None when glibc rejects it."""
+    fields = _Fields(line)
+    try:
+        name = fields.text()
+        if fields.at_end() and _compat(name):
+            return ShadowEntry(name, "", 0, 0, 0, 0, 0, 0)
+        password = fields.text()
+        numbers = [_int32(fields.number(UNSET)) for _ in range(3)]
+        fields.skip_blanks()
+        if fields.at_end():  # the old form: no warn, inactive, expire, flag
+            numbers += [UNSET] * 3
+        else:
+            numbers += [_int32(fields.number(UNSET)) for _ in range(3)]
+            if not fields.at_end():
+                fields.number(UNSET, colon_ends=False)  # the flag: nothing may follow
+        last_change, min_days, max_days, warn_days, inactive, expire = numbers
+        return ShadowEntry(name, password, last_change, min_days, max_days, warn_days,
+                           inactive, expire)  # fmt: skip
+    except _Rejected:
+        return None
+
+
+def parse_group_line(line: str) -> GroupEntry | None:
+    """One group line as ``_nss_files_parse_grent``; None when glibc rejects it."""
+    fields = _Fields(line)
+    try:
+        name = fields.text()
+        if fields.at_end() and _compat(name):
+            return GroupEntry(name, 0, ())
+        fields.text()  # password
+        gid = fields.number(0 if _compat(name) else None)
+    except _Rejected:
+        return None
+    # parse_list: members split on commas only, leading blanks skipped, empty ones dropped.
+    members = (part.lstrip(C_SPACE) for part in fields.rest().split(","))
+    return GroupEntry(name, gid, tuple(member for member in members if member))
+
+
+def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool) -> list[str]:
+    """The lines ``__nss_readline`` hands to the parser, quirks included.
+
+    fgets keeps the newline and the C string ends at a NUL; leading blanks are skipped by a
+    ``memmove`` of ``strlen`` bytes that leaves the old terminator behind, so when the string
+    has no newline (a NUL in the line, or a last line without one) its last ``k`` characters
+    are repeated (``\t\tab::0:0::/:/bin/s\0h`` has the shell ``/bin/s/s``: measured).
+    Bytes that are not UTF-8 survive as surrogate escapes, so a shell path is the guest's.
+    No line-length cap: glibc has none, and the file cap already bounds the work.
+    """
+    data = read_bytes(fs, path, warnings, cap=DEFAULT_CAP, missing_ok=missing_ok)
+    if data is None:
+        return []
+    text = data.decode("utf-8", errors="surrogateescape")
+    raw_lines = guest_lines(text)
+    lines: list[str] = []
+    for index, raw in enumerate(raw_lines):
+        if "\0" in raw:
+            string = raw.split("\0", 1)[0]
+        elif index < len(raw_lines) - 1 or text.endswith("\n"):
+            string = raw + "\n"
+        else:
+            string = raw
+        rest = string.lstrip(C_SPACE)
+        if not rest or rest.startswith("#"):
             continue
-        parts = line.split(":")
-        if len(parts) < fields or not parts[0]:
-            malformed += 1
+        if len(rest) < len(string):
+            rest += string[len(rest) :]
+        lines.append(rest.split("\n", 1)[0])
+    return lines
+
+
+def _shown(text: str) -> str:
+    """A guest string for the facts: undecodable bytes as U+FFFD."""
+    return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+E = TypeVar("E")
+
+
+def _entries(
+    fs: GuestFS,
+    path: str,
+    parse: Callable[[str], E | None],
+    warnings: list[str],
+    missing_ok: bool = True,
+) -> list[E]:
+    """The entries glibc accepts, in file order; the rejected lines are one warning."""
+    entries: list[E] = []
+    rejected = 0
+    for line in _nss_lines(fs, path, warnings, missing_ok):
+        entry = parse(line)
+        if entry is None:
+            rejected += 1
             continue
-        records.append(parts)
-        if len(records) >= MAX_USERS:
+        entries.append(entry)
+        if len(entries) >= MAX_USERS:
             warnings.append(f"{safe_path(path)}: over {MAX_USERS} entries, the rest ignored")
             break
-    if malformed:
-        warnings.append(f"{safe_path(path)}: {malformed} malformed line(s) skipped")
-    return records
+    if rejected:
+        warnings.append(f"{safe_path(path)}: {rejected} malformed line(s) skipped")
+    return entries
 
 
 def read_passwd(fs: GuestFS, warnings: list[str]) -> list[PasswdEntry]:
+    """The accounts ``getpwnam`` can return: compat references out, the first of a name."""
     entries: list[PasswdEntry] = []
     seen: set[str] = set()
-    for parts in _records(fs, "/etc/passwd", 7, warnings):
-        if parts[0] in seen:
-            continue  # getpwnam returns the first
-        seen.add(parts[0])
-        entries.append(PasswdEntry(parts[0], parts[1], _int(parts[2]), _int(parts[3]),
-                                   parts[5], parts[6]))
+    for entry in _entries(fs, "/etc/passwd", parse_passwd_line, warnings, missing_ok=False):
+        if _compat(entry.name) or entry.name in seen:
+            continue
+        seen.add(entry.name)
+        entries.append(entry)
     return entries
 
 
 def read_shadow(fs: GuestFS, warnings: list[str]) -> dict[str, ShadowEntry]:
+    """Shadow entries by name as ``getspnam`` finds them (the first of a name)."""
     entries: dict[str, ShadowEntry] = {}
-    for parts in _records(fs, "/etc/shadow", 2, warnings):
-        parts += [""] * (9 - len(parts))
-        entries.setdefault(parts[0], ShadowEntry(
-            name=parts[0], password=parts[1], last_change=_int(parts[2]), max_days=_int(parts[4]),
-            inactive=_int(parts[6]), expire=_int(parts[7]),
-        ))  # fmt: skip
+    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, warnings):
+        if not _compat(entry.name):
+            entries.setdefault(entry.name, entry)
     return entries
 
 
 def read_group(fs: GuestFS, warnings: list[str]) -> list[GroupEntry]:
-    entries: list[GroupEntry] = []
-    for parts in _records(fs, "/etc/group", 4, warnings):
-        members = tuple(member.strip() for member in parts[3].split(",") if member.strip())
-        entries.append(GroupEntry(parts[0], _int(parts[2]), members))
-    return entries
+    """Every group line glibc accepts, compat references included (initgroups counts them)."""
+    return _entries(fs, "/etc/group", parse_group_line, warnings)
+
+
+def user_gids(name: str, gid: int, groups: list[GroupEntry]) -> list[int]:
+    """``getgrouplist(name, gid)`` over the files backend: primary first, then file order."""
+    gids = [gid]
+    for group in groups:
+        if group.gid not in gids and name in group.members:
+            gids.append(group.gid)
+    return gids
+
+
+def group_names(groups: list[GroupEntry]) -> dict[int, str]:
+    """``getgrgid``: the first non-compat group of each gid."""
+    names: dict[int, str] = {}
+    for group in groups:
+        if not _compat(group.name):
+            names.setdefault(group.gid, group.name)
+    return names
+
+
+def _shadowed(entry: PasswdEntry) -> bool:
+    """pam_unix's ``is_pwd_shadowed``: only then is the shadow entry consulted."""
+    return entry.password == "x" or entry.password == "##" + entry.name
 
 
 def password_state(passwd: PasswdEntry, shadow: ShadowEntry | None) -> PasswordState:
-    """The spec's password state from the shadow entry (or the passwd field without one)."""
-    if shadow is None:
-        if passwd.password == "x":
+    """The spec's password state from the field pam_unix verifies against."""
+    if _shadowed(passwd):
+        if shadow is None:
             return "none"
-        field = passwd.password
-    else:
         field = shadow.password
+    else:
+        field = passwd.password
     if field == "":
         return "empty"
     if field.startswith(("!", "*")) or not HASH.match(field):
@@ -139,20 +367,21 @@ def password_state(passwd: PasswdEntry, shadow: ShadowEntry | None) -> PasswordS
 
 
 def is_expired(shadow: ShadowEntry | None, today: int) -> bool:
-    """pam_unix's account check: expire day reached, or password expired beyond inactivity."""
+    """pam_unix's ``check_shadow_expiry`` refusing the account (expired, or aged + inactive)."""
     if shadow is None:
         return False
-    if shadow.expire is not None and shadow.expire >= 0 and today >= shadow.expire:
+    if shadow.expire != UNSET and today >= shadow.expire:
         return True
     last, max_days, inactive = shadow.last_change, shadow.max_days, shadow.inactive
-    return (
-        last is not None and last > 0 and max_days is not None and max_days >= 0
-        and inactive is not None and inactive >= 0 and today - last > max_days + inactive
-    )  # fmt: skip
+    if last == 0 or today < last or max_days == UNSET or inactive == UNSET:
+        return False  # 0: a change is required at login, which still logs in
+    age = today - last
+    return age > max_days and age > inactive and age > max_days + inactive
 
 
 def has_login_shell(fs: GuestFS, shell: str) -> bool:
-    shell = shell.strip() or "/bin/sh"
+    """A shell sshd and login would start: present in the guest, not a refusing one."""
+    shell = shell or "/bin/sh"
     if posixpath.basename(shell) in NON_LOGIN_SHELLS:
         return False
     return shell.startswith("/") and is_file(fs, shell)
@@ -176,13 +405,18 @@ def keys_paths(templates: tuple[str, ...], entry: PasswdEntry) -> list[str]:
 
 
 def count_keys(fs: GuestFS, paths: list[str], warnings: list[str]) -> int:
+    """Lines that are not blank or comments, as sshd's authorized_keys reader skips them."""
     count = 0
     for path in paths:
         for line in read_lines(fs, path, warnings, cap=KEYS_CAP) or ():
-            stripped = line.strip()
-            if stripped and not stripped.startswith("#"):
+            stripped = line.lstrip(" \t")
+            if stripped.strip(C_SPACE) and not stripped.startswith("#"):
                 count += 1
     return count
+
+
+def _day(value: int) -> str | None:
+    return None if value == UNSET else day_to_date(value)
 
 
 def collect_users(
@@ -191,40 +425,40 @@ def collect_users(
     """Every passwd account with its password, login, group and admin facts."""
     shadow = read_shadow(fs, warnings)
     groups = read_group(fs, warnings)
-    group_by_gid: dict[int, str] = {}
-    for group in groups:
-        if group.gid is not None:
-            group_by_gid.setdefault(group.gid, group.name)
+    name_of_gid = group_names(groups)
+    gid_of_name: dict[str, int] = {}
+    for group in groups:  # getgrnam: the first group of a name
+        if not _compat(group.name):
+            gid_of_name.setdefault(group.name, group.gid)
     today = (now - datetime(1970, 1, 1, tzinfo=now.tzinfo)).days
 
     users: list[User] = []
     for entry in read_passwd(fs, warnings):
+        gids = user_gids(entry.name, entry.gid, groups)
         names: list[str] = []
-        gids: set[int] = set()
-        if entry.gid is not None:
-            gids.add(entry.gid)
-            if entry.gid in group_by_gid:
-                names.append(group_by_gid[entry.gid])
-        for group in groups:
-            if entry.name in group.members:
-                if group.name not in names:
-                    names.append(group.name)
-                if group.gid is not None:
-                    gids.add(group.gid)
+        for gid in gids:
+            if gid in name_of_gid and name_of_gid[gid] not in names:
+                names.append(name_of_gid[gid])
+        shown_names = [_shown(name) for name in names]
+        name = _shown(entry.name)
 
         admin_via: list[str] = []
         if entry.uid == 0:
             admin_via.append("uid0")
-        admin_via += [f"group:{name}" for name in ADMIN_GROUPS if name in names]
+        admin_via += [
+            f"group:{group}" for group in ADMIN_GROUPS
+            if group in gid_of_name and gid_of_name[group] in gids
+        ]  # fmt: skip
         admin_via += [
             f"sudoers:{file}"
-            for file in sudoers.admin_files(entry.name, entry.uid, set(names), gids)
+            for file in sudoers.admin_files(name, entry.uid, set(shown_names), set(gids))
         ]
 
-        sp = shadow.get(entry.name)
-        state = password_state(entry, sp)
+        sp = shadow.get(entry.name) if _shadowed(entry) else None
+        state = password_state(entry, shadow.get(entry.name))
         keys = count_keys(fs, keys_paths(sshd.authorized_keys_files, entry), warnings)
-        field = sp.password if sp is not None else entry.password
+        # sshd without PAM reads the shadow entry whenever there is one (shadow_pw).
+        field = shadow[entry.name].password if entry.name in shadow else entry.password
         key_login = (
             keys > 0 and sshd.installed
             and not (entry.uid == 0 and sshd.permit_root_login == "no")
@@ -236,12 +470,12 @@ def collect_users(
             and (state in ("set", "empty") or key_login)
         )
         users.append(User(
-            name=entry.name, uid=entry.uid, gid=entry.gid, shell=entry.shell or None,
-            home=entry.home or None, password=state,
-            last_change=day_to_date(sp.last_change) if sp and sp.last_change is not None else None,
-            max_days=sp.max_days if sp else None,
-            expires=day_to_date(sp.expire) if sp and sp.expire is not None else None,
-            can_login=can_login, groups=tuple(names), admin=bool(admin_via),
+            name=name, uid=entry.uid, gid=entry.gid, shell=_shown(entry.shell) or None,
+            home=_shown(entry.home) or None, password=state,
+            last_change=_day(sp.last_change) if sp else None,
+            max_days=sp.max_days if sp and sp.max_days != UNSET else None,
+            expires=_day(sp.expire) if sp else None,
+            can_login=can_login, groups=tuple(shown_names), admin=bool(admin_via),
             admin_via=tuple(admin_via), authorized_keys=keys,
         ))  # fmt: skip
     return users

@@ -1,26 +1,44 @@
-"""sshd's effective global settings as the daemon would read them at boot.
+"""sshd's effective settings for one connection, as the daemon (OpenSSH 9.x) would read them.
 
-Reads ``/etc/ssh/sshd_config`` in order, following ``Include`` (globs, relative paths under
-``/etc/ssh``, matches in sorted order, depth limit 16 as in OpenSSH). The first value of a
-keyword wins; keywords and the values we check are case-insensitive. ``Match`` blocks are
-connection-specific and do not change the global value (``sshd -T`` without ``-C``); a Match
-opened in an included file ends with that file. Unset keywords take OpenSSH's built-in
-default for the packaged version.
+The connection reported is ``sshd -T -C user=root,host=x,addr=192.0.2.1``: root, from an
+address (192.0.2.1, TEST-NET-1) and host name (``x``) that no real rule names, with no local
+address, local port or routing domain, so ``Match LocalAddress``/``LocalPort``/``RDomain``
+never apply (a warning says so, as they may apply to real connections). ``Match all``,
+``Match User *``/``root``, ``Match Group`` of any group root is in (read from the guest),
+``Match Address 192.0.2.0/24`` and ``Match Host *`` do apply.
+
+The config is read as servconf.c reads it, twice: once without a connection (the global
+values; ``Match all`` applies there too) and once with it, where only the ``Match`` blocks
+that apply set values, which then override the global ones. Within each pass the first value
+wins. Lines split on ``\\n`` only; leading `` \\t\\r`` and trailing blanks (``\\f`` too) are
+dropped; the keyword ends at a blank, ``\\r``, a quote or ``=``; arguments split on space
+and tab only, with sshd's quoting and escapes; a line is cut at a NUL and joined to the next.
+``Include`` globs are relative to ``/etc/ssh`` and read in sorted order; a ``Match`` opened
+in an included file ends with it, and an Include met in a block that does not apply reads
+nothing. The depth limit is OpenSSH's (16); every pass reads at most ``MAX_FILES`` files in
+all, so nested globs cannot fan out exponentially. A config sshd would refuse to start with
+(unknown Match criteria, a directive not allowed in Match, an invalid value, an Include
+loop) is a warning; the values read are still reported. Unset keywords take OpenSSH's
+built-in default for the packaged version.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-import shlex
+import socket
 from dataclasses import dataclass, field
 
-from vmaudit.guest.base import GuestFS, is_file, read_lines, safe_path
+from vmaudit.guest.base import GuestFS, guest_lines, is_dir, is_file, read_text, safe_path
 from vmaudit.models import Package, SshFacts
 
+from .accounts import group_names, read_group, read_passwd, user_gids
 from .common import guest_glob, packages_by_name
 
 CONFIG_PATH = "/etc/ssh/sshd_config"
+SSHDIR = "/etc/ssh"
 MAX_DEPTH = 16  # OpenSSH's SERVCONF_MAX_DEPTH
+MAX_FILES = 256  # files parsed per pass, nested Includes counted
 SSHD_BINARIES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd")
 SSHD_PACKAGES = ("openssh-server", "openssh")
 ROOT_LOGIN = {
@@ -30,19 +48,45 @@ ROOT_LOGIN = {
     "without-password": "prohibit-password",  # the pre-7.0 name of the same setting
     "forced-commands-only": "forced-commands-only",
 }
-BOOLEAN = {"yes": True, "no": False}
+BOOLEAN = {"yes": "yes", "no": "no"}
 DEFAULT_KEYS_FILES = (".ssh/authorized_keys", ".ssh/authorized_keys2")
+WHITESPACE = " \t\r\n"  # servconf.c's WHITESPACE
+# Keywords sshd refuses inside a Match block (the ones a stock config uses).
+GLOBAL_ONLY = frozenset({
+    "usepam", "port", "listenaddress", "hostkey", "subsystem", "printmotd", "addressfamily",
+    "pidfile", "protocol", "usedns", "printlastlog",
+})  # fmt: skip
+MULTISTATE = {"permitrootlogin": ROOT_LOGIN, "passwordauthentication": BOOLEAN,
+              "usepam": BOOLEAN}  # fmt: skip
+MATCH_ONLY, NEVER_MATCH = "match-only", "never-match"  # SSHCFG_MATCH_ONLY, SSHCFG_NEVERMATCH
+
+
+@dataclass(frozen=True)
+class Connection:
+    """The connection whose settings are reported (``sshd -T -C``)."""
+
+    user: str = "root"
+    host: str = "x"
+    address: str = "192.0.2.1"
+
+    def spec(self) -> str:
+        return f"user={self.user},host={self.host},addr={self.address}"
+
+
+CONNECTION = Connection()
 
 
 @dataclass(frozen=True)
 class SshdConfig:
-    """The global settings the collectors need, defaults applied."""
+    """The settings the collectors need, for ``CONNECTION``, defaults applied."""
 
     installed: bool
     permit_root_login: str
     password_authentication: bool
     use_pam: bool
     authorized_keys_files: tuple[str, ...]  # as written: %h, %u, %U tokens, relative to home
+    # Every keys file some connection may consult (Match blocks for other users included).
+    any_keys_files: tuple[str, ...] = ()
 
     def facts(self) -> SshFacts:
         if not self.installed:
@@ -50,57 +94,338 @@ class SshdConfig:
         return SshFacts(True, self.permit_root_login, self.password_authentication)
 
 
-@dataclass
-class _Reader:
-    fs: GuestFS
-    warnings: list[str]
-    values: dict[str, list[str]] = field(default_factory=dict)
-    stack: list[str] = field(default_factory=list)
-
-    def read(self, path: str) -> None:
-        if path in self.stack or len(self.stack) >= MAX_DEPTH:
-            self.warnings.append(f"{safe_path(path)}: sshd Include loop or too deep, skipped")
-            return
-        lines = read_lines(self.fs, path, self.warnings)
-        if lines is None:
-            return
-        self.stack.append(path)
-        try:
-            in_match = False
-            for line in lines:
-                words = _split(line)
-                if not words:
-                    continue
-                keyword = words[0].lower()
-                if keyword == "match":
-                    in_match = True
-                elif in_match:
-                    continue
-                elif keyword == "include":
-                    for pattern in words[1:]:
-                        if not pattern.startswith("/"):
-                            pattern = "/etc/ssh/" + pattern
-                        for included in guest_glob(self.fs, pattern, self.warnings):
-                            self.read(included)
-                else:
-                    self.values.setdefault(keyword, words[1:])
-        finally:
-            self.stack.pop()
-
-
-def _split(line: str) -> list[str]:
-    """``Keyword value...`` or ``Keyword=value``, quotes honoured, ``#`` comments dropped."""
-    line = line.strip()
-    if not line or line.startswith("#"):
-        return []
-    match = re.match(r"^([^\s=]+)\s*(?:=\s*|\s+|$)(.*)$", line)
+def _strdelim(text: str | None) -> tuple[str | None, str | None]:
+    """misc.c's ``strdelim``: (token, rest); rest None when the line ends with the token."""
+    if text is None:
+        return None, None
+    match = re.search(r'[ \t\r\n"=]', text)
     if match is None:
-        return []
+        return text, None
+    at = match.start()
+    if text[at] == '"':
+        unquoted = text[:at] + text[at + 1 :]
+        close = unquoted.find('"', at)
+        if close < 0:
+            return None, None  # no matching quote
+        return unquoted[:close], unquoted[close + 1 :].lstrip(WHITESPACE)
+    token, rest = text[:at], text[at + 1 :].lstrip(WHITESPACE)
+    if text[at] != "=" and rest.startswith("="):
+        rest = rest[1:].lstrip(WHITESPACE)  # one "=" may follow blanks
+    return token, rest
+
+
+def _argv_split(text: str) -> list[str] | None:
+    """misc.c's ``argv_split`` with comments: blanks are space and tab; None on bad quotes."""
+    args: list[str] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos] in " \t":
+            pos += 1
+            continue
+        if text[pos] == "#":
+            break
+        quote = ""
+        arg: list[str] = []
+        while pos < len(text):
+            char = text[pos]
+            following = text[pos + 1] if pos + 1 < len(text) else ""
+            escaped = following in ("'", '"', "\\") or (not quote and following == " ")
+            if char == "\\" and escaped:
+                pos += 1
+                arg.append(following)
+            elif not quote and char in " \t":
+                break
+            elif not quote and char in "\"'":
+                quote = char
+            elif quote and char == quote:
+                quote = ""
+            else:
+                arg.append(char)
+            pos += 1
+        if quote:
+            return None
+        args.append("".join(arg))
+    return args
+
+
+def _config_lines(text: str) -> list[str]:
+    """Lines as load_server_config stores them: leading `` \\t\\r`` dropped, cut at a NUL.
+
+    A line cut at a NUL loses its newline too (sshd copies ``strlen`` bytes), so it joins
+    the next one.
+    """
+    lines: list[str] = []
+    joined = ""
+    for raw in guest_lines(text):
+        line = raw.lstrip(" \t\r")
+        if "\0" in line:
+            joined += line.split("\0", 1)[0]
+            continue
+        lines.append(joined + line)
+        joined = ""
+    if joined:
+        lines.append(joined)
+    return lines
+
+
+def match_pattern(string: str, pattern: str) -> bool:
+    """match.c's ``match_pattern``: ``*`` and ``?`` wildcards, nothing else."""
+    regex = "".join(
+        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
+    )
+    return re.fullmatch(regex, string, re.DOTALL) is not None
+
+
+def match_pattern_list(string: str, patterns: str, lower: bool = False) -> int:
+    """match.c's ``match_pattern_list``: 1 match, 0 none, -1 a negated match."""
+    found = 0
+    for sub in patterns.split(","):
+        negated = sub.startswith("!")
+        sub = sub[1:] if negated else sub
+        if len(sub) >= 1023:
+            return 0
+        if lower:
+            sub = sub.translate(str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+                                              "abcdefghijklmnopqrstuvwxyz"))  # fmt: skip
+        if match_pattern(string, sub):
+            if negated:
+                return -1
+            found = 1
+    return found
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _addr_pton(text: str) -> IPAddress | None:
+    """addrmatch.c's ``addr_pton``: getaddrinfo with AI_NUMERICHOST, as sshd calls it.
+
+    Numeric only, so no name is ever resolved; glibc accepts inet_aton's forms
+    (``3221225985``, ``0300.0.2.1``) for vmaudit exactly as it does for sshd.
+    """
     try:
-        rest = shlex.split(match.group(2), comments=True)
+        raw = text.encode("utf-8", errors="surrogateescape")
+        infos = socket.getaddrinfo(raw, None, flags=socket.AI_NUMERICHOST)
+        return ipaddress.ip_address(str(infos[0][4][0]).split("%", 1)[0])
+    except (OSError, UnicodeError, ValueError, IndexError):
+        return None
+
+
+def _addr_pton_cidr(text: str) -> IPNetwork | int:
+    """addrmatch.c's ``addr_pton_cidr``: the network, -1 (not one) or -2 (bad mask)."""
+    if len(text) >= 64:
+        return -1
+    base, slash, mask = text.partition("/")
+    if slash and (not re.fullmatch(r"[0-9]+", mask) or int(mask) > 128):
+        return -1
+    address = _addr_pton(base)
+    if address is None:
+        return -1
+    masklen = int(mask) if slash else address.max_prefixlen
+    try:
+        return ipaddress.ip_network(f"{address}/{masklen}", strict=True)
     except ValueError:
-        rest = match.group(2).split()
-    return [match.group(1), *rest]
+        return -2  # a mask too long for the family, or host bits set
+
+
+def _addr_match_list(address: str | None, patterns: str) -> int:
+    """addrmatch.c's ``addr_match_list``: 1, 0, -1 (negated match) or -2 (invalid)."""
+    addr = _addr_pton(address) if address is not None else None
+    if address is not None and addr is None:
+        return 0
+    result = 0
+    for entry in patterns.split(","):
+        negated = entry.startswith("!")
+        entry = entry[1:] if negated else entry
+        if entry == "":
+            return -2
+        network = _addr_pton_cidr(entry)
+        if network == -2:
+            return -2
+        if isinstance(network, int):
+            hit = address is not None and match_pattern(address, entry)
+        else:
+            hit = addr is not None and addr.version == network.version and addr in network
+        if hit:
+            if negated:
+                return -1
+            result = 1
+    return result
+
+
+@dataclass
+class _Pass:
+    """One reading of the config: ``connection`` None is sshd's first, global pass."""
+
+    fs: GuestFS
+    connection: Connection | None
+    problems: list[str]
+    notes: list[str]
+    contents: dict[str, list[str]]
+    globs: dict[str, list[str]]
+    values: dict[str, list[str]] = field(default_factory=dict)
+    match_keys_files: list[str] = field(default_factory=list)
+    files_read: int = 0
+    root_groups: list[str] | None = None
+
+    def read(self, path: str, active: list[bool], flags: set[str], depth: int) -> None:
+        if depth > MAX_DEPTH:  # sshd stops dead here; the rest is read for the report
+            self.problems.append(f"{safe_path(path)}: too many recursive Includes")
+            return
+        if self.files_read >= MAX_FILES:
+            if self.files_read == MAX_FILES:
+                self.notes.append(f"sshd: over {MAX_FILES} included files, the rest ignored")
+                self.files_read += 1
+            return
+        self.files_read += 1
+        if path not in self.contents:
+            text = read_text(self.fs, path, self.notes)
+            self.contents[path] = _config_lines(text) if text is not None else []
+        flags = set(flags)
+        for number, line in enumerate(self.contents[path], 1):
+            self.line(line, f"{safe_path(path)} line {number}", active, flags, depth)
+
+    def line(self, line: str, where: str, active: list[bool], flags: set[str], depth: int) -> None:
+        end = len(line)
+        while end > 1 and line[end - 1] in WHITESPACE + "\f":
+            end -= 1
+        keyword, rest = _strdelim(line[:end])
+        if keyword == "":
+            keyword, rest = _strdelim(rest)
+        if not keyword or keyword.startswith("#"):
+            return
+        if not rest:
+            self.problems.append(f"{where}: no argument after keyword {keyword!r}")
+            return
+        args = _argv_split(rest)
+        if args is None:
+            self.problems.append(f"{where}: invalid quotes")
+            return
+        opcode = keyword.lower()
+        if opcode == "match":
+            result = self.match(rest, where, NEVER_MATCH not in flags)
+            active[0] = result and NEVER_MATCH not in flags
+            flags.discard(MATCH_ONLY)
+            return
+        if not active[0] and opcode in GLOBAL_ONLY:
+            if self.connection is None:
+                self.problems.append(f"{where}: {keyword} is not allowed within a Match block")
+            return
+        if opcode == "include":
+            self.include(args, active, flags, depth)
+        elif opcode in MULTISTATE:
+            table = MULTISTATE[opcode]
+            if len(args) != 1 or args[0].lower() not in table:
+                self.problems.append(f"{where}: bad value for {keyword}: {' '.join(args)!r}")
+            elif active[0]:
+                self.values.setdefault(opcode, [table[args[0].lower()]])
+        elif opcode == "authorizedkeysfile":
+            if "" in args:
+                self.problems.append(f"{where}: empty argument to {keyword}")
+            elif active[0]:
+                self.values.setdefault(opcode, args)
+            else:
+                self.match_keys_files += args
+
+    def include(self, args: list[str], active: list[bool], flags: set[str], depth: int) -> None:
+        before = active[0]
+        # An Include in a block that does not apply reads nothing, its Match blocks included.
+        child = {MATCH_ONLY} if MATCH_ONLY in flags else set() if before else {NEVER_MATCH}
+        for arg in args:
+            pattern = arg if arg.startswith(("/", "~")) else f"{SSHDIR}/{arg}"
+            if pattern not in self.globs:
+                absolute = pattern if pattern.startswith("/") else "/" + pattern
+                self.globs[pattern] = guest_glob(self.fs, absolute, self.notes)
+            for path in self.globs[pattern]:
+                if is_dir(self.fs, path):
+                    continue  # sshd reads nothing from a directory
+                self.read(path, active, child, depth + 1)
+                active[0] = before
+
+    def match(self, criteria: str, where: str, evaluate: bool) -> bool:
+        """servconf.c's ``match_cfg_line``; a bad condition is a problem and matches nothing."""
+        connection = self.connection if evaluate else None
+        rest: str | None = criteria
+        count = 0
+        result = True
+        while True:
+            attribute, rest = _strdelim(rest)
+            if not attribute or attribute.startswith("#"):
+                break
+            count += 1
+            name = attribute.lower()
+            if name == "all":
+                following, _ = _strdelim(rest)
+                if count > 1 or (following and not following.startswith("#")):
+                    self.problems.append(f"{where}: 'all' cannot be combined with other criteria")
+                    return False
+                return True
+            argument, rest = _strdelim(rest)
+            if not argument or argument.startswith("#"):
+                self.problems.append(f"{where}: missing Match criteria for {attribute}")
+                return False
+            if name in ("user", "group", "host"):
+                if connection is not None and not self.matches(name, argument, connection):
+                    result = False
+            elif name == "address":
+                if connection is None:
+                    if _addr_match_list(None, argument) != 0:
+                        self.problems.append(f"{where}: invalid Match address {argument!r}")
+                        return False
+                    result = False
+                    continue
+                outcome = _addr_match_list(connection.address, argument)
+                if outcome == -2:
+                    self.problems.append(f"{where}: invalid Match address {argument!r}")
+                    return False
+                result = result and outcome == 1
+            elif name in ("localaddress", "localport", "rdomain"):
+                if name == "localport" and not re.fullmatch(r"[0-9]{1,5}", argument):
+                    self.problems.append(f"{where}: invalid LocalPort {argument!r}")
+                    return False
+                if name == "localaddress" and _addr_match_list(None, argument) != 0:
+                    self.problems.append(f"{where}: invalid Match localaddress {argument!r}")
+                    return False
+                if connection is not None:
+                    self.notes.append(
+                        f"sshd: {where}: Match {attribute} {argument} is not evaluated (the "
+                        f"reported connection {connection.spec()} has no local side)"
+                    )
+                result = False
+            else:
+                self.problems.append(f"{where}: unsupported Match attribute {attribute!r}")
+                return False
+        if count == 0:
+            self.problems.append(f"{where}: Match without criteria")
+            return False
+        return result and connection is not None
+
+    def matches(self, name: str, patterns: str, connection: Connection) -> bool:
+        if name == "user":
+            return match_pattern_list(connection.user, patterns) == 1
+        if name == "host":
+            return match_pattern_list(connection.host.lower(), patterns, lower=True) == 1
+        found = False
+        for group in self.groups_of(connection.user):
+            outcome = match_pattern_list(group, patterns)
+            if outcome == -1:
+                return False
+            found = found or outcome == 1
+        return found
+
+    def groups_of(self, user: str) -> list[str]:
+        """``ga_init``: the user's groups by name, from the guest's passwd and group."""
+        if self.root_groups is None:
+            scratch: list[str] = []  # the accounts section reports these files' problems
+            entry = next((e for e in read_passwd(self.fs, scratch) if e.name == user), None)
+            self.root_groups = []
+            if entry is not None:
+                groups = read_group(self.fs, scratch)
+                names = group_names(groups)
+                self.root_groups = [names[gid] for gid in user_gids(user, entry.gid, groups)
+                                    if gid in names]  # fmt: skip
+        return self.root_groups
 
 
 def _openssh_version(packages: dict[str, Package]) -> tuple[int, int] | None:
@@ -115,47 +440,46 @@ def _openssh_version(packages: dict[str, Package]) -> tuple[int, int] | None:
     return None
 
 
+def read_config(
+    fs: GuestFS, warnings: list[str], connection: Connection = CONNECTION
+) -> tuple[dict[str, list[str]], list[str]]:
+    """(the values for ``connection``, AuthorizedKeysFile values of other Match blocks)."""
+    problems: list[str] = []
+    notes: list[str] = []
+    contents: dict[str, list[str]] = {}
+    globs: dict[str, list[str]] = {}
+    passes = (_Pass(fs, None, problems, notes, contents, globs),
+              _Pass(fs, connection, [], notes, contents, globs))  # fmt: skip
+    for index, reading in enumerate(passes):
+        reading.read(CONFIG_PATH, [index == 0], {MATCH_ONLY} if index else set(), 0)
+    first, second = passes
+    for note in dict.fromkeys(notes):
+        warnings.append(note)
+    for problem in problems:
+        warnings.append(f"sshd would refuse to start: {problem}")
+    values = dict(first.values)
+    values.update(second.values)
+    return values, first.match_keys_files
+
+
 def collect_sshd(fs: GuestFS, packages: list[Package], warnings: list[str]) -> SshdConfig:
-    """sshd's effective global PermitRootLogin, PasswordAuthentication, UsePAM and keys files."""
+    """sshd's effective PermitRootLogin, PasswordAuthentication, UsePAM and keys files."""
     by_name = packages_by_name(packages)
     installed = any(name in by_name for name in SSHD_PACKAGES) or any(
         is_file(fs, path) for path in SSHD_BINARIES
     )
-    reader = _Reader(fs, warnings)
-    reader.read(CONFIG_PATH)
+    values, other_keys = read_config(fs, warnings)
 
     version = _openssh_version(by_name)
     # OpenSSH 7.0 changed the default from "yes"; an unknown version is taken as current.
     permit_root_login = "yes" if version is not None and version < (7, 0) else "prohibit-password"
-    raw = reader.values.get("permitrootlogin")
-    if raw:
-        value = ROOT_LOGIN.get(raw[0].lower())
-        if value is None:
-            warnings.append(
-                f"sshd: PermitRootLogin {safe_path(raw[0])!r} is invalid (sshd would not "
-                "start); the default is reported"
-            )
-        else:
-            permit_root_login = value
-
-    password_authentication = _boolean(reader.values, "passwordauthentication", True, warnings)
-    use_pam = _boolean(reader.values, "usepam", False, warnings)
-    keys_files = tuple(reader.values.get("authorizedkeysfile") or DEFAULT_KEYS_FILES)
-    if keys_files and keys_files[0].lower() == "none":
-        keys_files = ()
-    return SshdConfig(installed, permit_root_login, password_authentication, use_pam, keys_files)
-
-
-def _boolean(
-    values: dict[str, list[str]], keyword: str, default: bool, warnings: list[str]
-) -> bool:
-    raw = values.get(keyword)
-    if not raw:
-        return default
-    value = BOOLEAN.get(raw[0].lower())
-    if value is None:
-        warnings.append(
-            f"sshd: {keyword} {safe_path(raw[0])!r} is invalid; the default is reported"
-        )
-        return default
-    return value
+    permit_root_login = values.get("permitrootlogin", [permit_root_login])[0]
+    password_authentication = values.get("passwordauthentication", ["yes"])[0] == "yes"
+    use_pam = values.get("usepam", ["no"])[0] == "yes"
+    # Each "none" entry is skipped on its own (auth2-pubkeyfile.c).
+    written = tuple(values.get("authorizedkeysfile") or DEFAULT_KEYS_FILES)
+    keys_files = tuple(path for path in written if path.lower() != "none")
+    any_keys = tuple(dict.fromkeys(
+        [*keys_files, *(path for path in other_keys if path.lower() != "none")]))  # fmt: skip
+    return SshdConfig(installed, permit_root_login, password_authentication, use_pam,
+                      keys_files, any_keys)  # fmt: skip
