@@ -55,36 +55,43 @@ def _finish(stanza: dict[str, str], path: str, warnings: list[str]) -> Package |
     )
 
 
+# What the parse stops at, in one pass over the file: a run of blank lines (the end of a
+# stanza) or the first line of a field we keep. Everything else (continuation lines, other
+# fields) is stepped over inside the regex engine, never copied. No part can match across
+# a line it has not consumed, so the scan is linear in the file's size.
+_EVENT = re.compile(
+    rb"^(?:(?P<blank>[ \t\r\v\f\n]*\n)"
+    rb"|(?P<key>(?i:" + "|".join(sorted(WANTED_FIELDS)).encode() + rb")):(?P<value>[^\n]*))",
+    re.MULTILINE,
+)
+
+
 def parse_status(data: bytes, warnings: list[str], path: str = STATUS_PATH) -> list[Package]:
     """Installed packages of a dpkg status file; overlong or broken fields are warnings.
 
-    Continuation lines and fields we do not use are skipped without decoding, so a 1 MB
-    Description or Conffiles field costs nothing and never trips the line cap.
+    The file is walked in place, stanza by stanza: no list of its lines is ever built, so
+    the parse needs memory for the packages it finds, not a multiple of the file (a status
+    file of short lines once took twenty times its size). Continuation lines and fields we
+    do not use are skipped without being copied or decoded, so a 1 MB Description or
+    Conffiles field costs nothing and never trips the line cap.
     """
     packages: list[Package] = []
     stanza: dict[str, str] = {}
     overlong = 0
-    for raw in data.split(b"\n"):
-        if not raw.strip():
+    for event in _EVENT.finditer(data):
+        if event.start("blank") >= 0:
             if stanza:
                 package = _finish(stanza, path, warnings)
                 if package is not None:
                     packages.append(package)
                 stanza = {}
             continue
-        if raw[:1] in (b" ", b"\t"):
-            continue
-        colon = raw.find(b":", 0, 64)
-        if colon <= 0:
-            continue
-        key = raw[:colon].decode("ascii", "replace").lower()
-        if key not in WANTED_FIELDS:
-            continue
-        if len(raw) > FIELD_CAP:
+        key = event.group("key").decode("ascii").lower()
+        if event.end() - event.start() > FIELD_CAP:
             overlong += 1
             stanza["_broken"] = key
             continue
-        stanza[key] = raw[colon + 1 :].decode("utf-8", "replace").strip()
+        stanza[key] = event.group("value").decode("utf-8", "replace").strip()
     if stanza:
         package = _finish(stanza, path, warnings)
         if package is not None:
@@ -100,7 +107,7 @@ def collect_dpkg(fs: GuestFS, warnings: list[str]) -> list[Package]:
     if data is None:
         return []
     packages = parse_status(data, warnings)
-    if not packages and data.strip():
+    if not packages and data and not data.isspace():  # isspace: no copy of the file
         warnings.append(f"{STATUS_PATH}: no installed package found in {len(data)} bytes")
     return packages
 
