@@ -19,9 +19,9 @@ def bench(paths: Sequence[str], workers: int = 2, batch: int | None = None,
     """Seconds for a scan of ``paths`` on a new ``LocalCluster`` (workers, 1 thread each)."""
     from distributed import LocalCluster
 
-    from vmaudit.fleet import connect
+    from vmaudit.run.fleet import connect
     from vmaudit.scan import ScanOptions, run_scan
-    from vmaudit.statecache import open_cache
+    from vmaudit.state.cache import open_cache
 
     with tempfile.TemporaryDirectory(prefix="vmaudit-fleet-") as scratch, LocalCluster(
             n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",

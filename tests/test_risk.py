@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from vmaudit.judge.risk import contributions, exposure_by_severity, level_of, rank, score, why
 from vmaudit.models import (
     Business,
     Dormancy,
@@ -22,7 +23,6 @@ from vmaudit.models import (
     Risk,
     Severity,
 )
-from vmaudit.risk import contributions, exposure_by_severity, level_of, rank, score, why
 
 
 def _findings(*severities: Severity) -> list[Finding]:

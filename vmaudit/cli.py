@@ -20,10 +20,10 @@ import click
 
 from vmaudit import __version__
 from vmaudit.errors import ConfigError, VmauditError
-from vmaudit.gate import EXIT_CONFIG
 from vmaudit.guest.appliance import LaunchOptions
+from vmaudit.judge.verdict import EXIT_CONFIG
 from vmaudit.models import ImageResult
-from vmaudit.runner import Auditors
+from vmaudit.run.runner import Auditors
 
 FAIL_ON = ("critical", "high", "medium", "low", "never")
 FORMATS = ("table", "csv", "json", "junit", "html")
@@ -160,10 +160,10 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
          scheduler: str | None, path_maps: tuple[str, ...], discover_on_workers: bool,
          quiet: bool, verbose: bool) -> None:
     """Discover images under each PATH, audit each, print the report."""
-    from vmaudit.fleet import check_fleet_options
     from vmaudit.report import Format, render
+    from vmaudit.run.fleet import check_fleet_options
     from vmaudit.scan import ScanOptions, load_judge, run_scan, utc_now
-    from vmaudit.statecache import open_cache
+    from vmaudit.state.cache import open_cache
 
     options = ScanOptions(
         paths=paths, baselines=baselines or ("default",), inventory=inventory,
@@ -194,7 +194,7 @@ def _auditors(jobs: int, scheduler: str | None, path_maps: tuple[str, ...],
     if scheduler is None:
         yield Auditors.local(jobs)
         return
-    from vmaudit.fleet import connect, parse_path_map
+    from vmaudit.run.fleet import connect, parse_path_map
 
     maps = [parse_path_map(text) for text in path_maps]
     with connect(scheduler, maps, notice) as fleet:
@@ -204,7 +204,7 @@ def _auditors(jobs: int, scheduler: str | None, path_maps: tuple[str, ...],
 def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, Any] | None]]:
     """Facts of every guest found at ``image`` (one appliance each); None when unreadable."""
     from vmaudit.discover import discover
-    from vmaudit.runner import Runner
+    from vmaudit.run.runner import Runner
 
     found = discover([image])
     for skipped in found.skipped:
@@ -365,10 +365,10 @@ def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | N
     """Watch datastores; audit an image as soon as it appears or changes and is quiet."""
     from vmaudit.discover import discover
     from vmaudit.report.events import render_event
-    from vmaudit.runner import Runner
+    from vmaudit.run.runner import Runner
+    from vmaudit.run.watch import Watcher
     from vmaudit.scan import ScanOptions, audit_one, load_judge, utc_now
-    from vmaudit.statecache import open_cache
-    from vmaudit.watch import Watcher
+    from vmaudit.state.cache import open_cache
 
     options = ScanOptions(paths=paths, baselines=baselines or ("default",), inventory=inventory,
                           excludes=excludes, timeout=timeout)

@@ -16,10 +16,11 @@ from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
-from vmaudit.baseline.rules import evaluate
 from vmaudit.errors import ErrorKind
-from vmaudit.gate import exit_code
 from vmaudit.guest.appliance import LaunchOptions
+from vmaudit.judge.risk import score
+from vmaudit.judge.rules import evaluate
+from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
     Business,
     Facts,
@@ -29,8 +30,7 @@ from vmaudit.models import (
     ScanReport,
     Skipped,
 )
-from vmaudit.risk import score
-from vmaudit.runner import Auditors, RawOutcome, Runner
+from vmaudit.run.runner import Auditors, RawOutcome, Runner
 
 DEFAULT_BATCH = 8
 
@@ -153,7 +153,7 @@ def run_scan(
     """Scan ``options.paths`` and return the judged report (exit code included).
 
     ``auditors`` says who discovers and audits (default: local worker processes, as many
-    at once as ``options.jobs``); the CLI builds a Dask fleet's (vmaudit.fleet) when asked.
+    at once as ``options.jobs``); the CLI builds a Dask fleet's (vmaudit.run.fleet) when asked.
     """
     observer = observer or SilentObserver()
     started = utc_now()

@@ -13,10 +13,10 @@ import pytest
 
 from fixtures.rootfs import ensure_rootfs
 from tests.imaging import convert, raw_disk_from_tree
-from vmaudit.audit import collect_facts, image_info
 from vmaudit.discover import discover
 from vmaudit.guest.tree import TreeFS
-from vmaudit.runner import Runner
+from vmaudit.run.audit import collect_facts, image_info
+from vmaudit.run.runner import Runner
 
 
 def run(*args: str, stdin: bytes | None = None) -> None:

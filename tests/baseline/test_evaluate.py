@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from vmaudit.baseline import RULES, Baseline, evaluate, load_baseline
+from vmaudit.baseline import Baseline, load_baseline
 from vmaudit.baseline.schema import BASELINE, walk_keys
+from vmaudit.judge.rules import RULES, evaluate
 from vmaudit.models import (
     Facts,
     FirewallBackend,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vmaudit.baseline import repoindex
-from vmaudit.baseline.repoindex import load_index
 from vmaudit.errors import ConfigError
+from vmaudit.judge import repoindex
+from vmaudit.judge.repoindex import load_index
 
 INDEX = b"""Package: openssl
 Version: 3.0.11-1~deb12u2

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vmaudit.baseline import RULES, evaluate, facts_from_dict, load_baseline
+from vmaudit.baseline import facts_from_dict, load_baseline
+from vmaudit.judge.rules import RULES, evaluate
 from vmaudit.models import Facts
 
 FIXTURES = Path(__file__).parent / "rules"

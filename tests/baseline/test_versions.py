@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmaudit.baseline.versions import (
+from vmaudit.judge.versions import (
     comparator_for,
     dotted_compare,
     dpkg_compare,

@@ -1,4 +1,4 @@
-"""vmaudit.fleet without an appliance: path maps, resource detection, worker deaths.
+"""vmaudit.run.fleet without an appliance: path maps, resource detection, worker deaths.
 
 The clusters here are real ``distributed.LocalCluster`` instances; the batches they run are a
 ``Runner`` whose ``run_batch`` answers from the paths it is given (or kills its worker), so
@@ -19,7 +19,8 @@ import pytest
 from distributed import Client, LocalCluster
 
 from vmaudit.errors import ConfigError
-from vmaudit.fleet import (
+from vmaudit.models import DiskRef, ImageRef
+from vmaudit.run.fleet import (
     FleetExecutor,
     PathMap,
     PathTranslator,
@@ -29,8 +30,7 @@ from vmaudit.fleet import (
     connect,
     parse_path_map,
 )
-from vmaudit.models import DiskRef, ImageRef
-from vmaudit.runner import RawOutcome, Runner
+from vmaudit.run.runner import RawOutcome, Runner
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 DEADLY = "deadly"

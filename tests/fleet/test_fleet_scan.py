@@ -65,7 +65,7 @@ def children_running_audits(parent: int) -> list[int]:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"vmaudit.worker" in cmdline:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"vmaudit.run.worker" in cmdline:
             found.append(int(pid))
     return found
 

@@ -36,7 +36,7 @@ from tests.imaging import fingerprint, qemu_processes_mentioning
 from tests.safety.test_opening import scan_env, vmaudit
 from vmaudit.discover import discover
 from vmaudit.models import Facts
-from vmaudit.statecache import open_cache
+from vmaudit.state.cache import open_cache
 
 pytestmark = pytest.mark.appliance
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vmaudit.judge.risk import score
 from vmaudit.models import (
     Business,
     Dormancy,
@@ -17,7 +18,6 @@ from vmaudit.models import (
     Risk,
     ScanReport,
 )
-from vmaudit.risk import score
 
 HOSTILE_HOST = "=cmd|' /C calc'!A0\x1b]0;pwned\x07[bold]x[/bold]"
 HOSTILE_USER = 'toor,"quoted"\nsecond line\x00'

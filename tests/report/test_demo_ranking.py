@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from vmaudit.audit import collect_facts
 from vmaudit.guest.tree import TreeFS
 from vmaudit.models import ImageInfo, ImageRef, ImageResult, ScanReport
 from vmaudit.report import Format, render
 from vmaudit.report.common import sort_by_risk
+from vmaudit.run.audit import collect_facts
 from vmaudit.scan import ScanOptions, load_judge
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmaudit.gate import exit_code
+from vmaudit.judge.verdict import exit_code
 from vmaudit.models import Finding, ImageError, ImageRef, ImageResult, Severity
 
 IMAGE = ImageRef("/ds/a.qcow2", "qcow2", ())

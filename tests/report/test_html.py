@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from tests.imaging import MINI_FILES, write_tree
-from vmaudit.audit import collect_facts
 from vmaudit.baseline.loader import load_baseline
-from vmaudit.baseline.rules import evaluate
-from vmaudit.gate import exit_code
 from vmaudit.guest.tree import TreeFS
+from vmaudit.judge.risk import exposure_by_severity, score
+from vmaudit.judge.rules import evaluate
+from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
     SEVERITIES,
     Business,
@@ -36,7 +36,7 @@ from vmaudit.report import Format, render
 from vmaudit.report import html as html_report
 from vmaudit.report.common import sort_by_risk
 from vmaudit.report.json import report_dict
-from vmaudit.risk import exposure_by_severity, score
+from vmaudit.run.audit import collect_facts
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SCRIPT_TAG = "<script>alert(1)</script>"

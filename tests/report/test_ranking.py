@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
+from vmaudit.judge.risk import score
 from vmaudit.models import (
     Business,
     Dormancy,
@@ -30,7 +31,6 @@ from vmaudit.models import (
 )
 from vmaudit.report import Format, render
 from vmaudit.report.csv import HEADER
-from vmaudit.risk import score
 
 
 def _n(severity: Severity, count: int) -> list[Severity]:

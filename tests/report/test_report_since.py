@@ -18,12 +18,12 @@ import pytest
 from click.testing import CliRunner
 
 from tests.imaging import MINI_FILES, write_tree
-from vmaudit.audit import collect_facts
 from vmaudit.baseline.loader import load_baseline
-from vmaudit.baseline.rules import evaluate
 from vmaudit.cli import main
-from vmaudit.gate import exit_code
 from vmaudit.guest.tree import TreeFS
+from vmaudit.judge.risk import score
+from vmaudit.judge.rules import evaluate
+from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
     Business,
     DiskRef,
@@ -35,7 +35,7 @@ from vmaudit.models import (
     ScanReport,
 )
 from vmaudit.report import Format, render
-from vmaudit.risk import score
+from vmaudit.run.audit import collect_facts
 from vmaudit.state import StateDB
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

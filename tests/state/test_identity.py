@@ -10,7 +10,8 @@ import pytest
 from state_helpers import make_image
 
 from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.identity import (
+from vmaudit.models import DiskRef, ImageRef
+from vmaudit.state.identity import (
     HEAD_BYTES,
     Identity,
     changed_files,
@@ -18,7 +19,6 @@ from vmaudit.identity import (
     image_identity,
     sha256_head,
 )
-from vmaudit.models import DiskRef, ImageRef
 
 
 def test_sha256_head_hashes_only_the_first_mib(tmp_path: Path) -> None:

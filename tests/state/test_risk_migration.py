@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from state_helpers import failed, make_facts, make_image
 
 from vmaudit.cli import main
+from vmaudit.judge.risk import score
 from vmaudit.models import (
     Business,
     Dormancy,
@@ -26,7 +27,6 @@ from vmaudit.models import (
     Severity,
 )
 from vmaudit.report.history import CAPPED, render_history
-from vmaudit.risk import score
 from vmaudit.state import StateDB, codec, schema
 
 OLD_WEIGHTS = {"critical": 40, "high": 20, "medium": 8, "low": 2, "info": 0}

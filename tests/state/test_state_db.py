@@ -15,9 +15,9 @@ from state_helpers import audited, failed, make_facts, make_finding, make_image,
 
 from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.errors import ErrorKind
-from vmaudit.identity import image_identity
 from vmaudit.models import ImageResult, Package, ScanReport
 from vmaudit.state import StateDB, StateError, default_state_path, schema
+from vmaudit.state.identity import image_identity
 
 
 def report_of(

@@ -18,8 +18,8 @@ import pytest
 
 from fixtures.windows.build import build_image, build_tree, guest
 from vmaudit.baseline.loader import load_baseline
-from vmaudit.baseline.rules import RULES, evaluate
-from vmaudit.gate import exit_code
+from vmaudit.judge.rules import RULES, evaluate
+from vmaudit.judge.verdict import exit_code
 from vmaudit.models import ImageRef, ImageResult, ScanReport
 from vmaudit.report import Format, render
 from vmaudit.report.json import report_dict

@@ -1,4 +1,4 @@
-"""Baselines: load and validate YAML (extends, match), the rules, version ordering, inventory."""
+"""Baselines: load and validate YAML (extends, match), the inventory, facts from JSON."""
 
 from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.baseline.inventory import Inventory, load_inventory
@@ -9,19 +9,15 @@ from vmaudit.baseline.loader import (
     validate_files,
 )
 from vmaudit.baseline.model import Baseline, Match
-from vmaudit.baseline.rules import RULES, Evaluation, evaluate
 from vmaudit.baseline.schema import Problem
 
 __all__ = [
-    "RULES",
     "Baseline",
-    "Evaluation",
     "Inventory",
     "Match",
     "Problem",
     "builtin_baselines",
     "dump_resolved",
-    "evaluate",
     "facts_from_dict",
     "load_baseline",
     "load_inventory",

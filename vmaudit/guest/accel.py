@@ -112,7 +112,7 @@ def host_key() -> str:
 def probe() -> Acceleration:
     """Launch a scratch appliance with KVM allowed, in a child that can be killed whole."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmaudit.worker", "--probe-kvm"],
+        [sys.executable, "-m", "vmaudit.run.worker", "--probe-kvm"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import assert_never
 
-from vmaudit.gate import exit_code
+from vmaudit.judge.verdict import exit_code
 from vmaudit.models import ScanReport
 from vmaudit.report import csv, html, json, junit, table
 

@@ -13,9 +13,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-from vmaudit.baseline.rules import os_label, parse_when
+from vmaudit.judge.risk import rank
+from vmaudit.judge.rules import os_label, parse_when
 from vmaudit.models import SEVERITIES, Finding, ImageResult, Risk
-from vmaudit.risk import rank
 
 # C0 and C1 controls, DEL, and the Unicode bidi/format controls that reorder what a
 # terminal shows ("Trojan Source"); lone surrogates from undecodable bytes.

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import vmaudit
+from vmaudit.judge.risk import exposure_by_severity, level_of, why
 from vmaudit.models import SEVERITIES, ImageResult, ScanReport
 from vmaudit.report.common import (
     common_folder,
@@ -30,7 +31,6 @@ from vmaudit.report.common import (
     terminal_safe,
 )
 from vmaudit.report.json import report_dict
-from vmaudit.risk import exposure_by_severity, level_of, why
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -108,7 +108,7 @@ def ranking_chart(ranked: Sequence[ImageResult]) -> str:
     """One bar per audited image, riskiest on top: its exposure, stacked by severity.
 
     A bar's length is the image's exposure ``X`` on a linear axis, each segment what one
-    severity's findings bring (``vmaudit.risk.exposure_by_severity``), so the ranking and
+    severity's findings bring (``vmaudit.judge.risk.exposure_by_severity``), so the ranking and
     what drives it read from lengths and colours alone; the numbers are in tooltips.
     """
     audited = [result for result in ranked if result.error is None]

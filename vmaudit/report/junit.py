@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from vmaudit.gate import at_or_above
+from vmaudit.judge.verdict import at_or_above
 from vmaudit.models import SEVERITIES, Finding, ImageResult, ScanReport
 from vmaudit.report.common import sort_by_risk, xml_safe
 

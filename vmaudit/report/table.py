@@ -1,6 +1,6 @@
 """The terminal report: a rich table of images by risk, then the riskiest images' findings.
 
-Images rank by exposure (``vmaudit.risk``), shown beside the score: where several scores
+Images rank by exposure (``vmaudit.judge.risk``), shown beside the score: where several scores
 round to 100 the exposure still tells them apart, and the last column says what brings
 the most of it.
 
@@ -19,6 +19,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from vmaudit.judge.risk import why
 from vmaudit.models import SEVERITIES, ImageResult, ScanReport
 from vmaudit.report.common import (
     common_folder,
@@ -29,7 +30,6 @@ from vmaudit.report.common import (
     sort_by_risk,
     terminal_safe,
 )
-from vmaudit.risk import why
 
 LEVEL_STYLES = {
     "critical": "bold white on red",

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.identity import Identity, changed_files
+from vmaudit.judge.risk import FORMULA
 from vmaudit.models import (
     Facts,
     ImageError,
@@ -29,9 +29,9 @@ from vmaudit.models import (
     ScanReport,
     image_ref_from_dict,
 )
-from vmaudit.risk import FORMULA
 from vmaudit.state import codec, schema
 from vmaudit.state.diff import diff_facts
+from vmaudit.state.identity import Identity, changed_files
 
 T = TypeVar("T")
 

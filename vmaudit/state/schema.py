@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from vmaudit.judge.risk import FORMULA, WEIGHTS, score
 from vmaudit.models import Finding, Risk
-from vmaudit.risk import FORMULA, WEIGHTS, score
 
 APPLICATION_ID = 0x766D6175  # "vmau": tells our database from any other SQLite file
 
@@ -89,7 +89,7 @@ CREATE UNIQUE INDEX scans_by_finish ON scans (finished_rank);
 # v3: the risk score of spec/baseline.md as revised: an uncapped exposure that images sort
 # by, and a score with one decimal (REAL values in the old INTEGER column: SQLite keeps them
 # as they are). ``risk_formula`` says which formula a row's score came from: 1 the capped
-# ``min(100, W x D x C)`` of v1 and v2, 2 the exposure (``vmaudit.risk.FORMULA``). Rows of
+# ``min(100, W x D x C)`` of v1 and v2, 2 the exposure (``vmaudit.judge.risk.FORMULA``). Rows of
 # the capped formula are scored again from their stored findings, facts and business
 # mapping by ``rescore_capped_results``; one that cannot be (no facts, a finding without a
 # severity) keeps its old score, formula 1 and no exposure, and history says so.

@@ -7,7 +7,7 @@ or a child that still had to fall back from KVM, makes every later launch start 
 emulation, and the ``on_notice`` callback is told once.
 
 Batches run on a local thread pool, or on any ``concurrent.futures.Executor`` given as
-``executor`` (vmaudit.fleet sends them to Dask workers); a ``Runner`` pickles without its lock
+``executor`` (vmaudit.run.fleet sends them to Dask workers); a ``Runner`` pickles without its lock
 and callback so that ``run_batch`` can run on another host.
 """
 
@@ -33,7 +33,7 @@ from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.models import ImageError, ImageRef, to_jsonable
-from vmaudit.worker import RESULT_PREFIX
+from vmaudit.run.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
 
@@ -162,7 +162,7 @@ class Runner:
                "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR")
                or os.environ.get("TMPDIR") or "/var/tmp"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "vmaudit.worker"],
+            [sys.executable, "-m", "vmaudit.run.worker"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True, env=env,
         )

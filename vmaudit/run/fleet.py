@@ -1,7 +1,7 @@
 """Fleet scans: batches of images audited on the workers of a Dask ``distributed`` cluster.
 
 A batch becomes one Dask task that runs ``Runner.run_batch`` on the worker host, so it is the
-same audit as a local scan (a ``vmaudit.worker`` child in its own session, killed as a group
+same audit as a local scan (a ``vmaudit.run.worker`` child in its own session, killed as a group
 on timeout). Image paths are translated client -> worker with ``--path-map`` before a batch is
 sent and back when its outcomes return, so the report and the state database hold the
 client's paths. Tasks ask for one ``appliance`` resource when the workers declare it
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 from vmaudit.discover import DiscoveryResult, discover
 from vmaudit.errors import ConfigError, ErrorKind
 from vmaudit.models import DiskRef, ImageError, ImageRef, Skipped
-from vmaudit.runner import Auditors, RawOutcome, Runner
+from vmaudit.run.runner import Auditors, RawOutcome, Runner
 
 if TYPE_CHECKING:
     from distributed import Client

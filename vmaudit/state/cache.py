@@ -12,9 +12,9 @@ from datetime import datetime
 from pathlib import Path
 
 from vmaudit.errors import VmauditError
-from vmaudit.identity import Identity, image_identity
 from vmaudit.models import Facts, ImageRef, ImageResult, ScanReport
 from vmaudit.state import StateDB, default_state_path
+from vmaudit.state.identity import Identity, image_identity
 
 
 class StateCache:

@@ -27,8 +27,8 @@ from vmaudit.guest.appliance import (
     mount_root,
 )
 from vmaudit.guest.base import GuestFS
-from vmaudit.identity import sha256_head, signature
 from vmaudit.models import Facts, ImageInfo, ImageRef
+from vmaudit.state.identity import sha256_head, signature
 
 
 def iso(timestamp: float) -> str:

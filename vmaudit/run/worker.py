@@ -1,4 +1,4 @@
-"""The child process that audits one image: ``python -m vmaudit.worker`` (JSON in, JSON out).
+"""The child process that audits one image: ``python -m vmaudit.run.worker`` (JSON in, JSON out).
 
 Each audit runs in its own process and session so that a hung or crashed appliance (qemu
 included) can be killed as a whole process group without touching the scan or its
@@ -32,7 +32,7 @@ def _error(kind: str, message: str) -> dict[str, Any]:
 
 def handle(request: dict[str, Any]) -> dict[str, Any]:
     """Audit the request's images in one appliance; one answer entry per image."""
-    from vmaudit.audit import audit_batch
+    from vmaudit.run.audit import audit_batch
 
     refs = [image_ref_from_dict(image) for image in request["images"]]
     options = LaunchOptions(**request.get("options", {}))

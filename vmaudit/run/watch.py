@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from vmaudit.errors import VmauditError
-from vmaudit.identity import Signature, image_files
-from vmaudit.identity import signature as image_signature
 from vmaudit.locks import in_use
 from vmaudit.models import ImageRef
+from vmaudit.state.identity import Signature, image_files
+from vmaudit.state.identity import signature as image_signature
 
 log = logging.getLogger(__name__)
 

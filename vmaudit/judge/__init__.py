@@ -1,0 +1,1 @@
+"""Facts judged: the rules against baselines, version ordering, the risk score, the verdict."""

@@ -1,0 +1,1 @@
+"""Who runs an audit, never what it does: worker processes, batches, the Dask fleet, watch."""
