@@ -10,18 +10,25 @@
 ``days_idle`` counts whole days from the newest sign of running (else the image file's
 mtime) to ``now``. A time more than a day after ``now`` (a wrong guest clock, garbage) is no
 evidence of anything: it is dropped with a warning.
+
+The guest's zone (``/etc/localtime``, for dpkg's local-time log) is checked as a whole TZif
+file (RFC 8536) before ``zoneinfo`` reads it: Python's reader loops forever on a file cut
+inside its footer and raises ``struct.error`` on a short header. A bad zone file costs the
+zone only (UTC, with a warning), never the dormancy section.
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
+from zoneinfo import ZoneInfo
 
 from vmaudit.guest.base import GuestFS, safe_path
 from vmaudit.models import Dormancy
 
-from .common import from_epoch, guest_glob, iso_utc, read_range
+from .common import from_epoch, guest_glob, iso_utc, read_bytes, read_range
 
 UTMP_SIZE = 384
 UTMP = struct.Struct("<ii32s4s32s256shhiii16s20s")
@@ -34,7 +41,72 @@ JOURNAL_HEADER = 240
 JOURNAL_TAIL_REALTIME = 192
 MAX_JOURNALS = 2000
 
+TZ_PATH = "/etc/localtime"
+TZ_CAP = 1024 * 1024  # real TZif files are a few kilobytes
+TZIF_HEADER = struct.Struct(">4sc15x6L")  # magic, version, isut, isstd, leap, time, type, char
+TZIF_FOOTER_CAP = 256  # the POSIX TZ string after a version 2+ body, e.g. "CET-1CEST,M3.5.0,..."
+_TZ_PROBES = tuple(datetime(year, 7, 1) for year in (1900, 1970, 2000, 2038, 2100))
+
 assert UTMP.size == UTMP_SIZE
+
+
+def _tzif_body(data: bytes, offset: int, time_size: int) -> tuple[int, int]:
+    """(version, end offset) of the TZif header and body at ``offset``; ValueError if bad."""
+    if len(data) < offset + TZIF_HEADER.size:
+        raise ValueError(f"header cut at byte {len(data)}")
+    magic, version, isut, isstd, leap, times, types, chars = TZIF_HEADER.unpack_from(data, offset)
+    if magic != b"TZif":
+        raise ValueError("no TZif magic")
+    if types == 0 or isut not in (0, types) or isstd not in (0, types):
+        raise ValueError("inconsistent counts")
+    start = offset + TZIF_HEADER.size
+    end = start + times * (time_size + 1) + types * 6 + chars + leap * (time_size + 4)
+    end += isstd + isut
+    if end > len(data):
+        raise ValueError(f"cut at byte {len(data)} of {end}")
+    indices = data[start + times * time_size : start + times * (time_size + 1)]
+    if indices and max(indices) >= types:
+        raise ValueError("a transition names an unknown local time type")
+    return (int(version) if version.isdigit() else 1), end
+
+
+def tzif_problem(data: bytes) -> str | None:
+    """Why ``data`` is not a whole TZif file, None when it is."""
+    try:
+        version, end = _tzif_body(data, 0, 4)
+        if version >= 2:
+            _, end = _tzif_body(data, end, 8)
+            if data[end : end + 1] != b"\n":
+                raise ValueError("no footer")
+            close = data.find(b"\n", end + 1, end + 2 + TZIF_FOOTER_CAP)
+            if close < 0:
+                raise ValueError("footer cut or too long")
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def timezone_from_tzif(data: bytes, warnings: list[str], path: str = TZ_PATH) -> tzinfo:
+    """The zone a TZif file describes, or UTC with a warning when it is no usable one."""
+    problem = tzif_problem(data)
+    if problem is None:
+        try:
+            zone = ZoneInfo.from_file(io.BytesIO(data), key="guest")
+            for moment in _TZ_PROBES:
+                moment.replace(tzinfo=zone).utcoffset()
+            return zone
+        except Exception as exc:  # zoneinfo raises what it meets: ValueError, IndexError...
+            problem = f"{type(exc).__name__}: {exc}"
+    warnings.append(f"{safe_path(path)}: not a usable time zone file ({problem}); UTC assumed")
+    return UTC
+
+
+def guest_timezone(fs: GuestFS, warnings: list[str]) -> tzinfo:
+    """The guest's local zone from ``/etc/localtime``, UTC when absent or unusable."""
+    data = read_bytes(fs, TZ_PATH, warnings, cap=TZ_CAP)
+    if data is None:
+        return UTC
+    return timezone_from_tzif(data, warnings)
 
 
 @dataclass(frozen=True)
@@ -126,7 +198,10 @@ def _parse_iso(text: str) -> datetime | None:
 
 
 def collect_dormancy(
-    fs: GuestFS, image_mtime: str, now: datetime, last_update: datetime | None,
+    fs: GuestFS,
+    image_mtime: str,
+    now: datetime,
+    last_update: datetime | None,
     warnings: list[str],
 ) -> Dormancy:
     """Last boot, login and update, and whole days idle until ``now``."""
