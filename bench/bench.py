@@ -19,8 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vmaudit.discover import discover  # noqa: E402
-from vmaudit.formats import qemu_driver  # noqa: E402
+from vmaudit.discover.formats import qemu_driver  # noqa: E402
+from vmaudit.discover.walk import discover  # noqa: E402
 from vmaudit.models import ImageRef  # noqa: E402
 
 VMAUDIT = [sys.executable, "-m", "vmaudit.cli"]

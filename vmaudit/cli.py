@@ -203,7 +203,7 @@ def _auditors(jobs: int, scheduler: str | None, path_maps: tuple[str, ...],
 
 def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, Any] | None]]:
     """Facts of every guest found at ``image`` (one appliance each); None when unreadable."""
-    from vmaudit.discover import discover
+    from vmaudit.discover.walk import discover
     from vmaudit.run.runner import Runner
 
     found = discover([image])
@@ -363,12 +363,12 @@ def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | N
           interval: float, settle: float, timeout: float, excludes: tuple[str, ...],
           state_path: str | None) -> None:
     """Watch datastores; audit an image as soon as it appears or changes and is quiet."""
-    from vmaudit.discover import discover
+    from vmaudit.discover.walk import discover
     from vmaudit.report.events import render_event
     from vmaudit.run.runner import Runner
-    from vmaudit.run.watch import Watcher
     from vmaudit.scan import ScanOptions, audit_one, load_judge, utc_now
     from vmaudit.state.cache import open_cache
+    from vmaudit.watch import Watcher
 
     options = ScanOptions(paths=paths, baselines=baselines or ("default",), inventory=inventory,
                           excludes=excludes, timeout=timeout)

@@ -13,7 +13,7 @@ import pytest
 
 from fixtures.rootfs import ensure_rootfs
 from tests.imaging import convert, raw_disk_from_tree
-from vmaudit.discover import discover
+from vmaudit.discover.walk import discover
 from vmaudit.guest.tree import TreeFS
 from vmaudit.run.audit import collect_facts, image_info
 from vmaudit.run.runner import Runner

@@ -24,10 +24,10 @@ import yaml
 from vmaudit.baseline.capture import capture_baseline
 from vmaudit.baseline.loader import load_baseline, validate_files
 from vmaudit.baseline.model import Baseline
+from vmaudit.baseline.versions import dpkg_compare
 from vmaudit.errors import ConfigError
 from vmaudit.guest.tree import TreeFS
 from vmaudit.judge.rules import evaluate
-from vmaudit.judge.versions import dpkg_compare
 from vmaudit.models import Facts, ImageInfo, Package
 from vmaudit.run.audit import collect_facts
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vmaudit.judge.versions import (
+from vmaudit.baseline.versions import (
     comparator_for,
     dotted_compare,
     dpkg_compare,

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.datastore.conftest import REPO, Scan, run_scan
-from vmaudit.discover import discover
+from vmaudit.discover.identity import image_identity
+from vmaudit.discover.walk import discover
 from vmaudit.judge.rules import RULES
 from vmaudit.models import Facts
 from vmaudit.state import StateDB
-from vmaudit.state.identity import image_identity
 
 pytestmark = pytest.mark.appliance
 

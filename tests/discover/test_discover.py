@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.imaging import vhd_checksum
-from vmaudit.discover import discover
-from vmaudit.formats import sniff
+from vmaudit.discover.formats import sniff
+from vmaudit.discover.walk import discover
 
 from .conftest import qemu_img, raw_with_mbr
 

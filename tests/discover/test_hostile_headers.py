@@ -18,9 +18,9 @@ import pytest
 
 from tests.imaging import vhd_checksum
 from tests.safety.test_opening import scan_env, vmaudit
-from vmaudit.discover import DiscoveryResult, discover
+from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import VmauditError
-from vmaudit.vhd import read_layer
+from vmaudit.guest.vhd import read_layer
 
 from .conftest import qemu_img
 

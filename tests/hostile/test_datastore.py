@@ -34,7 +34,7 @@ from tests.hostile.images import (
 )
 from tests.imaging import fingerprint, qemu_processes_mentioning
 from tests.safety.test_opening import scan_env, vmaudit
-from vmaudit.discover import discover
+from vmaudit.discover.walk import discover
 from vmaudit.models import Facts
 from vmaudit.state.cache import open_cache
 

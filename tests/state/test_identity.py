@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 from state_helpers import make_image
 
-from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.models import DiskRef, ImageRef
-from vmaudit.state.identity import (
+from vmaudit.discover.identity import (
     HEAD_BYTES,
     Identity,
     changed_files,
@@ -19,6 +17,8 @@ from vmaudit.state.identity import (
     image_identity,
     sha256_head,
 )
+from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.models import DiskRef, ImageRef
 
 
 def test_sha256_head_hashes_only_the_first_mib(tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ import pytest
 from state_helpers import audited, failed, make_facts, make_finding, make_image, make_user
 
 from vmaudit.baseline.factsio import facts_from_dict
+from vmaudit.discover.identity import image_identity
 from vmaudit.errors import ErrorKind
 from vmaudit.models import ImageResult, Package, ScanReport
 from vmaudit.state import StateDB, StateError, default_state_path, schema
-from vmaudit.state.identity import image_identity
 
 
 def report_of(

@@ -14,7 +14,7 @@ import pytest
 from state_helpers import make_image
 
 from vmaudit.models import DiskRef, ImageRef
-from vmaudit.run.watch import Watcher, WatchEvent, in_use
+from vmaudit.watch import Watcher, WatchEvent, in_use
 
 FLOCK = "hhqqi4x"
 

@@ -10,9 +10,9 @@ import pytest
 
 from tests.imaging import differencing_vhd, fingerprint, raw_disk_from_tree, write_tree
 from tests.safety.test_opening import scan_env, vmaudit
-from vmaudit.discover import discover
+from vmaudit.discover.walk import discover
 from vmaudit.errors import VmauditError
-from vmaudit.vhd import merge_chain, read_layer
+from vmaudit.guest.vhd import merge_chain, read_layer
 
 HOSTNAME_AT = b"mini-01\n"
 

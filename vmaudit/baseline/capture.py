@@ -20,9 +20,9 @@ import yaml
 import vmaudit
 from vmaudit.baseline.model import Baseline
 from vmaudit.baseline.schema import API_VERSION, NAME
+from vmaudit.baseline.versions import comparator_for, dotted_key
 from vmaudit.errors import ConfigError
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER, RULES, os_label
-from vmaudit.judge.versions import comparator_for, dotted_key
 from vmaudit.models import Facts
 from vmaudit.report.common import terminal_safe
 

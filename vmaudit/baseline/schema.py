@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
+from vmaudit.baseline.versions import is_version_expression
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER, RULES
-from vmaudit.judge.versions import is_version_expression
 from vmaudit.models import SEVERITIES
 
 MAX_NODES = 100_000  # aliases can make a small file a huge graph ("billion laughs")

@@ -21,12 +21,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
+from vmaudit.discover.formats import qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError
-from vmaudit.formats import qemu_driver
 from vmaudit.guest.base import DEFAULT_CAP, GuestStat
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
+from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
-from vmaudit.vhd import merge_chain
 
 QEMU_IMG_TIMEOUT = 30
 QEMU_IMG_MEMORY = 1 << 30

@@ -15,8 +15,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from vmaudit.baseline.model import Baseline
+from vmaudit.baseline.versions import comparator_for, dotted_compare
 from vmaudit.judge.repoindex import load_index
-from vmaudit.judge.versions import comparator_for, dotted_compare
 from vmaudit.models import SECTIONS, SEVERITIES, Facts, Finding, NotJudged, Severity, User
 
 ALL_OS = ("linux", "windows", "unknown")

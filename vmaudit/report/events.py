@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from vmaudit.models import ImageResult
 from vmaudit.report.common import exposure_text, score_text, terminal_safe
-from vmaudit.run.watch import WatchEvent
+from vmaudit.watch import WatchEvent
 
 
 def render_event(event: WatchEvent, result: ImageResult | None, fmt: str) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
 from vmaudit.collect.windows import collect_windows, find_windows
+from vmaudit.discover.identity import sha256_head, signature
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import (
@@ -28,7 +29,6 @@ from vmaudit.guest.appliance import (
 )
 from vmaudit.guest.base import GuestFS
 from vmaudit.models import Facts, ImageInfo, ImageRef
-from vmaudit.state.identity import sha256_head, signature
 
 
 def iso(timestamp: float) -> str:

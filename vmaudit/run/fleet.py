@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
-from vmaudit.discover import DiscoveryResult, discover
+from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import ConfigError, ErrorKind
 from vmaudit.models import DiskRef, ImageError, ImageRef, Skipped
 from vmaudit.run.runner import Auditors, RawOutcome, Runner

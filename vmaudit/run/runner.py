@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from vmaudit.discover import DiscoveryResult, discover
+from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from vmaudit.discover.identity import Identity, image_identity
 from vmaudit.errors import VmauditError
 from vmaudit.models import Facts, ImageRef, ImageResult, ScanReport
 from vmaudit.state import StateDB, default_state_path
-from vmaudit.state.identity import Identity, image_identity
 
 
 class StateCache:

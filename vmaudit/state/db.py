@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from vmaudit.discover.identity import Identity, changed_files
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.judge.risk import FORMULA
 from vmaudit.models import (
@@ -31,7 +32,6 @@ from vmaudit.models import (
 )
 from vmaudit.state import codec, schema
 from vmaudit.state.diff import diff_facts
-from vmaudit.state.identity import Identity, changed_files
 
 T = TypeVar("T")
 

@@ -21,8 +21,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
-from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.formats import (
+from vmaudit.discover.formats import (
     DESCRIPTOR_SUFFIXES,
     MAX_DESCRIPTOR,
     VHD_DIFFERENCING,
@@ -31,7 +30,8 @@ from vmaudit.formats import (
     read_head,
     sniff,
 )
-from vmaudit.locks import in_use
+from vmaudit.discover.locks import in_use
+from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.models import DiskRef, ImageRef, Skipped
 
 MAX_CHAIN = 64

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from vmaudit.discover.formats import VHD_DIFFERENCING, VHD_DYNAMIC, VHD_FIXED
 from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.formats import VHD_DIFFERENCING, VHD_DYNAMIC, VHD_FIXED
 
 SECTOR = 512
 MAX_BLOCK_SIZE = 256 * 1024 * 1024

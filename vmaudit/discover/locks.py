@@ -10,8 +10,8 @@ import fcntl
 import os
 import struct
 
+from vmaudit.discover.identity import image_files
 from vmaudit.models import ImageRef
-from vmaudit.state.identity import image_files
 
 _QEMU_LOCK_START = 100
 _QEMU_LOCK_LENGTH = 200

@@ -21,11 +21,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from vmaudit.discover.identity import Signature, image_files
+from vmaudit.discover.identity import signature as image_signature
+from vmaudit.discover.locks import in_use
 from vmaudit.errors import VmauditError
-from vmaudit.locks import in_use
 from vmaudit.models import ImageRef
-from vmaudit.state.identity import Signature, image_files
-from vmaudit.state.identity import signature as image_signature
 
 log = logging.getLogger(__name__)
 

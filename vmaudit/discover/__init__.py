@@ -1,0 +1,5 @@
+"""Finding images: datastore walks, formats from content, descriptors, snapshot chains, locks."""
+
+from vmaudit.discover.walk import DiscoveryResult, discover
+
+__all__ = ["DiscoveryResult", "discover"]
