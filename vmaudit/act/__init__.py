@@ -1,0 +1,1 @@
+"""What changes the world on request: the power-on gate, remediation overlays."""
