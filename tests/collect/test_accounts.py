@@ -245,3 +245,12 @@ def test_a_long_passwd_line_is_still_an_account(guest: Guest) -> None:
     base(guest, "wide:x:0:0:" + "g" * 100_000 + ":/root:/bin/bash\n", "wide::19000::::::\n")
     found, warnings = users(guest)
     assert found["wide"].uid == 0 and found["wide"].password == "empty" and warnings == []
+
+
+def test_keys_in_another_users_match_block_file_are_counted(guest: Guest) -> None:
+    base(guest, line("ops", 1001), "ops:!:19000::::::\n",
+         sshd="UsePAM yes\nMatch User ops\n  AuthorizedKeysFile /srv/keys/%u\n")  # fmt: skip
+    guest.write("/srv/keys/ops", "ssh-ed25519 AAAA ops@a\n")
+    guest.write("/home/ops/.ssh/authorized_keys", 'command="' + "x" * 70_000 + '" ssh-rsa AAAA\n')
+    found, _ = users(guest)
+    assert found["ops"].authorized_keys == 2 and found["ops"].can_login is True

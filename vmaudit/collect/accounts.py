@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from vmaudit.guest.base import DEFAULT_CAP, GuestFS, guest_lines, is_file, read_lines, safe_path
+from vmaudit.guest.base import DEFAULT_CAP, GuestFS, guest_lines, is_file, read_text, safe_path
 from vmaudit.models import PasswordState, User
 
 from .common import day_to_date, read_bytes
@@ -405,10 +405,13 @@ def keys_paths(templates: tuple[str, ...], entry: PasswdEntry) -> list[str]:
 
 
 def count_keys(fs: GuestFS, paths: list[str], warnings: list[str]) -> int:
-    """Lines that are not blank or comments, as sshd's authorized_keys reader skips them."""
+    """Lines that are not blank or comments, as sshd's authorized_keys reader skips them.
+
+    No line-length cap: sshd's getline has none, and a key's options can be long.
+    """
     count = 0
     for path in paths:
-        for line in read_lines(fs, path, warnings, cap=KEYS_CAP) or ():
+        for line in guest_lines(read_text(fs, path, warnings, cap=KEYS_CAP) or ""):
             stripped = line.lstrip(" \t")
             if stripped.strip(C_SPACE) and not stripped.startswith("#"):
                 count += 1
@@ -456,7 +459,12 @@ def collect_users(
 
         sp = shadow.get(entry.name) if _shadowed(entry) else None
         state = password_state(entry, shadow.get(entry.name))
-        keys = count_keys(fs, keys_paths(sshd.authorized_keys_files, entry), warnings)
+        # root's files are the reported connection's (sshd.CONNECTION); anyone else's may
+        # be any of them.
+        files = sshd.authorized_keys_files
+        if entry.name != "root":
+            files = sshd.any_keys_files or files
+        keys = count_keys(fs, keys_paths(files, entry), warnings)
         # sshd without PAM reads the shadow entry whenever there is one (shadow_pw).
         field = shadow[entry.name].password if entry.name in shadow else entry.password
         key_login = (

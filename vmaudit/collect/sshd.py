@@ -85,7 +85,7 @@ class SshdConfig:
     password_authentication: bool
     use_pam: bool
     authorized_keys_files: tuple[str, ...]  # as written: %h, %u, %U tokens, relative to home
-    # Every keys file some connection may consult (Match blocks for other users included).
+    # Every keys file some connection may consult: the global value, every Match block's.
     any_keys_files: tuple[str, ...] = ()
 
     def facts(self) -> SshFacts:
@@ -303,6 +303,9 @@ class _Pass:
             self.problems.append(f"{where}: invalid quotes")
             return
         opcode = keyword.lower()
+        if not re.fullmatch(r"[a-z0-9]+", opcode):  # no sshd keyword has any other character
+            self.problems.append(f"{where}: bad configuration option {safe_path(keyword)!r}")
+            return
         if opcode == "match":
             result = self.match(rest, where, NEVER_MATCH not in flags)
             active[0] = result and NEVER_MATCH not in flags
@@ -443,7 +446,8 @@ def _openssh_version(packages: dict[str, Package]) -> tuple[int, int] | None:
 def read_config(
     fs: GuestFS, warnings: list[str], connection: Connection = CONNECTION
 ) -> tuple[dict[str, list[str]], list[str]]:
-    """(the values for ``connection``, AuthorizedKeysFile values of other Match blocks)."""
+    """(the values for ``connection``, the AuthorizedKeysFile values other connections
+    may get: the global one and every Match block's)."""
     problems: list[str] = []
     notes: list[str] = []
     contents: dict[str, list[str]] = {}
@@ -459,7 +463,8 @@ def read_config(
         warnings.append(f"sshd would refuse to start: {problem}")
     values = dict(first.values)
     values.update(second.values)
-    return values, first.match_keys_files
+    other_keys = first.values.get("authorizedkeysfile", list(DEFAULT_KEYS_FILES))
+    return values, [*other_keys, *first.match_keys_files]
 
 
 def collect_sshd(fs: GuestFS, packages: list[Package], warnings: list[str]) -> SshdConfig:
