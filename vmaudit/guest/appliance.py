@@ -124,7 +124,7 @@ def validate_disk(disk: DiskRef) -> int:
 
 
 def is_vhd_chain(disk: DiskRef) -> bool:
-    """A VHD differencing disk with its parents: qemu cannot follow it (vmaudit/vhd.py can)."""
+    """A VHD differencing disk with its parents: qemu cannot follow it (vmaudit/guest/vhd.py can)."""
     return len(disk.chain) > 1 and all(fmt == "vhd" for fmt in disk.chain_formats)
 
 
@@ -146,7 +146,7 @@ def make_overlay(disk: DiskRef, size: int, directory: str, index: int) -> str:
     """Our qcow2 overlay of ``size`` bytes over the disk's leaf, the leaf's format pinned;
     never opens the chain.
 
-    A VHD differencing chain is first merged into a private raw file (vmaudit/vhd.py),
+    A VHD differencing chain is first merged into a private raw file (vmaudit/guest/vhd.py),
     which the overlay then stands on.
     """
     if is_vhd_chain(disk):
@@ -266,9 +266,9 @@ def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
     for device in layout.orphan_pvs:
         if device in layout.drive_of:
             clashing.add(attached.drives[layout.drive_of[device]])
-    for drives in layout.vg_drives.values():
+    for drives in (*layout.vg_drives.values(), *layout.md_drives.values()):
         images = {attached.drives[drive] for drive in drives}
-        if len(images) > 1:  # one volume group across two images' disks: neither is sure
+        if len(images) > 1:  # a volume group or md array across two images' disks
             clashing.update(images)
     encrypted = {attached.drives[layout.drive_of[device]]
                  for device, fs_type in layout.fs_types.items()

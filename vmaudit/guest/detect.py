@@ -2,17 +2,23 @@
 
 libguestfs's ``inspect_os()`` reads far more than an audit needs and, in software emulation,
 costs more than the launch (measured on six sample guests in one appliance: 84 s for
-inspection against about 10 s for this). Here: list the devices, their filesystem types and
-LVM volumes once; mount each candidate filesystem read-only at ``/`` just long enough to see
-whether it holds ``/etc/fstab`` (or ``os-release``) or ``/Windows/System32/config``; then
-resolve the root's ``/etc/fstab`` (UUID=, LABEL=, LVM and ``/dev/sdXN`` names) against the
-filesystems of the same image only. Every device is tied to the drive, hence the image, it
-lives on, so that images sharing an appliance never mount each other's filesystems.
+inspection against about 10 s for this). Here: list the devices, their filesystem types, md
+arrays and LVM volumes once; mount each candidate filesystem read-only at ``/`` just long
+enough to see whether it holds ``/etc/fstab`` (or ``os-release``) or
+``/Windows/System32/config``; then resolve the root's ``/etc/fstab`` (UUID=, LABEL=, LVM, md
+and ``/dev/sdXN`` names) against the filesystems of the same image only, and find the /usr
+of a root whose os-release links into a /usr that no fstab line mounts (CoreOS, Flatcar).
+Every device is tied to the drive, hence the image, it lives on (an md array or a volume
+group to all its members' drives), so that images sharing an appliance never mount each
+other's filesystems. Device names are only ever passed in, never read back from libguestfs
+1.48 outputs that may give the appliance's own (``pvs_full``, ``md_stat``).
 """
 
 from __future__ import annotations
 
+import posixpath
 import re
+import struct
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -22,10 +28,35 @@ ROOT_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "jfs", "reiserfs"}
 ENCRYPTED_FS = {"crypto_LUKS", "BitLocker"}
 FSTAB_CAP = 256 * 1024
 _WHOLE_DISK = re.compile(r"^(/dev/(?:sd|vd|hd|xvd)[a-z]+)(\d+)$")
+_GUEST_MD = re.compile(r"^/dev/md/?([A-Za-z0-9_.-]+)$")
+USR_LABELS = ("USR-A", "USR-B")
+GPT_MAX_ENTRIES = 256
 _GUEST_DISK = re.compile(r"^/dev/(?:sd|vd|hd|xvd)([a-z]+)(\d*)$")
-_SKIPPED_MOUNTS = ("swap", "none", "proc", "sysfs", "tmpfs", "devpts", "devtmpfs", "nfs",
-                   "nfs4", "cifs", "smbfs", "autofs", "cgroup", "cgroup2", "overlay", "fuse",
-                   "squashfs", "iso9660", "udf", "bind", "efivarfs", "securityfs", "debugfs")
+_SKIPPED_MOUNTS = (
+    "swap",
+    "none",
+    "proc",
+    "sysfs",
+    "tmpfs",
+    "devpts",
+    "devtmpfs",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smbfs",
+    "autofs",
+    "cgroup",
+    "cgroup2",
+    "overlay",
+    "fuse",
+    "squashfs",
+    "iso9660",
+    "udf",
+    "bind",
+    "efivarfs",
+    "securityfs",
+    "debugfs",
+)
 
 
 @dataclass
@@ -37,7 +68,15 @@ class Layout:
     fs_types: dict[str, str] = field(default_factory=dict)  # device -> filesystem type
     lvs: dict[str, str] = field(default_factory=dict)  # /dev/VG/LV -> VG
     vg_drives: dict[str, set[int]] = field(default_factory=dict)  # VG -> drives of its PVs
+    md_drives: dict[str, set[int]] = field(default_factory=dict)  # /dev/mdN -> its members'
+    md_names: dict[str, str] = field(default_factory=dict)  # /dev/mdN -> name ("boot", "0")
     orphan_pvs: set[str] = field(default_factory=set)  # PVs in no active VG (a clone's twin)
+
+    def drives_of(self, device: str) -> set[int]:
+        """Every drive ``device`` stands on: its members' for an md array."""
+        if device in self.md_drives:
+            return self.md_drives[device]
+        return {self.drive_of[device]} if device in self.drive_of else set()
 
 
 def _call(handle: Any, name: str, *args: Any, default: Any = None) -> Any:
@@ -54,6 +93,8 @@ def survey(handle: Any) -> Layout:
     with_partitions = {layout.drive_of[p] for p in partitions if p in layout.drive_of}
     raw = [*partitions, *(dev for i, dev in layout.whole.items() if i not in with_partitions)]
     _record_fs_types(handle, layout, raw)
+    _tie_arrays_to_drives(handle, layout)
+    _record_fs_types(handle, layout, list(layout.md_drives))
     _tie_volumes_to_drives(handle, layout)
     _record_fs_types(handle, layout, list(layout.lvs))
     return layout
@@ -82,6 +123,34 @@ def _record_fs_types(handle: Any, layout: Layout, devices: Sequence[str]) -> Non
             layout.fs_types[device] = fs_type
 
 
+def _tie_arrays_to_drives(handle: Any, layout: Layout) -> None:
+    """Each md array the appliance assembled, tied to the drives of its members.
+
+    Members are the ``linux_raid_member`` devices we already know whose array UUID
+    (``vfs_uuid``) is the array's (``md_detail``): both calls take our device names, while
+    the member names that ``md_detail`` and ``md_stat`` give back are the appliance's own.
+    An array whose UUID is also on another image's disks (a clone beside its original) is
+    tied to all their drives, so that inspect_roots sees it span images.
+    """
+    members_of_uuid: dict[str, list[str]] = {}
+    for device, fs_type in layout.fs_types.items():
+        if fs_type == "linux_raid_member":
+            uuid = _call(handle, "vfs_uuid", device)
+            if isinstance(uuid, str) and _bare_uuid(uuid):
+                members_of_uuid.setdefault(_bare_uuid(uuid), []).append(device)
+    for md in _call(handle, "list_md_devices", default=[]) or []:
+        detail = _call(handle, "md_detail", md, default={}) or {}
+        members = members_of_uuid.get(_bare_uuid(str(detail.get("uuid", ""))), [])
+        drives = {layout.drive_of[m] for m in members if m in layout.drive_of}
+        if not drives:
+            continue  # assembled from no device we know: not ours to mount
+        layout.md_drives[md] = drives
+        layout.drive_of[md] = min(drives)
+        name = str(detail.get("name", "")).rsplit(":", 1)[-1]
+        if name:
+            layout.md_names[md] = name
+
+
 def _tie_volumes_to_drives(handle: Any, layout: Layout) -> None:
     """Each volume group's logical volumes, tied to the drive its physical volumes are on.
 
@@ -99,17 +168,19 @@ def _tie_volumes_to_drives(handle: Any, layout: Layout) -> None:
     # A UUID on two devices is a cloned image beside its original: LVM activated one of
     # them, and which one cannot be told here, so neither is tied (each image is re-audited
     # alone, see inspect_roots).
-    pv_of_uuid = {uuid: devices[0] for uuid, devices in devices_of_uuid.items()
-                  if len(devices) == 1}
-    twins = {device for devices in devices_of_uuid.values() if len(devices) > 1
-             for device in devices}
+    pv_of_uuid = {
+        uuid: devices[0] for uuid, devices in devices_of_uuid.items() if len(devices) == 1
+    }
+    twins = {
+        device for devices in devices_of_uuid.values() if len(devices) > 1 for device in devices
+    }
     active: set[str] = set()
     all_lvs = _call(handle, "lvs", default=[]) or []
     for vg in _call(handle, "vgs", default=[]) or []:
         uuids = _call(handle, "vgpvuuids", vg, default=[]) or []
         pvs = [pv_of_uuid[_bare_uuid(u)] for u in uuids if _bare_uuid(u) in pv_of_uuid]
         active.update(pvs)
-        drives = {layout.drive_of[pv] for pv in pvs if pv in layout.drive_of}
+        drives = {drive for pv in pvs for drive in layout.drives_of(pv)}
         if len(pvs) < len(uuids) or not drives:
             continue  # a physical volume on no drive we know: the group is not ours to mount
         layout.vg_drives[vg] = drives
@@ -134,11 +205,23 @@ class Root:
     warnings: tuple[str, ...] = ()
 
 
-def _probe(handle: Any, device: str, fs_type: str) -> list[tuple[str, str, bytes]]:
+@dataclass(frozen=True)
+class _Candidate:
+    """A root seen by ``_probe``, before its fstab is resolved."""
+
+    os_type: str  # linux | windows
+    mountable: str
+    fstab: bytes = b""
+    # Where /etc/os-release points inside a /usr that this filesystem does not hold
+    # ("/lib/os-release"): CoreOS and Flatcar mount /usr without an fstab entry.
+    usr_release: str | None = None
+
+
+def _probe(handle: Any, device: str, fs_type: str) -> list[_Candidate]:
     """Mount ``device`` read-only at / for a moment: the Linux or Windows roots it holds.
 
-    Each is (os type, what to mount, its fstab). A btrfs root may sit in a subvolume
-    (Ubuntu's ``@``), mounted as libguestfs's ``btrfsvol:DEVICE/SUBVOLUME``.
+    A btrfs root may sit in a subvolume (Ubuntu's ``@``), mounted as libguestfs's
+    ``btrfsvol:DEVICE/SUBVOLUME``.
     """
     with suppress(RuntimeError):
         handle.umount_all()
@@ -147,29 +230,55 @@ def _probe(handle: Any, device: str, fs_type: str) -> list[tuple[str, str, bytes
     except RuntimeError:
         return []
     try:
-        if _is_linux_root(handle, ""):
-            return [("linux", device, _read_fstab(handle, ""))]
+        linux = _linux_root(handle, "", device)
+        if linux is not None:
+            return [linux]
         config = _call(handle, "case_sensitive_path", "/windows/system32/config")
         if config and _call(handle, "is_dir", config, default=False):
-            return [("windows", device, b"")]
+            return [_Candidate("windows", device)]
         if fs_type != "btrfs":
             return []
         found = []
         for volume in _call(handle, "btrfs_subvolume_list", "/", default=[]) or []:
             path = str(volume.get("btrfssubvolume_path", "")).strip("/")
-            if path and _is_linux_root(handle, "/" + path):
-                found.append(("linux", f"btrfsvol:{device}/{path}",
-                              _read_fstab(handle, "/" + path)))
+            linux = _linux_root(handle, "/" + path, f"btrfsvol:{device}/{path}") if path else None
+            if linux is not None:
+                found.append(linux)
         return found
     finally:
         with suppress(RuntimeError):
             handle.umount_all()
 
 
-def _is_linux_root(handle: Any, prefix: str) -> bool:
-    return bool(_call(handle, "is_dir", f"{prefix}/etc", default=False) and (
+def _linux_root(handle: Any, prefix: str, mountable: str) -> _Candidate | None:
+    """A Linux root at ``prefix``: ``/etc`` with an fstab, an os-release, or an os-release
+    link into a /usr kept elsewhere."""
+    if not _call(handle, "is_dir", f"{prefix}/etc", default=False):
+        return None
+    usr_release = _usr_release(handle, prefix)
+    if usr_release is None and not (
         _call(handle, "is_file", f"{prefix}/etc/fstab", True, default=False)
-        or _call(handle, "exists", f"{prefix}/etc/os-release", default=False)))
+        or _call(handle, "exists", f"{prefix}/etc/os-release", default=False)
+    ):
+        return None
+    return _Candidate("linux", mountable, _read_fstab(handle, prefix), usr_release)
+
+
+def _usr_release(handle: Any, prefix: str) -> str | None:
+    """The path inside /usr that ``/etc/os-release`` links to, when this filesystem does
+    not hold it (``../usr/lib/os-release`` -> ``/lib/os-release``)."""
+    link = f"{prefix}/etc/os-release"
+    if not _call(handle, "is_symlink", link, default=False):
+        return None
+    target = _call(handle, "readlink", link, default="")
+    if not isinstance(target, str) or not target:
+        return None
+    resolved = posixpath.normpath(posixpath.join("/etc", target))
+    if not resolved.startswith("/usr/") or _call(
+        handle, "exists", prefix + resolved, default=False
+    ):
+        return None
+    return resolved[len("/usr") :]
 
 
 def _read_fstab(handle: Any, prefix: str) -> bytes:
@@ -193,9 +302,24 @@ class _Resolver:
         self.handle = handle
         self.layout = layout
         self.drives = sorted(drives)
-        self.devices = [d for d, i in layout.drive_of.items()
-                        if i in drives and d in layout.fs_types]
+        self.devices = [
+            d for d, i in layout.drive_of.items() if i in drives and d in layout.fs_types
+        ]
         self._ids: dict[str, tuple[str, str]] = {}
+        self._gpt: dict[str, dict[int, tuple[str, int]]] = {}
+
+    def label(self, device: str) -> str:
+        return self._ids_of(device)[1]
+
+    def gpt_entry(self, device: str) -> tuple[str, int]:
+        """(name, attributes) of ``device``'s GPT entry; ("", 0) when it has none."""
+        match = _WHOLE_DISK.match(device)
+        if match is None or device not in self.layout.drive_of:
+            return "", 0
+        whole, number = match.group(1), int(match.group(2))
+        if whole not in self._gpt:
+            self._gpt[whole] = _gpt_entries(self.handle, whole)
+        return self._gpt[whole].get(number, ("", 0))
 
     def _ids_of(self, device: str) -> tuple[str, str]:
         if device not in self._ids:
@@ -214,6 +338,9 @@ class _Resolver:
         for lv in self.layout.lvs:
             if spec in (lv, _mapper_name(lv)) and lv in self.devices:
                 return lv
+        md_match = _GUEST_MD.match(spec)
+        if md_match:  # the guest's /dev/md0 or /dev/md/boot: the array's name, not ours
+            return self._find(lambda d: self.layout.md_names.get(d) == md_match.group(1))
         match = _GUEST_DISK.match(spec)
         if match:
             letters, number = match.groups()
@@ -228,6 +355,37 @@ class _Resolver:
 
     def _find(self, predicate: Callable[[str], bool]) -> str | None:
         return next((d for d in self.devices if predicate(d)), None)
+
+
+def _gpt_entries(handle: Any, whole: str) -> dict[int, tuple[str, int]]:
+    """Partition number -> (name, attributes) from the GPT of the disk ``whole``.
+
+    Read from the disk's own bytes: libguestfs 1.48's ``part_get_gpt_attributes`` answers 0
+    whatever the attributes are. The entry count and size come from the guest, so both are
+    bounded before anything is read.
+    """
+    for sector in (512, 4096):
+        header = _call(handle, "pread_device", whole, 92, sector, default=b"")
+        if isinstance(header, bytes) and len(header) == 92 and header[:8] == b"EFI PART":
+            break
+    else:
+        return {}
+    first_lba, count, size = struct.unpack_from("<QII", header, 72)
+    if not 128 <= size <= 1024 or size % 8 or count == 0:
+        return {}
+    count = min(count, GPT_MAX_ENTRIES)
+    table = _call(handle, "pread_device", whole, count * size, first_lba * sector, default=b"")
+    if not isinstance(table, bytes):
+        return {}
+    entries: dict[int, tuple[str, int]] = {}
+    for index in range(min(count, len(table) // size)):
+        entry = table[index * size : (index + 1) * size]
+        if entry[:16] == bytes(16):
+            continue  # an unused slot
+        attributes = int.from_bytes(entry[48:56], "little")
+        name = entry[56:128].decode("utf-16-le", errors="replace").split("\0", 1)[0]
+        entries[index + 1] = (name, attributes)
+    return entries
 
 
 def _fstab_mounts(fstab: bytes, root: str, resolver: _Resolver) -> Root:
@@ -255,8 +413,11 @@ def _fstab_mounts(fstab: bytes, root: str, resolver: _Resolver) -> Root:
     return Root(root, "linux", ordered, tuple(warnings))
 
 
-def find_roots(handle: Any, layout: Layout, drives_of_image: dict[int, list[int]],
-               ) -> dict[int, list[Root]]:
+def find_roots(
+    handle: Any,
+    layout: Layout,
+    drives_of_image: dict[int, list[int]],
+) -> dict[int, list[Root]]:
     """Image index -> the roots on its drives (``drives_of_image``: image -> drive indices)."""
     image_of_drive = {d: image for image, drives in drives_of_image.items() for d in drives}
     found: dict[int, list[Root]] = {}
@@ -266,11 +427,59 @@ def find_roots(handle: Any, layout: Layout, drives_of_image: dict[int, list[int]
         image = image_of_drive.get(layout.drive_of[device])
         if image is None:
             continue
-        for os_type, mountable, fstab in _probe(handle, device, fs_type):
-            if os_type == "windows":
-                found.setdefault(image, []).append(Root(mountable, "windows",
-                                                        (("/", mountable),)))
+        for candidate in _probe(handle, device, fs_type):
+            if candidate.os_type == "windows":
+                root = Root(candidate.mountable, "windows", (("/", candidate.mountable),))
             else:
                 resolver = _Resolver(handle, layout, drives_of_image[image])
-                found.setdefault(image, []).append(_fstab_mounts(fstab, mountable, resolver))
+                root = _fstab_mounts(candidate.fstab, candidate.mountable, resolver)
+                if candidate.usr_release and "/usr" not in dict(root.mountpoints):
+                    root = _with_usr(handle, root, candidate.usr_release, resolver)
+            found.setdefault(image, []).append(root)
     return found
+
+
+def _with_usr(handle: Any, root: Root, usr_release: str, resolver: _Resolver) -> Root:
+    """``root`` with the /usr its os-release links into, found without an fstab entry.
+
+    CoreOS and Flatcar keep the OS in a read-only /usr on the partition labelled ``USR-A``
+    or ``USR-B`` (GPT name or filesystem label) and mount it from the kernel command line.
+    When both are there, the one the boot loader picks (highest GPT priority) comes first;
+    any other filesystem of the image is tried last. The /usr is the first that holds the
+    os-release the root links to. libguestfs's inspection does the same by content.
+    """
+
+    def rank(device: str) -> tuple[bool, int, str]:
+        name, attributes = resolver.gpt_entry(device)
+        name = name if name in USR_LABELS else resolver.label(device)
+        labelled = name in USR_LABELS
+        priority = (attributes >> 48) & 0xF  # as GRUB's gptprio reads it
+        return (not labelled, -priority if labelled else 0, name)
+
+    others = [
+        d
+        for d in resolver.devices
+        if d != root.device and resolver.layout.fs_types.get(d) in ROOT_FS
+    ]
+    for device in sorted(others, key=rank):
+        with suppress(RuntimeError):
+            handle.umount_all()
+        try:
+            handle.mount_ro(device, "/")
+        except RuntimeError:
+            continue
+        try:
+            if _call(handle, "is_file", usr_release, True, default=False) or _call(
+                handle, "is_symlink", usr_release, default=False
+            ):
+                mounts = (*root.mountpoints, ("/usr", device))
+                ordered = tuple(sorted(mounts, key=lambda item: (len(item[0]), item[0])))
+                return Root(root.device, root.os_type, ordered, root.warnings)
+        finally:
+            with suppress(RuntimeError):
+                handle.umount_all()
+    warning = (
+        "/etc/os-release links into /usr, and no filesystem of this image holds "
+        + usr_release[:100]
+    )
+    return Root(root.device, root.os_type, root.mountpoints, (*root.warnings, warning))
