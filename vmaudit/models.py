@@ -263,6 +263,18 @@ class ImageResult:
         return self.error is None and not failed
 
 
+WatchKind = Literal["appeared", "modified", "disappeared"]
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """An image that appeared, changed or disappeared; ``image.in_use`` set when held."""
+
+    kind: WatchKind
+    image: ImageRef
+    at: float  # time.time() when the event was raised
+
+
 @dataclass(frozen=True)
 class ScanReport:
     started_at: str

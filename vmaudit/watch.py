@@ -19,30 +19,19 @@ import select
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from vmaudit.discover.identity import Signature, image_files
 from vmaudit.discover.identity import signature as image_signature
 from vmaudit.discover.locks import in_use
 from vmaudit.errors import VmauditError
-from vmaudit.models import ImageRef
+from vmaudit.models import ImageRef, WatchEvent, WatchKind
 
 log = logging.getLogger(__name__)
 
-WatchKind = Literal["appeared", "modified", "disappeared"]
 Discover = Callable[[list[str]], list[ImageRef]]
 
 # qemu (block/file-posix.c) takes shared OFD locks on byte 100+n for each permission it
 # holds and 200+n for each it refuses to share; any lock there conflicts with a write lock.
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """An image that appeared, changed or disappeared; ``image.in_use`` set when held."""
-
-    kind: WatchKind
-    image: ImageRef
-    at: float  # time.time() when the event was raised
 
 
 @dataclass

@@ -24,12 +24,12 @@ import yaml
 from vmaudit.baseline.capture import capture_baseline
 from vmaudit.baseline.loader import load_baseline, validate_files
 from vmaudit.baseline.model import Baseline
-from vmaudit.baseline.versions import dpkg_compare
 from vmaudit.errors import ConfigError
 from vmaudit.guest.tree import TreeFS
 from vmaudit.judge.rules import evaluate
 from vmaudit.models import Facts, ImageInfo, Package
 from vmaudit.run.audit import collect_facts
+from vmaudit.versions import dpkg_compare
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)

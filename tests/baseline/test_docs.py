@@ -1,4 +1,4 @@
-"""docs/baseline-reference.md is what ``python -m vmaudit.judge.docs`` prints."""
+"""docs/baseline-reference.md is what ``python -m vmaudit.baseline.docs`` prints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from vmaudit.judge.docs import reference
+from vmaudit.baseline.docs import reference
 from vmaudit.judge.rules import RULES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -15,13 +15,13 @@ REPO = Path(__file__).resolve().parents[2]
 def test_reference_file_is_up_to_date() -> None:
     committed = (REPO / "docs" / "baseline-reference.md").read_text("utf-8")
     assert committed == reference(), (
-        "run: python -m vmaudit.judge.docs > docs/baseline-reference.md"
+        "run: python -m vmaudit.baseline.docs > docs/baseline-reference.md"
     )
 
 
 def test_module_prints_the_reference_with_every_rule_docstring() -> None:
     printed = subprocess.run(
-        [sys.executable, "-m", "vmaudit.judge.docs"],
+        [sys.executable, "-m", "vmaudit.baseline.docs"],
         check=True,
         capture_output=True,
         text=True,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from vmaudit.baseline.versions import (
+from vmaudit.models import Facts, ImageInfo, OsInfo
+from vmaudit.versions import (
     comparator_for,
     dotted_compare,
     dpkg_compare,
     is_version_expression,
     rpm_compare,
 )
-from vmaudit.models import Facts, ImageInfo, OsInfo
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from state_helpers import make_image
 
-from vmaudit.models import DiskRef, ImageRef
-from vmaudit.watch import Watcher, WatchEvent, in_use
+from vmaudit.models import DiskRef, ImageRef, WatchEvent
+from vmaudit.watch import Watcher, in_use
 
 FLOCK = "hhqqi4x"
 

@@ -20,11 +20,11 @@ import yaml
 import vmaudit
 from vmaudit.baseline.model import Baseline
 from vmaudit.baseline.schema import API_VERSION, NAME
-from vmaudit.baseline.versions import comparator_for, dotted_key
 from vmaudit.errors import ConfigError
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER, RULES, os_label
 from vmaudit.models import Facts
-from vmaudit.report.common import terminal_safe
+from vmaudit.text import terminal_safe
+from vmaudit.versions import comparator_for, dotted_key
 
 # Installed packages whose removal weakens a host: required when the golden image has them.
 SECURITY_PACKAGES = (

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmaudit.baseline.versions import version_matches
+from vmaudit.versions import version_matches
 from vmaudit.models import Facts, Severity
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from vmaudit.baseline.versions import is_version_expression
+from vmaudit.versions import is_version_expression
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER, RULES
 from vmaudit.models import SEVERITIES
 

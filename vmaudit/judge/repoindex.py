@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmaudit.baseline.versions import dpkg_compare
+from vmaudit.versions import dpkg_compare
 from vmaudit.errors import ConfigError
 
 MAX_INDEX_BYTES = 1024 * 1024 * 1024  # decompressed; Debian's biggest index is a tenth of it

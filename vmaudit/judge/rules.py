@@ -1,7 +1,7 @@
 """Every rule of spec/baseline.md: one function each, declared next to its code.
 
 A rule declares its id, default severity, the baseline keys it reads and the OS types it
-applies to; its docstring is the user documentation (``python -m vmaudit.judge.docs``).
+applies to; its docstring is the user documentation (``python -m vmaudit.baseline.docs``).
 The registry is a fixed table of names to functions: nothing in a baseline is executed.
 A rule runs on a guest when one of its keys is set in a baseline that matches the guest.
 """
@@ -12,12 +12,14 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmaudit.baseline.model import Baseline
-from vmaudit.baseline.versions import comparator_for, dotted_compare
 from vmaudit.judge.repoindex import load_index
 from vmaudit.models import SECTIONS, SEVERITIES, Facts, Finding, NotJudged, Severity, User
+from vmaudit.versions import comparator_for, dotted_compare
+
+if TYPE_CHECKING:  # rules read a baseline's values; they never load one
+    from vmaudit.baseline.model import Baseline
 
 ALL_OS = ("linux", "windows", "unknown")
 

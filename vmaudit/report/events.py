@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from vmaudit.models import ImageResult
+from vmaudit.models import ImageResult, WatchEvent
 from vmaudit.report.common import exposure_text, score_text, terminal_safe
-from vmaudit.watch import WatchEvent
 
 
 def render_event(event: WatchEvent, result: ImageResult | None, fmt: str) -> str:

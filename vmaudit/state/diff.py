@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from vmaudit.baseline.versions import comparator_for
+from vmaudit.versions import comparator_for
 from vmaudit.models import Facts, FirewallBackend, Package, User
 
 _OS_FIELDS = ("type", "distro", "version", "product", "hostname", "arch", "build", "edition")
