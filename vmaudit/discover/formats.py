@@ -281,28 +281,30 @@ def _looks_like_vmdk_descriptor(head: bytes) -> bool:
     return b"createType" in text and (b"# Disk DescriptorFile" in text or b"RW " in text)
 
 
-# One line each (the text is split on "\n" first): no pattern can run across lines, so the
-# parse is linear in the descriptor's size however many blank lines it holds.
-_EXTENT = re.compile(r'(RW|RDONLY|NOACCESS)\s+\d+\s+(\w+)\s+"([^"]*)"')
-_KEY = re.compile(r'([A-Za-z][\w.]*)\s*=\s*"?([^"]*)"?\s*')
+# One pass of one regex over the whole text, each match within one line: ``[^\S\n]`` is a
+# blank that is not a newline, so no match can run across lines (``\s*`` under re.M did,
+# and was quadratic on a descriptor of newlines), and possessive quantifiers leave nothing
+# to backtrack into (``"?([^"]*)"?\s*`` was quadratic on a line of blanks). Linear in the
+# text's size; blank lines are stepped over by the regex engine, not by Python.
+_DESCRIPTOR_LINE = re.compile(
+    r"^[^\S\n]*+(?:"
+    r'(?:RW|RDONLY|NOACCESS)[^\S\n]++\d++[^\S\n]++(?P<type>\w++)[^\S\n]++"(?P<extent>[^"\n]*+)"'
+    r'|(?P<key>[A-Za-z][\w.]*+)[^\S\n]*+=[^\S\n]*+"?+(?P<value>[^"\n]*+)'
+    r")",
+    re.MULTILINE,
+)
 
 
 def vmdk_descriptor(text: str) -> Header:
-    """Extents and keys of a VMDK text descriptor (parentFileNameHint as written in a line)."""
+    """Extents and keys of a VMDK text descriptor; a key's first line counts, as in qemu."""
     keys: dict[str, str] = {}
     extents: list[str] = []
-    for line in text.split("\n"):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        extent = _EXTENT.match(line)
-        if extent is not None:
-            if extent.group(2).upper() != "ZERO":
-                extents.append(extent.group(3))
-            continue
-        key = _KEY.fullmatch(line)
-        if key is not None:
-            keys.setdefault(key.group(1), key.group(2))
+    for line in _DESCRIPTOR_LINE.finditer(text):
+        if line.group("extent") is not None:
+            if line.group("type").upper() != "ZERO":
+                extents.append(line.group("extent"))
+        else:
+            keys.setdefault(line.group("key"), line.group("value").strip())
     parent = keys.get("parentFileNameHint")
     return Header(
         "vmdk",
