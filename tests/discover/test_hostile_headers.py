@@ -210,6 +210,22 @@ def test_vmdk_descriptor_of_newlines_is_parsed_in_linear_time(tmp_path: Path) ->
     assert kinds(result) == {"blank.vmdk": "unsafe-extent", "spaces.vmdk": "corrupt-image"}
 
 
+def test_vmdk_descriptor_line_of_blanks_is_parsed_in_linear_time(tmp_path: Path) -> None:
+    # '"?([^"]*)"?\s*$' backtracked quadratically over 60,000 blanks inside quotes.
+    (tmp_path / "wide.vmdk").write_text(
+        '# Disk DescriptorFile\ncreateType="monolithicFlat"\nRW 2048 FLAT "wide-flat.bin" 0\n'
+        'ddb.comment = "' + " " * 60000 + '"x\n'
+    )
+    (tmp_path / "wide-flat.bin").write_bytes(b"\0" * 2048 * 512)
+    result, elapsed = timed_discover(tmp_path)
+    assert elapsed < 20
+    assert leaves(result) == ["wide.vmdk"]
+    assert [os.path.basename(p) for p in result.images[0].disks[0].chain] == [
+        "wide.vmdk",
+        "wide-flat.bin",
+    ]
+
+
 def test_vmx_of_newlines_is_parsed_in_linear_time(tmp_path: Path) -> None:
     qemu_img("create", "-f", "vmdk", str(tmp_path / "disk.vmdk"), "16M")
     body = 'displayName = "blank"\n' + "\n" * (200 * 1024) + 'scsi0:0.fileName = "disk.vmdk"\n'
