@@ -89,6 +89,7 @@ HOSTILE = {
     "carriage return as a separator": "\rPermitRootLogin\rno\nPasswordAuthentication no\r\f\n",
     "carriage return inside a value": "PermitRootLogin no\r yes\n",
     "form feed before a keyword": "\fPermitRootLogin no\n",
+    "a lone form feed": "PermitRootLogin no\n\f\n",
     "match all": "PermitRootLogin no\nMatch all\nPermitRootLogin yes\n",
     "match user star": "PasswordAuthentication no\nMatch User *\nPasswordAuthentication yes\n",
     "match user root by pattern": "Match User r?ot,bob\nPermitRootLogin yes\n",

@@ -213,3 +213,15 @@ def test_none_skips_only_itself_and_other_users_match_files_are_kept(guest: Gues
     config = collect_sshd(guest.fs, OPENSSH_9, [])
     assert config.authorized_keys_files == (".ssh/k",)
     assert config.any_keys_files == (".ssh/k", "/srv/%u")
+
+
+def test_hostile_match_lines_take_linear_time(guest: Guest) -> None:
+    guest.write("/etc/ssh/sshd_config",
+                "Match " + "User *x " * 200_000 + "\nPermitRootLogin yes\n"
+                + "Match Host " + "*" * 1000 + "y,*?*?*?*?*?*?z\nPermitRootLogin yes\n"
+                + "\n" * 1_000_000 + "Match User *o*o*t\nPasswordAuthentication no\n")  # fmt: skip
+    started = time.monotonic()
+    result, warnings = facts(guest)
+    assert time.monotonic() - started < 20
+    assert (result.permit_root_login, result.password_authentication, warnings) == (
+        "prohibit-password", False, [])  # fmt: skip

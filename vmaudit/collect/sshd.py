@@ -51,6 +51,7 @@ ROOT_LOGIN = {
 BOOLEAN = {"yes": "yes", "no": "no"}
 DEFAULT_KEYS_FILES = (".ssh/authorized_keys", ".ssh/authorized_keys2")
 WHITESPACE = " \t\r\n"  # servconf.c's WHITESPACE
+BLANKS = WHITESPACE + "\f"  # what sshd strips from the end of a line
 # Keywords sshd refuses inside a Match block (the ones a stock config uses).
 GLOBAL_ONLY = frozenset({
     "usepam", "port", "listenaddress", "hostkey", "subsystem", "printmotd", "addressfamily",
@@ -94,28 +95,54 @@ class SshdConfig:
         return SshFacts(True, self.permit_root_login, self.password_authentication)
 
 
-def _strdelim(text: str | None) -> tuple[str | None, str | None]:
-    """misc.c's ``strdelim``: (token, rest); rest None when the line ends with the token."""
-    if text is None:
+_DELIMITER = re.compile(r'[ \t\r\n"=]')
+_NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
+
+
+def _skip_whitespace(text: str, pos: int) -> int:
+    found = _NOT_WHITESPACE.search(text, pos)
+    return found.start() if found else len(text)
+
+
+def _strdelim_at(text: str, pos: int | None) -> tuple[str | None, int | None]:
+    """misc.c's ``strdelim`` from ``pos``: (token, where the rest starts, None at the end).
+
+    The token ends at a blank, ``\r``, ``\n``, ``=`` or a quote; a quote opens a quoted
+    token; blanks and one ``=`` after it are skipped. Positions, not copies: linear time.
+    """
+    if pos is None:
         return None, None
-    match = re.search(r'[ \t\r\n"=]', text)
-    if match is None:
-        return text, None
-    at = match.start()
+    found = _DELIMITER.search(text, pos)
+    if found is None:
+        return text[pos:], None
+    at = found.start()
     if text[at] == '"':
-        unquoted = text[:at] + text[at + 1 :]
-        close = unquoted.find('"', at)
+        close = text.find('"', at + 1)
         if close < 0:
             return None, None  # no matching quote
-        return unquoted[:close], unquoted[close + 1 :].lstrip(WHITESPACE)
-    token, rest = text[:at], text[at + 1 :].lstrip(WHITESPACE)
-    if text[at] != "=" and rest.startswith("="):
-        rest = rest[1:].lstrip(WHITESPACE)  # one "=" may follow blanks
-    return token, rest
+        return text[pos:at] + text[at + 1 : close], _skip_whitespace(text, close + 1)
+    after = _skip_whitespace(text, at + 1)
+    if text[at] != "=" and text.startswith("=", after):
+        after = _skip_whitespace(text, after + 1)  # one "=" may follow blanks
+    return text[pos:at], after
+
+
+def _strdelim(text: str | None) -> tuple[str | None, str | None]:
+    """``strdelim`` on a whole string: (token, the rest; None when nothing follows)."""
+    if text is None:
+        return None, None
+    token, pos = _strdelim_at(text, 0)
+    return token, None if pos is None else text[pos:]
 
 
 def _argv_split(text: str) -> list[str] | None:
     """misc.c's ``argv_split`` with comments: blanks are space and tab; None on bad quotes."""
+    if not any(char in text for char in "\"'\\"):  # no quoting: words up to a "#" word
+        words = re.split(r"[ \t]+", text.strip(" \t"))
+        for index, word in enumerate(words):
+            if word.startswith("#"):
+                return words[:index]
+        return words if words != [""] else []
     args: list[str] = []
     pos = 0
     while pos < len(text):
@@ -169,11 +196,26 @@ def _config_lines(text: str) -> list[str]:
 
 
 def match_pattern(string: str, pattern: str) -> bool:
-    """match.c's ``match_pattern``: ``*`` and ``?`` wildcards, nothing else."""
-    regex = "".join(
-        ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern
-    )
-    return re.fullmatch(regex, string, re.DOTALL) is not None
+    """match.c's ``match_pattern``: ``*`` and ``?`` wildcards, nothing else.
+
+    Matched with the two-pointer glob algorithm, in len(string) * len(pattern) steps at
+    worst: no backtracking blow-up on a guest pattern of many stars.
+    """
+    pos = index = 0
+    star, mark = -1, 0
+    while pos < len(string):
+        if index < len(pattern) and pattern[index] == "*":
+            star, mark = index, pos
+            index += 1
+        elif index < len(pattern) and pattern[index] in ("?", string[pos]):
+            pos += 1
+            index += 1
+        elif star >= 0:
+            index, mark = star + 1, mark + 1
+            pos = mark
+        else:
+            return False
+    return pattern[index:].strip("*") == ""
 
 
 def match_pattern_list(string: str, patterns: str, lower: bool = False) -> int:
@@ -283,12 +325,14 @@ class _Pass:
             text = read_text(self.fs, path, self.notes)
             self.contents[path] = _config_lines(text) if text is not None else []
         flags = set(flags)
+        shown = safe_path(path)
         for number, line in enumerate(self.contents[path], 1):
-            self.line(line, f"{safe_path(path)} line {number}", active, flags, depth)
+            if line and not line.startswith("#"):  # the other blank lines: line() as sshd
+                self.line(line, f"{shown} line {number}", active, flags, depth)
 
     def line(self, line: str, where: str, active: list[bool], flags: set[str], depth: int) -> None:
         end = len(line)
-        while end > 1 and line[end - 1] in WHITESPACE + "\f":
+        while end > 1 and line[end - 1] in BLANKS:
             end -= 1
         keyword, rest = _strdelim(line[:end])
         if keyword == "":
@@ -349,22 +393,22 @@ class _Pass:
     def match(self, criteria: str, where: str, evaluate: bool) -> bool:
         """servconf.c's ``match_cfg_line``; a bad condition is a problem and matches nothing."""
         connection = self.connection if evaluate else None
-        rest: str | None = criteria
+        rest: int | None = 0
         count = 0
         result = True
         while True:
-            attribute, rest = _strdelim(rest)
+            attribute, rest = _strdelim_at(criteria, rest)
             if not attribute or attribute.startswith("#"):
                 break
             count += 1
             name = attribute.lower()
             if name == "all":
-                following, _ = _strdelim(rest)
+                following, _ = _strdelim_at(criteria, rest)
                 if count > 1 or (following and not following.startswith("#")):
                     self.problems.append(f"{where}: 'all' cannot be combined with other criteria")
                     return False
                 return True
-            argument, rest = _strdelim(rest)
+            argument, rest = _strdelim_at(criteria, rest)
             if not argument or argument.startswith("#"):
                 self.problems.append(f"{where}: missing Match criteria for {attribute}")
                 return False
