@@ -532,3 +532,16 @@ def test_hostile_yaml_through_the_cli_exits_2_naming_file_line_and_key(tmp_path:
     assert scanned.returncode == 2, scanned.stderr
     assert "Traceback" not in scanned.stderr
     assert f"{files[1]}:6: dormancy.max_days_idle" in scanned.stderr
+
+
+def test_extends_chain_of_a_thousand_files_is_a_problem_not_a_recursion(tmp_path: Path) -> None:
+    for index in range(1000):
+        parent = f"extends: [b{index + 1}.yaml]\n" if index < 999 else ""
+        (tmp_path / f"b{index}.yaml").write_text(HEAD + parent, "utf-8")
+    problem = _only_problem(tmp_path / "b0.yaml")
+    assert (problem.file, problem.line, problem.key) == (
+        str(tmp_path / "b31.yaml"),
+        5,
+        "extends[0]",
+    )
+    assert problem.message == "extends chain deeper than 32 files"

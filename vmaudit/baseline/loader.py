@@ -24,6 +24,7 @@ from vmaudit.errors import ConfigError
 BUILTIN_DIR = Path(vmaudit.__file__).resolve().parent.parent / "baselines"
 MAX_FILE_BYTES = 4 * 1024 * 1024  # a baseline or inventory; far more than any real one
 MAX_REVOKED_BYTES = 16 * 1024 * 1024
+MAX_EXTENDS_DEPTH = 32  # parents of parents; each level is a recursion of the loader
 _HEADER_KEYS = ("apiVersion", "kind", "metadata", "extends")
 
 
@@ -137,6 +138,16 @@ class _Resolver:
                         item.start_mark.line + 1,
                         key,
                         f"cycle: {target_display} extends this file",
+                    )
+                )
+                continue
+            if len(stack) + 1 >= MAX_EXTENDS_DEPTH:
+                self.problems.append(
+                    Problem(
+                        display,
+                        item.start_mark.line + 1,
+                        key,
+                        f"extends chain deeper than {MAX_EXTENDS_DEPTH} files",
                     )
                 )
                 continue
