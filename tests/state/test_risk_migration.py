@@ -159,7 +159,7 @@ def test_v2_stored_capped_scores_that_tie() -> None:
 def test_capped_scores_are_scored_again_from_their_findings_and_facts(tmp_path: Path) -> None:
     path = _v2_state(tmp_path)
     with StateDB(path) as state:
-        assert state.schema_version() == 3
+        assert state.schema_version() == schema.LATEST
         history = state.history(PAYROLL)
         hr_history = state.history(HR)
     # payroll: 296 x 3 x 2 = 1776 (99.986); fixed: 160 x 3 x 2 = 960 (99.177); then an error

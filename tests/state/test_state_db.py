@@ -59,7 +59,7 @@ def test_a_new_database_is_wal_at_the_latest_version(tmp_path: Path) -> None:
     StateDB(path).close()
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST == 4
     assert conn.execute("PRAGMA application_id").fetchone()[0] == schema.APPLICATION_ID
     conn.close()
 
@@ -90,7 +90,7 @@ def test_a_v1_database_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
     conn.close()
 
     with StateDB(path) as state:
-        assert state.schema_version() == 3
+        assert state.schema_version() == schema.LATEST
     conn = sqlite3.connect(path)
     # Findings without a severity and no facts: the capped score is kept, marked as such.
     assert conn.execute(

@@ -7,6 +7,7 @@ JSON round trip of stored values, ``diff.py`` what changed in a guest between tw
 from vmaudit.state.db import (
     HistoryEntry,
     HistoryEvent,
+    PowerOn,
     StateDB,
     StateError,
     default_state_path,
@@ -16,6 +17,7 @@ from vmaudit.state.diff import diff_facts
 __all__ = [
     "HistoryEntry",
     "HistoryEvent",
+    "PowerOn",
     "StateDB",
     "StateError",
     "default_state_path",

@@ -80,6 +80,23 @@ class HistoryEvent:
 
 
 @dataclass(frozen=True)
+class PowerOn:
+    """One power-on decision of the gate (vmaudit.act), as recorded.
+
+    ``image`` is the guest's image key path when the decision concerned one; ``details``
+    holds the disks, the findings that refused, the error that ``on_error`` was applied to.
+    """
+
+    at: str
+    source: str  # libvirt | proxmox | check
+    domain: str | None
+    decision: str  # allow | refuse
+    reason: str
+    image: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     """One scan as seen by one image; ``status`` is audited, error or absent (disappeared)."""
 
@@ -521,6 +538,97 @@ class StateDB:
 
         self._retry(lambda: self._write(work))
 
+    # ------------------------------------------------------------ power-on decisions
+
+    def record_power_on(
+        self,
+        decision: PowerOn,
+        result: ImageResult | None,
+        identity: Identity | None,
+        baselines: Sequence[str],
+        fail_on: str,
+    ) -> None:
+        """Store a gate's decision in one transaction: a ``decisions`` row, and for a guest
+        the result it was judged on (its facts cached when read afresh) with a ``power-on``
+        event, in a scan row of its own that never becomes "the last report"."""
+
+        def work(conn: sqlite3.Connection) -> None:
+            scan_id: int | None = None
+            key: bytes | None = None
+            if result is not None:
+                cursor = conn.execute(
+                    "INSERT INTO scans (started_at, finished_at, baselines_json, fail_on,"
+                    " exit_code, roots_json) VALUES (?, ?, ?, ?, ?, '[]')",
+                    (
+                        decision.at,
+                        decision.at,
+                        codec.dumps(list(baselines)),
+                        fail_on,
+                        0 if decision.decision == "allow" else 1,
+                    ),
+                )
+                scan_id = cursor.lastrowid
+                assert scan_id is not None
+                self._record(conn, scan_id, result, identity)
+                key = codec.path_key(os.path.abspath(result.image.path))
+                conn.execute(
+                    "INSERT INTO events (scan_id, image_key, kind, at, changes_json)"
+                    " VALUES (?, ?, 'power-on', ?, ?)",
+                    (
+                        scan_id,
+                        key,
+                        decision.at,
+                        codec.dumps(
+                            {
+                                "decision": decision.decision,
+                                "reason": decision.reason,
+                                "domain": decision.domain,
+                                "source": decision.source,
+                            }
+                        ),
+                    ),
+                )
+            conn.execute(
+                "INSERT INTO decisions (at, source, domain, decision, reason, image_key,"
+                " scan_id, details_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    decision.at,
+                    decision.source,
+                    decision.domain,
+                    decision.decision,
+                    decision.reason,
+                    key,
+                    scan_id,
+                    codec.dumps(decision.details),
+                ),
+            )
+
+        self._retry(lambda: self._write(work))
+
+    def power_ons(self, since: datetime | None = None) -> list[PowerOn]:
+        """The gate's decisions, oldest first; with ``since``, those at or after it."""
+
+        def work(conn: sqlite3.Connection) -> list[PowerOn]:
+            rows = conn.execute(
+                "SELECT at, source, domain, decision, reason, image_key, details_json"
+                " FROM decisions ORDER BY id"
+            ).fetchall()
+            return [
+                PowerOn(
+                    at=at,
+                    source=source,
+                    domain=domain,
+                    decision=decision,
+                    reason=reason,
+                    image=codec.key_path(bytes(key)) if key is not None else None,
+                    details=codec.loads(details_json),
+                )
+                for at, source, domain, decision, reason, key, details_json in rows
+                if since is None or _parse_time(at) >= _as_aware(since)
+            ]
+
+        return self._retry(lambda: self._read(work))
+
     # ------------------------------------------------------------ history: reading
 
     def last_report(self, since: datetime | None = None) -> ScanReport | None:
@@ -553,8 +661,8 @@ class StateDB:
             changed_keys = {
                 bytes(key)
                 for key, at in conn.execute(
-                    "SELECT image_key, at FROM events WHERE kind != 'disappeared' AND image_key"
-                    " IN (SELECT image_key FROM results WHERE scan_id = ?)",
+                    "SELECT image_key, at FROM events WHERE kind IN ('appeared', 'modified')"
+                    " AND image_key IN (SELECT image_key FROM results WHERE scan_id = ?)",
                     (scan_id,),
                 )
                 if _parse_time(at) >= since

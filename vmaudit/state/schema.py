@@ -98,6 +98,41 @@ ALTER TABLE results ADD COLUMN risk_exposure REAL;
 ALTER TABLE results ADD COLUMN risk_formula INTEGER NOT NULL DEFAULT 1;
 """
 
+# v4: power-on decisions of the gate (vmaudit.act). Every decision is a ``decisions`` row,
+# even one about a domain whose XML could not be read; a decision about a guest is also a
+# ``power-on`` event of its image, in the scan row that holds the result it was judged on
+# (that scan has no ``finished_rank``: a gate's one-image judgement is never "the last
+# report"). SQLite cannot alter a CHECK constraint: ``events`` is rebuilt as it was, with
+# the new kind allowed, ids kept.
+V4 = """
+CREATE TABLE events_v4 (
+    id INTEGER PRIMARY KEY,
+    scan_id INTEGER NOT NULL REFERENCES scans(id),
+    image_key BLOB NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('appeared', 'modified', 'disappeared', 'power-on')),
+    at TEXT NOT NULL,
+    changes_json TEXT NOT NULL
+);
+INSERT INTO events_v4 (id, scan_id, image_key, kind, at, changes_json)
+    SELECT id, scan_id, image_key, kind, at, changes_json FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+CREATE INDEX events_by_image ON events (image_key, scan_id);
+CREATE INDEX events_by_scan ON events (scan_id);
+CREATE TABLE decisions (
+    id INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    source TEXT NOT NULL,
+    domain TEXT,
+    decision TEXT NOT NULL CHECK (decision IN ('allow', 'refuse')),
+    reason TEXT NOT NULL,
+    image_key BLOB,
+    scan_id INTEGER REFERENCES scans(id),
+    details_json TEXT NOT NULL
+);
+CREATE INDEX decisions_by_time ON decisions (at);
+"""
+
 CAPPED_FORMULA = 1
 
 
@@ -156,6 +191,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(V1),
     Migration(V2),
     Migration(V3, rescore_capped_results),
+    Migration(V4),
 )
 LATEST = len(MIGRATIONS)
 

@@ -1,0 +1,389 @@
+"""The power-on decision: may this guest start, judged against today's baselines?
+
+A guest's disks (from a libvirt domain XML, a Proxmox VM config or the command line) are
+checked to be regular files inside the policy's datastores and read as one guest. When the
+state database holds facts for exactly these files (the identity of ``vmaudit scan``), they
+are judged again with today's baselines and no appliance starts; otherwise the guest is
+audited now, bounded by the policy's timeout. Findings at or above ``fail_on`` refuse;
+anything that cannot be audited (unreadable XML, no disk, a disk outside the datastores, a
+network or block disk, an audit that failed or timed out, an incomplete audit) gets what
+``on_error`` says. Every decision is recorded in the state database.
+
+Nothing here calls libvirt (it holds the domain's lock while its hook runs), starts a VM or
+opens an image writable: images are read through ``vmaudit.run`` as a scan reads them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vmaudit.act.domain import DiskSpec, GuestDisks
+from vmaudit.act.policy import GatePolicy
+from vmaudit.baseline.factsio import facts_from_dict
+from vmaudit.discover.identity import Identity, image_identity
+from vmaudit.discover.walk import discover
+from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.judge.verdict import at_or_above
+from vmaudit.models import DiskRef, ImageError, ImageRef, ImageResult
+from vmaudit.report.common import terminal_safe
+from vmaudit.run.runner import Runner
+from vmaudit.scan import Judge
+from vmaudit.state import PowerOn, StateDB, StateError, default_state_path
+
+MAX_REASON = 600  # libvirt shows the hook's stderr in one error line
+MAX_LISTED = 8  # findings named in a refusal; the rest are counted
+# libvirt's <driver type=...> names as vmaudit's formats (discover.sniff)
+LIBVIRT_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vhd", "vhdx": "vhdx"}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate answers, and why; ``result`` is the judged guest when there was one."""
+
+    allowed: bool
+    reason: str  # one line, terminal-safe
+    name: str | None
+    source: str
+    at: str
+    result: ImageResult | None = None
+    error: str | None = None  # what on_error was applied to
+    exempt: str | None = None  # the exempt pattern that matched
+    disks: tuple[str, ...] = ()
+    notices: tuple[str, ...] = field(default=(), compare=False)
+    identity: Identity | None = field(default=None, compare=False, repr=False)  # of the facts
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.allowed else 1
+
+    def details(self) -> dict[str, Any]:
+        result = self.result
+        return {
+            "disks": list(self.disks),
+            "error": self.error,
+            "exempt": self.exempt,
+            "from_cache": result.from_cache if result is not None else None,
+            "findings": [
+                {"rule": f.rule, "severity": f.severity, "subject": f.subject}
+                for f in (result.findings if result is not None else ())
+            ],
+            "notices": list(self.notices),
+        }
+
+
+class _Undecidable(Exception):
+    """The guest cannot be audited: ``on_error`` decides (the message says why)."""
+
+
+def open_state(ref: str | None) -> StateDB:
+    """The state database the policy (or ``--state``) names; vmaudit's default otherwise."""
+    if ref is not None and "://" in ref:
+        raise StateError(Path(ref), "only SQLite state files are supported by this vmaudit")
+    return StateDB(Path(ref) if ref else default_state_path())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(terminal_safe(text).split())
+    return flat if len(flat) <= MAX_REASON else flat[: MAX_REASON - 3] + "..."
+
+
+def _inside(path: str, datastores: tuple[str, ...]) -> bool:
+    """Whether ``path``'s real folder lies in one of the datastores' real folders."""
+    folder = os.path.realpath(os.path.dirname(path))
+    for store in datastores:
+        real = os.path.realpath(store)
+        if folder == real or folder.startswith(real.rstrip("/") + "/"):
+            return True
+    return False
+
+
+def _disk_ref(disk: DiskSpec, datastores: tuple[str, ...]) -> tuple[DiskRef, bool]:
+    """The disk's chain as a scan would find it, and whether a hypervisor holds it."""
+    if disk.kind == "network":
+        raise _Undecidable(
+            f"{disk.target}: network disk ({disk.detail}) cannot be audited from this host"
+        )
+    if disk.kind == "block":
+        raise _Undecidable(
+            f"{disk.target}: block disk {disk.path}: vmaudit audits regular image files only"
+        )
+    if disk.kind != "file":
+        raise _Undecidable(f"{disk.describe()}: a {disk.kind} disk cannot be audited")
+    if not disk.path:
+        raise _Undecidable(f"{disk.target}: file disk without a source file")
+    path = disk.path
+    if not os.path.isabs(path) or "\0" in path:
+        raise _Undecidable(f"{disk.target}: {path!r} is not an absolute path")
+    path = os.path.normpath(path)
+    if not _inside(path, datastores):
+        raise _Undecidable(
+            f"{disk.target}: {path} is outside the allowed datastores ({', '.join(datastores)})"
+        )
+    try:
+        info = os.lstat(path)
+    except OSError as exc:
+        raise _Undecidable(f"{disk.target}: {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise _Undecidable(f"{disk.target}: {path} is not a regular file")
+    found = discover([path])
+    for skipped in found.skipped:
+        raise _Undecidable(f"{disk.target}: {path}: {skipped.kind}: {skipped.message}")
+    matching = [image for image in found.images if image.path == path]
+    if len(matching) != 1 or len(matching[0].disks) != 1:
+        raise _Undecidable(f"{disk.target}: {path} is not recognised as a disk image")
+    ref = matching[0].disks[0]
+    declared = LIBVIRT_FORMATS.get(disk.declared_format or "", disk.declared_format)
+    if declared is not None and declared != ref.format:
+        raise _Undecidable(
+            f"{disk.target}: {path}: {ErrorKind.FORMAT_MISMATCH}: the hypervisor opens it as "
+            f"{disk.declared_format} but its content is {ref.format}"
+        )
+    return ref, matching[0].in_use
+
+
+def guest_image(guest: GuestDisks, datastores: tuple[str, ...]) -> ImageRef:
+    """The guest as one image to audit, keyed by its first disk (``_Undecidable`` if none)."""
+    if guest.problem is not None:
+        raise _Undecidable(guest.problem)
+    if not guest.disks:
+        raise _Undecidable("the configuration names no disk")
+    disks: list[DiskRef] = []
+    in_use = False
+    for disk in guest.disks:
+        ref, held = _disk_ref(disk, datastores)
+        disks.append(ref)
+        in_use = in_use or held
+    return ImageRef(
+        path=disks[0].path, format=disks[0].format, disks=tuple(disks), vm=guest.name, in_use=in_use
+    )
+
+
+class Gate:
+    """Decides for one policy; the baselines and inventory are loaded once, at creation.
+
+    ``ConfigError`` (exit 2) when the policy's baselines or inventory are invalid.
+    """
+
+    def __init__(self, policy: GatePolicy, state: str | None = None) -> None:
+        self.policy = policy
+        self.state_ref = state if state is not None else policy.state
+        self.baselines = policy.load_baselines()
+        self.inventory = policy.load_inventory()
+
+    def decide(self, guest: GuestDisks, source: str) -> Decision:
+        """Decide and record; never raises for what the guest's configuration holds."""
+        now = _now()
+        at = now.isoformat().replace("+00:00", "Z")
+        notices: list[str] = []
+        disks = tuple(disk.describe() for disk in guest.disks)
+        pattern = self._exempt(guest.name)
+        try:
+            db = open_state(self.state_ref)
+        except StateError as exc:
+            decision = self._on_error(guest, source, at, exc.message, disks, ())
+            return decision  # nowhere to record it: the reason says why
+        try:
+            if pattern is not None:
+                decision = Decision(
+                    True,
+                    _one_line(f"{guest.name}: exempt by policy ({pattern})"),
+                    guest.name,
+                    source,
+                    at,
+                    exempt=pattern,
+                    disks=disks,
+                )
+            else:
+                decision = self._judged(db, guest, source, now, at, disks, notices)
+            self._record(db, decision)
+        except StateError as exc:
+            decision = self._on_error(guest, source, at, exc.message, disks, tuple(notices))
+        finally:
+            db.close()
+        return decision
+
+    def _exempt(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        return next((p for p in self.policy.exempt if fnmatch.fnmatchcase(name, p)), None)
+
+    def _judge(self, now: datetime) -> Judge:
+        return Judge(self.baselines, self.inventory, self.policy.datastores, now)
+
+    def _judged(
+        self,
+        db: StateDB,
+        guest: GuestDisks,
+        source: str,
+        now: datetime,
+        at: str,
+        disks: tuple[str, ...],
+        notices: list[str],
+    ) -> Decision:
+        judge = self._judge(now)
+        try:
+            image = guest_image(guest, self.policy.datastores)
+        except _Undecidable as exc:
+            return self._on_error(guest, source, at, str(exc), disks, tuple(notices))
+        identity: Identity | None
+        try:
+            identity = image_identity(image)
+        except VmauditError as exc:
+            identity = None
+            notices.append(f"identity: {exc.message}")
+        facts = db.lookup_facts(identity) if identity is not None else None
+        if facts is not None:
+            result = judge.judge(image, facts, from_cache=True)
+        else:
+            runner = Runner(jobs=1, timeout=float(self.policy.timeout), on_notice=notices.append)
+            outcome = runner.run_one(image, now)
+            result = _judged(judge, image, outcome.facts, outcome.error)
+            if result.error is None:
+                try:  # the facts are cached only for the files they were read from
+                    identity = image_identity(image)
+                except VmauditError:
+                    identity = None
+            else:
+                identity = None
+        return self._verdict(guest, source, at, result, identity, disks, tuple(notices))
+
+    def _verdict(
+        self,
+        guest: GuestDisks,
+        source: str,
+        at: str,
+        result: ImageResult,
+        identity: Identity | None,
+        disks: tuple[str, ...],
+        notices: tuple[str, ...],
+    ) -> Decision:
+        name = guest.name or result.image.path
+        failing = [f for f in result.findings if at_or_above(f.severity, self.policy.fail_on)]
+        origin = "cached facts" if result.from_cache else "audited now"
+        if failing:
+            named = ", ".join(
+                f"{f.rule} ({f.subject})" if f.subject else f.rule for f in failing[:MAX_LISTED]
+            )
+            more = f" and {len(failing) - MAX_LISTED} more" if len(failing) > MAX_LISTED else ""
+            reason = (
+                f"{name}: {len(failing)} finding(s) at or above {self.policy.fail_on}: "
+                f"{named}{more} ({origin})"
+            )
+            decision = Decision(
+                False,
+                _one_line(reason),
+                guest.name,
+                source,
+                at,
+                result,
+                disks=disks,
+                notices=notices,
+                identity=identity,
+            )
+        elif result.error is not None:
+            return self._on_error(
+                guest,
+                source,
+                at,
+                f"{result.error.kind}: {result.error.message}",
+                disks,
+                notices,
+                result,
+            )
+        elif not result.complete:
+            sections = ", ".join(sorted(result.facts.failed_sections())) if result.facts else ""
+            return self._on_error(
+                guest,
+                source,
+                at,
+                f"incomplete audit: could not read {sections}",
+                disks,
+                notices,
+                result,
+                identity,
+            )
+        else:
+            below = len(result.findings)
+            reason = (
+                f"{name}: no finding at or above {self.policy.fail_on} ({below} below; {origin})"
+            )
+            decision = Decision(
+                True,
+                _one_line(reason),
+                guest.name,
+                source,
+                at,
+                result,
+                disks=disks,
+                notices=notices,
+                identity=identity,
+            )
+        return decision
+
+    def _on_error(
+        self,
+        guest: GuestDisks,
+        source: str,
+        at: str,
+        error: str,
+        disks: tuple[str, ...],
+        notices: tuple[str, ...],
+        result: ImageResult | None = None,
+        identity: Identity | None = None,
+    ) -> Decision:
+        allowed = self.policy.on_error == "allow"
+        name = guest.name or "guest"
+        verb = "allowed" if allowed else "refused"
+        reason = f"{name}: cannot be audited ({verb} by on_error: {self.policy.on_error}): {error}"
+        return Decision(
+            allowed,
+            _one_line(reason),
+            guest.name,
+            source,
+            at,
+            result,
+            error=error,
+            disks=disks,
+            notices=notices,
+            identity=identity,
+        )
+
+    def _record(self, db: StateDB, decision: Decision) -> None:
+        record = PowerOn(
+            at=decision.at,
+            source=decision.source,
+            domain=decision.name,
+            decision="allow" if decision.allowed else "refuse",
+            reason=decision.reason,
+            image=decision.result.image.path if decision.result is not None else None,
+            details=decision.details(),
+        )
+        db.record_power_on(
+            record,
+            decision.result,
+            decision.identity,
+            [b.name for b in self.baselines],
+            self.policy.fail_on,
+        )
+
+
+def _judged(
+    judge: Judge, image: ImageRef, facts: dict[str, Any] | None, error: ImageError | None
+) -> ImageResult:
+    if error is not None or facts is None:
+        return judge.failed(image, error or ImageError(ErrorKind.INTERNAL, "no facts"))
+    try:
+        parsed = facts_from_dict(facts)
+    except (ValueError, KeyError, TypeError) as exc:
+        return judge.failed(image, ImageError(ErrorKind.INTERNAL, f"facts unreadable: {exc}"))
+    return judge.judge(image, parsed, from_cache=False)
