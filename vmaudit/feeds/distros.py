@@ -1,76 +1,18 @@
-"""Releases as the feeds name them: distro-info-data's Debian and Ubuntu tables, and the
-ecosystem keys (``Debian:12``, ``Ubuntu:22.04``, ``Alpine:v3.20``) of feeds and guests.
+"""Releases as the feeds name them: the ecosystem keys (``Debian:12``, ``Ubuntu:22.04``,
+``Alpine:v3.20``) of feed records and of guests, and Debian codenames.
 
 A guest is matched only against records of its own release: the keys a guest's facts
 give and the keys an importer stores are made by the functions here, so both sides
-agree. distro-info-data is Debian's package (``/usr/share/distro-info``); without it the
-Debian tracker's codenames fall back to the few vmaudit knows and EOL is not judged.
+agree. Codenames come from distro-info-data (judge.eol reads it); without it the Debian
+tracker's codenames fall back to the few listed here.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import re
-from dataclasses import dataclass
-from datetime import date
-from functools import cache
-from pathlib import Path
 
+from vmaudit.judge.eol import releases
 from vmaudit.models import OsInfo
-
-DISTRO_INFO_DIR = Path(os.environ.get("VMAUDIT_DISTRO_INFO", "/usr/share/distro-info"))
-CSV_CAP = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Release:
-    """One row of distro-info-data."""
-
-    distro: str  # debian | ubuntu
-    version: str  # "12", "22.04"
-    codename: str  # "bookworm", "jammy"
-    eol: date | None  # end of the vendor's standard security support
-    eol_extended: date | None  # Debian LTS, Ubuntu ESM
-
-
-def _date(text: str | None) -> date | None:
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        return None
-
-
-@cache
-def releases(distro: str) -> tuple[Release, ...]:
-    """distro-info-data's rows for ``debian`` or ``ubuntu``; () when it is not installed."""
-    path = DISTRO_INFO_DIR / f"{distro}.csv"
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(CSV_CAP)
-    except OSError:
-        return ()
-    rows: list[Release] = []
-    for row in csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))):
-        version = (row.get("version") or "").replace(" LTS", "").strip()
-        series = (row.get("series") or "").strip().lower()
-        if not version or not series:
-            continue  # sid, experimental
-        if distro == "debian":
-            # Debian LTS is Debian's own (security updates go on in the same archive);
-            # ELTS is a paid service, so it is not the vendor's support.
-            standard = _date(row.get("eol-lts")) or _date(row.get("eol"))
-            extended = _date(row.get("eol-elts"))
-        else:
-            # Ubuntu: standard support (server date where it differed); ESM is Ubuntu Pro.
-            standard = _date(row.get("eol-server")) or _date(row.get("eol"))
-            extended = _date(row.get("eol-esm"))
-        rows.append(Release(distro, version, series, standard, extended))
-    return tuple(rows)
-
 
 # Used when distro-info-data is missing, so the tracker's codenames still map.
 _DEBIAN_FALLBACK = {
@@ -159,16 +101,3 @@ def guest_ecosystems(os_info: OsInfo) -> tuple[str, ...]:
         mm = _major_minor(version)
         return (f"openSUSE:Leap {mm[0]}.{mm[1]}",) if mm else ()
     return ()
-
-
-def release_of(os_info: OsInfo) -> Release | None:
-    """The distro-info-data row of a Debian or Ubuntu guest."""
-    distro = (os_info.distro or "").lower()
-    if distro == "debian":
-        major = _major(os_info.version)
-        return next((r for r in releases("debian") if r.version == major), None)
-    if distro == "ubuntu":
-        mm = _major_minor(os_info.version, width=2)
-        wanted = f"{mm[0]}.{mm[1]}" if mm else None
-        return next((r for r in releases("ubuntu") if r.version == wanted), None)
-    return None

@@ -9,10 +9,10 @@ Server Core and the full product are candidates (their fixes carry the same buil
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from vmaudit.models import OsInfo
+from vmaudit.versions import dotted_key
 
 # Build number -> the server release's product name in CVRF.
 SERVER_RELEASES = {
@@ -50,7 +50,6 @@ ARCHES = {
     "aarch64": "ARM64-based Systems",
 }
 CORE = " (Server Core installation)"
-_BUILD = re.compile(r"(\d{1,6})\.(\d{1,6})$")
 
 
 @dataclass(frozen=True)
@@ -63,9 +62,9 @@ class WindowsGuest:
 
 
 def parse_build(text: str | None) -> tuple[int, int] | None:
-    """``17763.5936`` or ``10.0.17763.6054`` -> (17763, 5936): the build and its revision."""
-    found = _BUILD.search((text or "").strip())
-    return (int(found.group(1)), int(found.group(2))) if found else None
+    """``17763.5936`` or ``10.0.17763.6054`` -> the build and its revision (UBR)."""
+    numbers = dotted_key(text or "")
+    return (numbers[-2], numbers[-1]) if len(numbers) >= 2 else None
 
 
 def windows_guest(os_info: OsInfo) -> WindowsGuest | None:

@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from vmaudit.feeds.eol import end_of_life
+from vmaudit.judge.eol import end_of_life
 from vmaudit.models import OsInfo
 
 

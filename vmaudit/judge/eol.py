@@ -1,5 +1,6 @@
-"""End of vendor support per OS release: distro-info-data for Debian and Ubuntu, a table
-shipped here for the RHEL family, SUSE and Windows Server, each date with its source.
+"""End of vendor support per OS release: distro-info-data for Debian and Ubuntu (Debian's
+package, ``/usr/share/distro-info``), a table shipped here for the RHEL family, SUSE and
+Windows Server, each date with its source.
 
 The date is the end of the vendor's own security support at no extra cost: Debian's LTS
 (Debian's own archive), Ubuntu's standard support (ESM is Ubuntu Pro), RHEL's end of
@@ -10,13 +11,91 @@ day after.
 
 from __future__ import annotations
 
+import csv
+import io
+import os
 import re
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
+from pathlib import Path
 
-from vmaudit.feeds.distros import release_of
-from vmaudit.feeds.windows import parse_build
 from vmaudit.models import OsInfo
+from vmaudit.versions import dotted_key
+
+DISTRO_INFO_DIR = Path(os.environ.get("VMAUDIT_DISTRO_INFO", "/usr/share/distro-info"))
+CSV_CAP = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Release:
+    """One row of distro-info-data."""
+
+    distro: str  # debian | ubuntu
+    version: str  # "12", "22.04"
+    codename: str  # "bookworm", "jammy"
+    eol: date | None  # end of the vendor's standard security support
+    eol_extended: date | None  # Debian LTS, Ubuntu ESM
+
+
+def _date(text: str | None) -> date | None:
+    if not text:
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        return None
+
+
+@cache
+def releases(distro: str) -> tuple[Release, ...]:
+    """distro-info-data's rows for ``debian`` or ``ubuntu``; () when it is not installed."""
+    path = DISTRO_INFO_DIR / f"{distro}.csv"
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(CSV_CAP)
+    except OSError:
+        return ()
+    rows: list[Release] = []
+    for row in csv.DictReader(io.StringIO(data.decode("utf-8", "replace"))):
+        version = (row.get("version") or "").replace(" LTS", "").strip()
+        series = (row.get("series") or "").strip().lower()
+        if not version or not series:
+            continue  # sid, experimental
+        if distro == "debian":
+            # Debian LTS is Debian's own (security updates go on in the same archive);
+            # ELTS is a paid service, so it is not the vendor's support.
+            standard = _date(row.get("eol-lts")) or _date(row.get("eol"))
+            extended = _date(row.get("eol-elts"))
+        else:
+            # Ubuntu: standard support (server date where it differed); ESM is Ubuntu Pro.
+            standard = _date(row.get("eol-server")) or _date(row.get("eol"))
+            extended = _date(row.get("eol-esm"))
+        rows.append(Release(distro, version, series, standard, extended))
+    return tuple(rows)
+
+
+def _major(version: str | None) -> str | None:
+    found = re.match(r"\s*(\d{1,4})", version or "")
+    return str(int(found.group(1))) if found else None
+
+
+def _ubuntu_version(version: str | None) -> str | None:
+    found = re.match(r"\s*(\d{1,4})(?:\.(\d{1,4}))?", version or "")
+    return f"{int(found.group(1))}.{int(found.group(2) or 0):02d}" if found else None
+
+
+def release_of(os_info: OsInfo) -> Release | None:
+    """The distro-info-data row of a Debian or Ubuntu guest."""
+    distro = (os_info.distro or "").lower()
+    if distro == "debian":
+        major = _major(os_info.version)
+        return next((r for r in releases("debian") if r.version == major), None)
+    if distro == "ubuntu":
+        wanted = _ubuntu_version(os_info.version)
+        return next((r for r in releases("ubuntu") if r.version == wanted), None)
+    return None
+
 
 RHEL_SOURCE = "https://access.redhat.com/support/policy/updates/errata"
 CENTOS_SOURCE = "https://www.centos.org/centos-linux-eol/"
@@ -110,12 +189,13 @@ def end_of_life(os_info: OsInfo) -> EndOfLife | None:
     """The guest release's end of support; None when vmaudit does not know it."""
     distro = (os_info.distro or "").lower()
     if os_info.type == "windows":
-        build = parse_build(os_info.build)
+        build = dotted_key(os_info.build or "")
+        number = build[-2] if len(build) >= 2 else None  # 17763 of 17763.5936
         kind = (getattr(os_info, "installation_type", None) or "").lower()
         server = kind.startswith("server") if kind else "server" in (os_info.product or "").lower()
-        if build is None or not server or build[0] not in WINDOWS_SERVER_EOL:
+        if number is None or not server or number not in WINDOWS_SERVER_EOL:
             return None
-        name, ends, page = WINDOWS_SERVER_EOL[build[0]]
+        name, ends, page = WINDOWS_SERVER_EOL[number]
         return EndOfLife(name, ends, MS_SOURCE + page)
     if distro in ("debian", "ubuntu"):
         release = release_of(os_info)
