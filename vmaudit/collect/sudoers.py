@@ -837,8 +837,9 @@ def _follow_include(
             continue
         child = target.rstrip("/") + "/" + name
         st = fs.stat(child)
-        if st is None or st.kind != "file":
-            continue
+        if st is not None and st.kind != "file":
+            continue  # sudo reads regular files only
+        # A dangling or looping link is skipped by sudo too; reading it says why.
         _parse_file(fs, child, state, warnings, explicit=False)
 
 
