@@ -324,3 +324,15 @@ def test_scan_of_hostile_headers_reports_each_and_exits_3(tmp_path: Path) -> Non
         "offset.vhd": ("error", "missing-parent"),
         "blank.vmdk": ("error", "corrupt-image"),
     }
+
+
+def test_unusable_paths_given_on_the_command_line_are_each_reported(tmp_path: Path) -> None:
+    qemu_img("create", "-f", "qcow2", str(tmp_path / "a.qcow2"), "16M")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    too_long = str(tmp_path / ("x" * 300))
+    result = discover([str(tmp_path / "a.qcow2"), str(tmp_path / "loop" / "x.qcow2"), too_long])
+    assert leaves(result) == ["a.qcow2"]
+    assert {os.path.basename(s.path): str(s.kind) for s in result.skipped} == {
+        "x.qcow2": "corrupt-image",
+        "x" * 300: "corrupt-image",
+    }

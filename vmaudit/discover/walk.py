@@ -78,8 +78,8 @@ def _walk(paths: Sequence[str], excludes: Sequence[str], out: DiscoveryResult) -
         except FileNotFoundError:
             out.skipped.append(Skipped(top, ErrorKind.CORRUPT_IMAGE, "no such file or directory"))
             continue
-        except PermissionError:
-            out.skipped.append(Skipped(top, ErrorKind.PERMISSION_DENIED, "permission denied"))
+        except OSError as exc:  # permission, a name too long, a loop in the path...
+            out.skipped.append(_skip(top, _file_error(exc, "lstat")))
             continue
         if stat.S_ISDIR(st.st_mode):
 
