@@ -91,7 +91,7 @@ def test_an_unchanged_compliant_image_is_allowed_and_the_last_report_stays_the_s
     after = runner.invoke(main, ["report", "-f", "json", "--state", str(site["state"])])
     assert json.loads(after.output) == json.loads(before.output)
     history = runner.invoke(main, ["history", str(site["good"]), "--state", str(site["state"])])
-    assert "power-on" in history.output
+    assert "power-on: allow (libvirt)" in history.output
 
 
 def test_an_exempt_domain_passes_unaudited_and_is_recorded(
@@ -233,3 +233,24 @@ def test_a_changed_image_is_not_decided_from_its_old_facts(site: dict[str, Path]
     assert not decision.allowed and decision.result is not None
     assert not decision.result.from_cache
     assert decision.error is not None and decision.error.startswith("timeout:")
+
+
+@pytest.mark.appliance
+def test_an_image_never_scanned_is_audited_now_refused_and_then_decided_from_cache(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "images"
+    image, _tree = build_image(store, "forgotten.img", OUT_OF_BASELINE)
+    state = tmp_path / "state.db"
+    policy = write_policy(tmp_path / "gate.yaml", [store], state, timeout="300")
+    before = fingerprint(store)
+    first = vmaudit_gate("check", "--policy", str(policy), str(image))
+    assert first.returncode == 1, first.stderr
+    assert "account.extra-uid0 (toor) (audited now)" in first.stdout.decode()
+    second = vmaudit_gate("check", "--policy", str(policy), str(image))
+    assert second.returncode == 1
+    assert "account.extra-uid0 (toor) (cached facts)" in second.stdout.decode()
+    assert fingerprint(store) == before
+    with StateDB(state) as db:
+        cached = [d.details["from_cache"] for d in db.power_ons()]
+    assert cached == [False, True]

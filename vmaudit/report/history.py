@@ -15,7 +15,7 @@ from tabulate import tabulate
 
 from vmaudit.models import to_jsonable
 from vmaudit.report.common import exposure_text, score_text, terminal_safe
-from vmaudit.state import HistoryEntry
+from vmaudit.state import HistoryEntry, HistoryEvent
 
 CAPPED = "unknown (capped score of schema v2)"
 
@@ -36,15 +36,19 @@ def change_summary(changes: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def event_text(event: HistoryEvent) -> str:
+    """``modified (packages: 3 upgraded)``; a gate's decision as ``power-on: refuse (libvirt)``."""
+    if event.kind == "power-on":
+        return f"power-on: {event.changes.get('decision')} ({event.changes.get('source')})"
+    return event.kind + (f" ({change_summary(event.changes)})" if event.changes else "")
+
+
 def render_history(entries: Sequence[HistoryEntry], fmt: str) -> str:
     if fmt == "json":
         return json.dumps([to_jsonable(entry) for entry in entries], indent=2) + "\n"
     rows = []
     for entry in entries:
-        events = ", ".join(
-            event.kind + (f" ({change_summary(event.changes)})" if event.changes else "")
-            for event in entry.events
-        )
+        events = ", ".join(event_text(event) for event in entry.events)
         if entry.risk is None or entry.error is not None:
             risk, exposure = "-", "-"
         else:
