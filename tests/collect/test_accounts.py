@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 from vmaudit.collect.accounts import collect_users
@@ -254,3 +255,14 @@ def test_keys_in_another_users_match_block_file_are_counted(guest: Guest) -> Non
     guest.write("/home/ops/.ssh/authorized_keys", 'command="' + "x" * 70_000 + '" ssh-rsa AAAA\n')
     found, _ = users(guest)
     assert found["ops"].authorized_keys == 2 and found["ops"].can_login is True
+
+
+def test_millions_of_lines_and_members_stay_fast(guest: Guest) -> None:
+    many = "".join(line(f"u{i}", 10_000 + i) for i in range(20_000))
+    base(guest, "ab\n" * 3_000_000 + many + "\n" * 3_000_000,
+         "", group="crowd:x:27:" + "x," * 3_000_000 + "u7\n")  # fmt: skip
+    started = time.monotonic()
+    found, warnings = users(guest)
+    assert time.monotonic() - started < 60
+    assert len(found) == 20_000 and found["u7"].groups == ("crowd",)
+    assert warnings == ["/etc/passwd: 3000000 malformed line(s) skipped"]

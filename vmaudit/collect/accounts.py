@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
@@ -238,7 +238,10 @@ def parse_group_line(line: str) -> GroupEntry | None:
     return GroupEntry(name, gid, tuple(member for member in members if member))
 
 
-def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool) -> list[str]:
+CHUNK = 1024 * 1024  # characters split at once: the lines of a huge file never all coexist
+
+
+def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool) -> Iterator[str]:
     """The lines ``__nss_readline`` hands to the parser, quirks included.
 
     fgets keeps the newline and the C string ends at a NUL; leading blanks are skipped by a
@@ -246,28 +249,33 @@ def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool) ->
     has no newline (a NUL in the line, or a last line without one) its last ``k`` characters
     are repeated (``\t\tab::0:0::/:/bin/s\0h`` has the shell ``/bin/s/s``: measured).
     Bytes that are not UTF-8 survive as surrogate escapes, so a shell path is the guest's.
-    No line-length cap: glibc has none, and the file cap already bounds the work.
+    No line-length cap: glibc has none, and the file cap already bounds the work; lines are
+    split a chunk at a time, so a file of millions of tiny lines stays small in memory.
     """
     data = read_bytes(fs, path, warnings, cap=DEFAULT_CAP, missing_ok=missing_ok)
     if data is None:
-        return []
+        return
     text = data.decode("utf-8", errors="surrogateescape")
-    raw_lines = guest_lines(text)
-    lines: list[str] = []
-    for index, raw in enumerate(raw_lines):
-        if "\0" in raw:
+    del data
+    start = 0
+    while start < len(text):
+        cut = text.find("\n", start + CHUNK)
+        end = len(text) if cut < 0 else cut + 1
+        chunk = guest_lines(text[start:end])
+        last = end == len(text) and not text.endswith("\n")
+        start = end
+        for index, raw in enumerate(chunk):
+            if not raw:
+                continue
+            if "\0" not in raw and not (last and index == len(chunk) - 1):
+                rest = raw.lstrip(C_SPACE)  # the newline kept by fgets ends it again
+                if rest and rest[0] != "#":
+                    yield rest
+                continue
             string = raw.split("\0", 1)[0]
-        elif index < len(raw_lines) - 1 or text.endswith("\n"):
-            string = raw + "\n"
-        else:
-            string = raw
-        rest = string.lstrip(C_SPACE)
-        if not rest or rest.startswith("#"):
-            continue
-        if len(rest) < len(string):
-            rest += string[len(rest) :]
-        lines.append(rest.split("\n", 1)[0])
-    return lines
+            rest = string.lstrip(C_SPACE)
+            if rest and rest[0] != "#":
+                yield rest + string[len(rest) :] if len(rest) < len(string) else rest
 
 
 def _shown(text: str) -> str:
@@ -282,13 +290,21 @@ def _entries(
     fs: GuestFS,
     path: str,
     parse: Callable[[str], E | None],
+    colons: int,
     warnings: list[str],
     missing_ok: bool = True,
 ) -> list[E]:
-    """The entries glibc accepts, in file order; the rejected lines are one warning."""
+    """The entries glibc accepts, in file order; the rejected lines are one warning.
+
+    A line with fewer than ``colons`` colons can only be a compat reference: any other is
+    rejected without parsing, which keeps a file of millions of garbage lines fast.
+    """
     entries: list[E] = []
     rejected = 0
     for line in _nss_lines(fs, path, warnings, missing_ok):
+        if line.count(":") < colons and line[0] not in ("+", "-"):
+            rejected += 1
+            continue
         entry = parse(line)
         if entry is None:
             rejected += 1
@@ -306,7 +322,7 @@ def read_passwd(fs: GuestFS, warnings: list[str]) -> list[PasswdEntry]:
     """The accounts ``getpwnam`` can return: compat references out, the first of a name."""
     entries: list[PasswdEntry] = []
     seen: set[str] = set()
-    for entry in _entries(fs, "/etc/passwd", parse_passwd_line, warnings, missing_ok=False):
+    for entry in _entries(fs, "/etc/passwd", parse_passwd_line, 3, warnings, missing_ok=False):
         if _compat(entry.name) or entry.name in seen:
             continue
         seen.add(entry.name)
@@ -317,7 +333,7 @@ def read_passwd(fs: GuestFS, warnings: list[str]) -> list[PasswdEntry]:
 def read_shadow(fs: GuestFS, warnings: list[str]) -> dict[str, ShadowEntry]:
     """Shadow entries by name as ``getspnam`` finds them (the first of a name)."""
     entries: dict[str, ShadowEntry] = {}
-    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, warnings):
+    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, 4, warnings):
         if not _compat(entry.name):
             entries.setdefault(entry.name, entry)
     return entries
@@ -325,16 +341,21 @@ def read_shadow(fs: GuestFS, warnings: list[str]) -> dict[str, ShadowEntry]:
 
 def read_group(fs: GuestFS, warnings: list[str]) -> list[GroupEntry]:
     """Every group line glibc accepts, compat references included (initgroups counts them)."""
-    return _entries(fs, "/etc/group", parse_group_line, warnings)
+    return _entries(fs, "/etc/group", parse_group_line, 2, warnings)
 
 
-def user_gids(name: str, gid: int, groups: list[GroupEntry]) -> list[int]:
-    """``getgrouplist(name, gid)`` over the files backend: primary first, then file order."""
-    gids = [gid]
+def memberships(groups: list[GroupEntry]) -> dict[str, list[int]]:
+    """Member name -> the gids of the groups listing it, in file order (built once)."""
+    index: dict[str, list[int]] = {}
     for group in groups:
-        if group.gid not in gids and name in group.members:
-            gids.append(group.gid)
-    return gids
+        for member in group.members:
+            index.setdefault(member, []).append(group.gid)
+    return index
+
+
+def user_gids(name: str, gid: int, members: dict[str, list[int]]) -> list[int]:
+    """``getgrouplist(name, gid)`` over the files backend: primary first, then file order."""
+    return list(dict.fromkeys([gid, *members.get(name, ())]))
 
 
 def group_names(groups: list[GroupEntry]) -> dict[int, str]:
@@ -429,6 +450,7 @@ def collect_users(
     shadow = read_shadow(fs, warnings)
     groups = read_group(fs, warnings)
     name_of_gid = group_names(groups)
+    members = memberships(groups)
     gid_of_name: dict[str, int] = {}
     for group in groups:  # getgrnam: the first group of a name
         if not _compat(group.name):
@@ -437,7 +459,7 @@ def collect_users(
 
     users: list[User] = []
     for entry in read_passwd(fs, warnings):
-        gids = user_gids(entry.name, entry.gid, groups)
+        gids = user_gids(entry.name, entry.gid, members)
         names: list[str] = []
         for gid in gids:
             if gid in name_of_gid and name_of_gid[gid] not in names:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from vmaudit.guest.base import GuestFS, guest_lines, is_dir, is_file, read_text, safe_path
 from vmaudit.models import Package, SshFacts
 
-from .accounts import group_names, read_group, read_passwd, user_gids
+from .accounts import group_names, memberships, read_group, read_passwd, user_gids
 from .common import guest_glob, packages_by_name
 
 CONFIG_PATH = "/etc/ssh/sshd_config"
@@ -470,8 +470,8 @@ class _Pass:
             if entry is not None:
                 groups = read_group(self.fs, scratch)
                 names = group_names(groups)
-                self.root_groups = [names[gid] for gid in user_gids(user, entry.gid, groups)
-                                    if gid in names]  # fmt: skip
+                gids = user_gids(user, entry.gid, memberships(groups))
+                self.root_groups = [names[gid] for gid in gids if gid in names]
         return self.root_groups
 
 
