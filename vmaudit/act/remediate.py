@@ -70,7 +70,6 @@ from vmaudit.collect.accounts import (
     keys_paths,
     read_group,
     read_passwd,
-    user_gids,
 )
 from vmaudit.collect.sshd import collect_sshd
 from vmaudit.collect.sudoers import SUDOERS_PATH, _Lexer, parse_sudoers
@@ -398,11 +397,12 @@ def sudoers_entries(data: bytes) -> list[_Entry]:
 
 
 def _sudo_users(fs: GuestFS) -> list[tuple[str, int, set[str], set[int]]]:
+    """(name, uid, group names, gids) of every account, as getgrouplist gives them."""
     groups = read_group(fs, [])
     names = group_names(groups)
     users = []
     for entry in read_passwd(fs, []):
-        gids = user_gids(entry.name, entry.gid, groups)
+        gids = {entry.gid} | {group.gid for group in groups if entry.name in group.members}
         users.append((entry.name, entry.uid, {names[g] for g in gids if g in names}, set(gids)))
     return users
 
