@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
-from vmaudit.versions import version_matches
 from vmaudit.models import Facts, Severity
+from vmaudit.versions import version_matches
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,31 @@ class Match:
             if distro not in {name.lower() for name in self.distro}:
                 return False
         return self.version is None or version_matches(self.version, facts.os.version)
+
+
+@dataclass(frozen=True)
+class AcceptedRisk:
+    """One ``vulnerabilities.ignore`` entry: not reported through ``until`` (inclusive)."""
+
+    id: str
+    until: date
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class VulnerabilityPolicy:
+    """The ``vulnerabilities`` section: which ``vuln.cve`` findings are reported."""
+
+    min_severity: Severity = "low"
+    max_days_exposed: int | None = None
+    ignore: tuple[AcceptedRisk, ...] = ()
+
+    def accepted(self, ids: tuple[str, ...], today: date) -> tuple[AcceptedRisk | None, bool]:
+        """The entry naming one of ``ids`` still in force, and whether one has expired."""
+        wanted = {i.upper() for i in ids}
+        named = [entry for entry in self.ignore if entry.id.upper() in wanted]
+        current = next((entry for entry in named if entry.until >= today), None)
+        return current, current is None and bool(named)
 
 
 @dataclass(frozen=True)
@@ -62,6 +88,20 @@ class Baseline:
     severity: Mapping[str, Severity] = field(default_factory=dict)
     extends: tuple[str, ...] = ()  # every file merged in, parents first
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def vulnerabilities(self) -> VulnerabilityPolicy | None:
+        """The validated ``vulnerabilities`` section; None when the baseline has none."""
+        section = self.get("vulnerabilities")
+        if not isinstance(section, Mapping):
+            return None
+        ignore = tuple(
+            AcceptedRisk(str(entry["id"]), entry["until"], str(entry.get("reason", "")))
+            for entry in section.get("ignore", ())
+        )
+        return VulnerabilityPolicy(
+            section.get("min_severity", "low"), section.get("max_days_exposed"), ignore
+        )
 
     def is_set(self, key: str) -> bool:
         """Whether a dotted key (``accounts.allowed_admins``) was given, here or by a parent."""

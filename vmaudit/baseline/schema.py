@@ -10,14 +10,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from vmaudit.versions import is_version_expression
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER, RULES
 from vmaudit.models import SEVERITIES
+from vmaudit.versions import is_version_expression
 
 MAX_NODES = 100_000  # aliases can make a small file a huge graph ("billion laughs")
 MAX_DEPTH = 64  # collections inside collections; a real baseline nests four deep
@@ -216,6 +217,25 @@ class Enum(Spec):
         if not isinstance(value, str) or value not in self.values:
             shown = repr(value) if isinstance(value, str) else _type_name(node)
             return walk.problem(node, key, f"must be one of {', '.join(self.values)}; got {shown}")
+        return value
+
+
+@dataclass(frozen=True)
+class Date(Spec):
+    """A calendar date, ``2027-01-31`` (YAML reads it as a date; a quoted one is parsed)."""
+
+    describe: str = "date (YYYY-MM-DD)"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, str):
+            try:
+                value = date.fromisoformat(value.strip())
+            except ValueError:
+                return walk.problem(node, key, f"{value!r} is not a date such as 2027-01-31")
+        if isinstance(value, datetime) or not isinstance(value, date):
+            shown = value.what if isinstance(value, Unreadable) else _type_name(node)
+            return walk.problem(node, key, f"expected a date such as 2027-01-31, got {shown}")
         return value
 
 
@@ -509,6 +529,40 @@ BASELINE = Section(
                 }
             ),
             "Host firewall.",
+        ),
+        "vulnerabilities": Key(
+            Section(
+                {
+                    "min_severity": Key(
+                        Enum(SEVERITIES), "Report `vuln.cve` at or above this (default low)."
+                    ),
+                    "max_days_exposed": Key(
+                        Int(0), "Only advisories whose fix has been out longer than this."
+                    ),
+                    "ignore": Key(
+                        ListOf(
+                            Section(
+                                {
+                                    "id": Key(
+                                        Str(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}",
+                                            "a CVE or advisory id"),
+                                        "CVE id (or advisory id) of the accepted risk.",
+                                        required=True,
+                                    ),
+                                    "reason": Key(Str(), "Why the risk is accepted."),
+                                    "until": Key(
+                                        Date(),
+                                        "Last day the acceptance holds; after it, it is reported.",
+                                        required=True,
+                                    ),
+                                }
+                            )
+                        ),
+                        "Accepted risks: id, reason and until (required).",
+                    ),
+                }
+            ),
+            "Vulnerability feeds (`vuln.cve`, with `--feeds-db`) and `os.end-of-life`.",
         ),
         "severity": Key(
             MapOf(Enum(SEVERITIES), _known_rule, "rule id"),

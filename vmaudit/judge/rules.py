@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from vmaudit.judge.eol import end_of_life
 from vmaudit.judge.repoindex import load_index
 from vmaudit.models import SECTIONS, SEVERITIES, Facts, Finding, NotJudged, Severity, User
 from vmaudit.versions import comparator_for, dotted_compare
@@ -31,9 +32,41 @@ class Hit:
     subject: str
     message: str
     evidence: dict[str, Any] = field(default_factory=dict)
+    severity: Severity | None = None  # this hit's own severity (vuln.cve: the feed's)
 
 
-RuleCheck = Callable[[Facts, Baseline, datetime], Iterator[Hit]]
+RuleCheck = Callable[[Facts, "Baseline", datetime], Iterator[Hit]]
+
+
+class Vulnerability(Protocol):
+    """One advisory that applies to a guest, as a vulnerability source reports it."""
+
+    @property
+    def subject(self) -> str: ...  # the CVE id, else the advisory id
+    @property
+    def advisory(self) -> str: ...
+    @property
+    def package(self) -> str: ...  # source package, or Windows product
+    @property
+    def installed(self) -> str: ...
+    @property
+    def fixed(self) -> str | None: ...
+    @property
+    def severity(self) -> Severity: ...
+    @property
+    def warning(self) -> str | None: ...
+    def exposed_days(self, now: datetime) -> int | None: ...
+    def evidence(self, now: datetime) -> dict[str, Any]: ...
+
+
+class VulnerabilitySource(Protocol):
+    """What ``vuln.cve`` judges against: the feeds database (vmaudit.feeds.FeedsMatcher)."""
+
+    def matches(self, facts: Facts) -> Sequence[Vulnerability]: ...
+
+
+# A rule judged against a vulnerability source: the guest's matches come as a 4th argument.
+FeedsCheck = Callable[[Facts, "Baseline", datetime, Sequence[Vulnerability]], Iterator[Hit]]
 
 
 @dataclass(frozen=True)
@@ -45,11 +78,12 @@ class Rule:
     check: RuleCheck
     active: Callable[[Baseline], bool]
     sections: tuple[str, ...] = ()  # the facts sections it reads (models.SECTIONS)
+    feeds_check: FeedsCheck | None = None  # judged only when a vulnerability source is given
 
     @property
     def doc(self) -> str:
         """The rule's user documentation: its function's docstring, dedented."""
-        return inspect.cleandoc(self.check.__doc__ or "")
+        return inspect.cleandoc((self.feeds_check or self.check).__doc__ or "")
 
     def applies(self, facts: Facts, baseline: Baseline) -> bool:
         return facts.os.type in self.os_types and self.active(baseline)
@@ -545,6 +579,114 @@ def dormancy_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[
         )
 
 
+# ---------------------------------------------------------------- vulnerabilities
+
+
+def _vulnerabilities_set(baseline: Baseline) -> bool:
+    return baseline.vulnerabilities is not None
+
+
+def feeds_rule(
+    rule_id: str,
+    severity: Severity,
+    keys: tuple[str, ...],
+    os_types: tuple[str, ...] = ALL_OS,
+    active: Callable[[Baseline], bool] | None = None,
+    sections: tuple[str, ...] = (),
+) -> Callable[[FeedsCheck], FeedsCheck]:
+    """Register a rule judged against a vulnerability source (``evaluate(feeds=...)``)."""
+
+    def register(check: FeedsCheck) -> FeedsCheck:
+        def without_feeds(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
+            return check(facts, baseline, now, ())
+
+        rule(rule_id, severity, keys, os_types, active, sections)(without_feeds)
+        RULES[rule_id] = replace(RULES[rule_id], feeds_check=check)
+        return check
+
+    return register
+
+
+_SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+
+
+@feeds_rule("vuln.cve", "medium", ("vulnerabilities",), active=_vulnerabilities_set,
+            sections=("os", "packages", "hotfixes"))
+def vuln_cve(facts: Facts, baseline: Baseline, now: datetime,
+             matches: Sequence[Vulnerability]) -> Iterator[Hit]:
+    """An installed package or the Windows build is older than an advisory's fix.
+
+    Judged against the feeds database (`vmaudit feeds import`, `--feeds-db`); a baseline
+    with a `vulnerabilities` section turns it on. Linux: each installed package by its
+    source package (dpkg `Source:`, rpm `SOURCERPM`, apk origin; else its own name), in
+    the guest's own release only, with the release's own version ordering (dpkg, rpm,
+    apk). Windows: the product (build and installation type) and `CurrentBuild.UBR`
+    below the Vendor Fix's `FixedBuild`; an installed KB whose build is above the
+    registry's UBR is a warning in the evidence. Severity is the feed's (CVSS v3 base,
+    else the vendor's rating, else medium) unless the baseline's `severity` overrides
+    it. One finding per CVE (the advisory id when it has none), with `package` (or
+    `product`), `installed`, `fixed`, `advisory`, `published`, `source`, `cvss` and
+    `exposed_days`. `min_severity` drops less severe ones; `max_days_exposed` keeps only
+    advisories whose fix has been out longer; an `ignore` entry hides its id through
+    its `until` date, and once that date has passed the finding is back, marked expired.
+    """
+    policy = baseline.vulnerabilities
+    if policy is None:
+        return
+    floor = _SEVERITY_RANK[policy.min_severity]
+    today = _aware(now).date()
+    for match in matches:
+        if _SEVERITY_RANK[match.severity] > floor:
+            continue
+        days = match.exposed_days(now)
+        if policy.max_days_exposed is not None and days is not None and (
+                days <= policy.max_days_exposed):
+            continue
+        accepted, expired = policy.accepted((match.subject, match.advisory), today)
+        if accepted is not None:
+            continue
+        evidence = match.evidence(now)
+        if expired:
+            evidence["ignore_expired"] = True
+        fixed = f"older than {match.fixed}" if match.fixed else "with no fix released"
+        message = f"{match.package} {match.installed} is {fixed} ({match.advisory})"
+        if match.warning:
+            message += f"; {match.warning}"
+        yield Hit(match.subject, message, evidence, match.severity)
+
+
+@rule("os.end-of-life", "high", ("vulnerabilities",), active=_vulnerabilities_set,
+      sections=("os",))
+def os_end_of_life(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
+    """The guest's OS release is past its vendor's end of support on the day of the scan.
+
+    A baseline with a `vulnerabilities` section turns it on. Debian and Ubuntu dates
+    come from `distro-info-data` (Debian's package, on the host): Debian's LTS end,
+    Ubuntu's standard support (ESM is shown, not counted); RHEL, CentOS, Rocky,
+    AlmaLinux, SLES, openSUSE Leap and Windows Server 2008 to 2025 from a table shipped
+    with vmaudit (`vmaudit/judge/eol.py`, each date with its vendor source). A release
+    vmaudit has no date for is not judged.
+    """
+    found = end_of_life(facts.os)
+    if found is None:
+        return
+    today = _aware(now).date()
+    if today > found.ends:
+        evidence: dict[str, Any] = {
+            "release": found.release,
+            "end_of_support": found.ends.isoformat(),
+            "days_past": (today - found.ends).days,
+            "source": found.source,
+        }
+        if found.extended is not None:
+            evidence["extended_support"] = found.extended.isoformat()
+        yield Hit(
+            os_label(facts),
+            f"{found.release} reached its end of support on {found.ends.isoformat()}",
+            evidence,
+        )
+
+
 # ---------------------------------------------------------------- evaluation
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
@@ -560,12 +702,15 @@ class Evaluation:
     not_judged: tuple[NotJudged, ...] = ()  # rules that read a section that failed
 
 
-def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime) -> Evaluation:
+def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime,
+             feeds: VulnerabilitySource | None = None) -> Evaluation:
     """Run every active rule of every baseline whose ``match`` fits the guest.
 
     When two baselines report the same rule on the same subject, the most severe finding
-    is kept (the first baseline on a tie).
+    is kept (the first baseline on a tie). Rules judged against vulnerability feeds
+    (``vuln.cve``) run only when ``feeds`` is given; the guest is matched once.
     """
+    matches: Sequence[Vulnerability] | None = None
     kept: dict[tuple[str, str], Finding] = {}
     evaluated: set[str] = set()
     applied: list[str] = []
@@ -582,9 +727,18 @@ def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime) -> Eval
             if blind:  # not judged, never passed
                 unjudged.setdefault(rule_def.id, "; ".join(blind))
                 continue
+            if rule_def.feeds_check is not None:
+                if feeds is None:
+                    continue
+                if matches is None:
+                    matches = feeds.matches(facts)
+                hits = rule_def.feeds_check(facts, baseline, now, matches)
+            else:
+                hits = rule_def.check(facts, baseline, now)
             evaluated.add(rule_def.id)
-            severity = baseline.severity.get(rule_def.id, rule_def.severity)
-            for hit in rule_def.check(facts, baseline, now):
+            overridden = baseline.severity.get(rule_def.id)
+            for hit in hits:
+                severity = overridden or hit.severity or rule_def.severity
                 finding = Finding(
                     rule_def.id, severity, hit.subject, hit.message, hit.evidence, baseline.name
                 )
@@ -597,4 +751,13 @@ def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime) -> Eval
     return Evaluation(tuple(findings), tuple(sorted(evaluated)), tuple(applied), not_judged)
 
 
-__all__ = ["RULES", "Evaluation", "Hit", "Rule", "evaluate", "os_label"]
+__all__ = [
+    "RULES",
+    "Evaluation",
+    "Hit",
+    "Rule",
+    "Vulnerability",
+    "VulnerabilitySource",
+    "evaluate",
+    "os_label",
+]
