@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from tests.imaging import vhd_checksum
 from tests.safety.test_opening import scan_env, vmaudit
+from vmaudit.discover.formats import read_head, sniff
 from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import VmauditError
 from vmaudit.guest.vhd import read_layer
@@ -336,3 +338,26 @@ def test_unusable_paths_given_on_the_command_line_are_each_reported(tmp_path: Pa
         "x.qcow2": "corrupt-image",
         "x" * 300: "corrupt-image",
     }
+
+
+@pytest.mark.parametrize("name", ["swapped.qcow2", "swapped.vmx"])
+def test_a_fifo_swapped_in_after_lstat_is_refused_not_waited_on(tmp_path: Path, name: str) -> None:
+    """Discovery lstat's first; a file replaced by a FIFO before it is opened must not block
+    (a plain open() of a FIFO waits for a writer forever)."""
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    outcome: list[BaseException | object] = []
+
+    def read() -> None:
+        path = str(fifo)
+        try:
+            outcome.append(sniff(path) if name.endswith(".qcow2") else read_head(path, 10))
+        except BaseException as exc:  # the outcome is checked below
+            outcome.append(exc)
+
+    worker = threading.Thread(target=read, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert outcome, "blocked on a FIFO"
+    assert isinstance(outcome[0], VmauditError)
+    assert str(outcome[0].kind) == "not-a-regular-file"
