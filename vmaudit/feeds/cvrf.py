@@ -19,7 +19,14 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import iterparse
 
 from vmaudit.feeds.osv import iso_time
-from vmaudit.feeds.records import CVE_PATTERN, Advisory, FeedError, WindowsFix, checked_id
+from vmaudit.feeds.records import (
+    CVE_PATTERN,
+    Advisory,
+    FeedError,
+    WindowsFix,
+    checked_id,
+    short_text,
+)
 
 VULN = "{http://www.icasi.org/CVRF/schema/vuln/1.1}"
 PROD = "{http://www.icasi.org/CVRF/schema/prod/1.1}"
@@ -32,9 +39,10 @@ KB_NUMBER = re.compile(r"(?:KB)?(\d{6,8})")
 
 
 def _text(element: Element | None, cap: int = 256) -> str:
+    """An element's text on one line, without control characters, at most ``cap`` long."""
     if element is None or element.text is None:
         return ""
-    return element.text.strip()[:cap]
+    return " ".join(short_text(element.text[: cap * 4]).split())[:cap]
 
 
 def _product_ids(element: Element) -> list[str]:
