@@ -9,7 +9,9 @@ Each file is read as its loader reads it at boot:
   ``DROP``/``REJECT`` denies, ``ACCEPT`` accepts; iptables refuses any other spelling, and the
   built-in ACCEPT stays.
 - nftables: ``nft -f /etc/nftables.conf`` loads the whole file or, on any error, nothing. The
-  file is tokenized in one pass (linear time); blocks need nft's separators; ``include`` is
+  file is tokenized in one pass (linear time); blocks need nft's separators, a base chain a
+  hook its family and type have (and a priority, and a device for ingress); rule expressions
+  are not validated (a rule nft rejects still fails the whole file there); ``include`` is
   followed (relative to ``/etc``, globs sorted, a missing plain file is an error, 16 levels);
   commands apply in order (``flush ruleset`` drops what came before, ``delete table`` drops a
   table, a re-declared chain takes the new policy, a ``dormant`` table filters nothing). Only
@@ -171,6 +173,21 @@ NFT_TOKEN = re.compile(
 FAMILIES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
 VERBS = ("add", "create", "insert", "replace", "delete", "destroy", "flush", "list", "reset",
          "rename")  # fmt: skip
+# The hooks nft 1.0.6 accepts per family and chain type (nft -c on each combination).
+_IP_HOOKS = ("prerouting", "input", "forward", "output", "postrouting")
+_NAT_HOOKS = ("prerouting", "input", "output", "postrouting")
+HOOKS: dict[tuple[str, str | None], tuple[str, ...]] = {
+    **{(f, "filter"): _IP_HOOKS for f in ("ip", "ip6", "bridge")},
+    ("inet", "filter"): (*_IP_HOOKS, "ingress"),
+    **{(f, "nat"): _NAT_HOOKS for f in ("ip", "ip6", "inet")},
+    **{(f, "route"): ("output",) for f in ("ip", "ip6", "inet")},
+    ("arp", "filter"): ("input", "output"),
+    ("netdev", "filter"): ("ingress", "egress"),
+}
+PRIORITY = re.compile(
+    r"-?[0-9]+|\$[A-Za-z_][A-Za-z0-9_]*"
+    r"|(?:raw|mangle|dstnat|filter|security|srcnat|out)(?: ?[+-] ?[0-9]+)?"
+)
 VERDICTS = ("accept", "drop", "reject", "queue", "continue", "return", "jump", "goto")
 OBJECTS = ("table", "chain", "rule", "set", "map", "element", "flowtable", "counter", "quota",
            "ct", "limit", "secmark", "synproxy")  # fmt: skip
@@ -273,21 +290,28 @@ class _NftLoader:
             return
         raise NftError(f"{token.file}:{token.line}: expecting newline or semicolon")
 
-    def skip_statement(self) -> None:
-        """Tokens to the end of the statement, blocks included (rules, sets, elements)."""
+    def statement_words(self) -> list[str]:
+        """The words up to the end of the statement (consumed), blocks included."""
+        words: list[str] = []
         depth = 0
         while (token := self.peek()) is not None:
             if token.kind == "{":
                 depth += 1
             elif token.kind == "}":
                 if depth == 0:
-                    return
+                    break
                 depth -= 1
             elif token.kind in ("nl", ";") and depth == 0:
-                return
+                break
+            words.append(token.text)
             self.next()
         if depth:
             raise NftError("end of file inside a block")
+        return words
+
+    def skip_statement(self) -> None:
+        """Tokens to the end of the statement, blocks included (rules, sets, elements)."""
+        self.statement_words()
 
     # -- statements
     def run(self) -> None:
@@ -409,7 +433,7 @@ class _NftLoader:
                 name = self.word()
                 chain = table.chains.setdefault(name, _Chain())
                 self.expect("{")
-                self.chain_block(chain)
+                self.chain_block(key[0], chain)
             elif token.text == "flags":
                 flags = self.word()
                 table.dormant = "dormant" in flags.split(",")
@@ -459,9 +483,9 @@ class _NftLoader:
         token = self.peek()
         if token is not None and token.kind == "{":
             self.next()
-            self.chain_block(chain)
+            self.chain_block(key[0], chain)
 
-    def chain_block(self, chain: _Chain) -> None:
+    def chain_block(self, family: str, chain: _Chain) -> None:
         while True:
             token = self.next()
             if token is None:
@@ -480,7 +504,16 @@ class _NftLoader:
                 if self.word() != "hook":
                     raise NftError(f"{token.file}:{token.line}: type without hook")
                 chain.hook = self.word()
-                self.skip_statement()  # device(s), priority
+                rest = self.statement_words()
+                if chain.hook not in HOOKS.get((family, chain.kind), ()):
+                    raise NftError(f"{token.file}:{token.line}: no {chain.kind} {chain.hook} "
+                                   f"hook in the {family} family")  # fmt: skip
+                if chain.hook in ("ingress", "egress") and not {"device", "devices"} & set(rest):
+                    raise NftError(f"{token.file}:{token.line}: missing device")
+                if "priority" not in rest or not PRIORITY.fullmatch(
+                    " ".join(rest[rest.index("priority") + 1 :])
+                ):
+                    raise NftError(f"{token.file}:{token.line}: missing or bad priority")
             elif token.kind == "word" and token.text == "policy":
                 value = self.word()
                 if value.startswith("$"):
