@@ -11,7 +11,7 @@ from typing import assert_never
 
 from vmaudit.judge.verdict import exit_code
 from vmaudit.models import ScanReport
-from vmaudit.report import csv, html, json, junit, table
+from vmaudit.report import csv, cyclonedx, html, json, junit, table
 
 
 class Format(StrEnum):
@@ -20,6 +20,7 @@ class Format(StrEnum):
     JSON = "json"
     JUNIT = "junit"
     HTML = "html"
+    CYCLONEDX = "cyclonedx"  # one CycloneDX BOM per audited image, a line each
 
 
 def render(
@@ -36,6 +37,8 @@ def render(
         return junit.render(report)
     if fmt is Format.HTML:
         return html.render(report)
+    if fmt is Format.CYCLONEDX:
+        return cyclonedx.render(report)
     assert_never(fmt)
 
 
