@@ -221,6 +221,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         "<source file='raid-b.qcow2'/><target dev='vdb'/></disk>"
         "</devices></domain>\n"
     )
+    # A clone of the RAID VM beside it: the same array UUID on two images' disks.
+    shutil.copytree(raid_vm, root / "raid-vm-clone")
     flatcar = qcow2(tmp / "flatcar.raw", root / "flatcar" / "flatcar.qcow2")
     for disk in tmp.glob("*.raw"):
         disk.unlink()
@@ -292,6 +294,8 @@ def test_flatcar_usr_is_mounted_from_the_partition_the_boot_loader_picks(
 
 
 def test_every_layout_in_one_appliance_keeps_to_its_own_disks(store: Store, tmp_path: Path) -> None:
+    # The RAID VM and its clone assemble one array from members of two images: both are
+    # re-run alone, each with its own two disks.
     proc = vmaudit(
         "scan",
         str(store.root),
@@ -300,7 +304,7 @@ def test_every_layout_in_one_appliance_keeps_to_its_own_disks(store: Store, tmp_
         "--fail-on",
         "never",
         "--batch",
-        "3",
+        "4",
         "-j",
         "1",
         env=scan_env(tmp_path),
@@ -313,5 +317,6 @@ def test_every_layout_in_one_appliance_keeps_to_its_own_disks(store: Store, tmp_
     assert found == {
         "lvm/lvm.qcow2": ("audited", "lvm-01"),
         "raid-vm/raid-vm.xml": ("audited", "raid-01"),
+        "raid-vm-clone/raid-vm.xml": ("audited", "raid-01"),
         "flatcar/flatcar.qcow2": ("audited", "flatcar-01"),
     }
