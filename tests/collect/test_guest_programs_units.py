@@ -16,6 +16,7 @@ same systemd 252) are copied in first, as installing systemd would.
 
 from __future__ import annotations
 
+import random
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ UNIT_FILES = {
     "DefaultDependencies=no\nWants=network-pre.target systemd-modules-load.service\n"
     "Before=network-pre.target shutdown.target\n\n[Service]\nType=oneshot\n"
     "ExecStart=/usr/sbin/netfilter-persistent start\n\n[Install]\nWantedBy=multi-user.target\n",
+    "rescue.service": "[Unit]\nDefaultDependencies=no\n[Service]\nExecStart=/bin/sh\n",
     "firewalld.service": "[Unit]\nDescription=firewalld\nBefore=network-pre.target\n"
     "Wants=network-pre.target\n\n[Service]\nExecStart=/usr/sbin/firewalld --nofork\n\n"
     "[Install]\nWantedBy=multi-user.target\nAlias=dbus-org.fedoraproject.FirewallD1.service\n",
@@ -288,3 +290,65 @@ def test_firewall_units_start_at_boot_as_systemd_says(
     if is_enabled == "masked":
         assert units.state("nftables.service") == "masked"
     assert unit_tree.systemctl("get-default") == units.default_target
+
+
+MASKS = [None, "", "/dev/null", "../../../dev/null", "../../dev/null", "/dev/../dev/null",
+         "/nonexistent/../dev/null", "same"]  # fmt: skip
+WANTED_BY = [None, "multi-user.target", "sysinit.target", "fw.target", "graphical.target",
+             "rescue.target", "basic.target"]  # fmt: skip
+LINKS = ["absolute", "absolute", "relative", "dangling", "regular", "/dev/null"]
+
+
+def generated_changes(rng: random.Random) -> list[Callable[[Guest], None]]:
+    """Random masks, .wants entries, a custom target, an alias, a drop-in, a default."""
+    changes: list[Callable[[Guest], None]] = [remove(NFT_WANTS)]
+    for unit in FIREWALL_UNITS:
+        mask = rng.choice(MASKS)
+        if mask == "":
+            changes.append(write(f"{ETC}/{unit}", ""))
+        elif mask == "same":
+            changes.append(link(f"{LIB}/{unit}", f"{ETC}/{unit}"))
+        elif mask is not None:
+            changes.append(link(mask, f"{ETC}/{unit}"))
+        target = rng.choice(WANTED_BY)
+        if target is None:
+            continue
+        entry = f"{ETC}/{target}.wants/{unit}"
+        kind = rng.choice(LINKS)
+        if kind == "regular":
+            changes.append(write(entry, UNIT_FILES.get(unit, "[Unit]\n")))
+        else:
+            changes.append(link({"absolute": f"/lib/systemd/system/{unit}",
+                                 "relative": f"../../../../lib/systemd/system/{unit}",
+                                 "dangling": f"/nonexistent/{unit}",
+                                 "/dev/null": "/dev/null"}[kind], entry))  # fmt: skip
+    changes.append(write(f"{ETC}/fw.target", "[Unit]\nDescription=fw\n"))
+    if rng.random() < 0.5:
+        changes.append(link(f"{ETC}/fw.target", f"{ETC}/multi-user.target.wants/fw.target"))
+    if rng.random() < 0.3:
+        changes.append(link(f"{LIB}/firewalld.service", f"{ETC}/fw.service"))
+        changes.append(link(f"{ETC}/fw.service", f"{ETC}/multi-user.target.wants/fw.service"))
+    if rng.random() < 0.3:
+        changes.append(write(f"{ETC}/basic.target.d/x.conf",
+                             "[Unit]\nWants=netfilter-persistent.service\n"))  # fmt: skip
+    default = rng.choice([None, None, "multi-user.target", "rescue.target", "fw.target"])
+    if default is not None:
+        directory = ETC if default == "fw.target" else LIB
+        changes.append(link(f"{directory}/{default}", f"{ETC}/default.target"))
+    return changes
+
+
+def test_generated_unit_trees_start_what_systemd_starts(unit_tree: UnitTree) -> None:
+    rng = random.Random(15)
+    outcomes: set[frozenset[str]] = set()
+    for _ in range(30):
+        unit_tree.reset()
+        for change in generated_changes(rng):
+            change(unit_tree.guest)
+        by_systemd = unit_tree.systemd_starts() & set(FIREWALL_UNITS)
+        listing = subprocess.run(["find", str(unit_tree.guest.host(ETC)), "-newer",
+                                  str(unit_tree.pristine)], capture_output=True, text=True,
+                                 check=False).stdout  # fmt: skip
+        assert unit_tree.vmaudit_starts() == by_systemd, listing
+        outcomes.add(frozenset(by_systemd))
+    assert len(outcomes) >= 4
