@@ -89,7 +89,7 @@ def vmaudit(
     )
 
 
-def test_env(tmp: Path) -> dict[str, str]:
+def run_env(tmp: Path) -> dict[str, str]:
     (tmp / "tmpdir").mkdir(exist_ok=True)
     return {
         **os.environ,
