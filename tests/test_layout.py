@@ -46,6 +46,11 @@ def module_names() -> dict[str, Path]:
     return names
 
 
+@cache
+def source(path: Path) -> str:
+    return path.read_text()
+
+
 def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
     """Every node, except the bodies of ``if TYPE_CHECKING:``."""
     for node in ast.iter_child_nodes(tree):
@@ -62,7 +67,7 @@ def import_graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in modules}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(source(path), str(path))):
             if isinstance(node, ast.Import):
                 graph[name].update(a.name for a in node.names if a.name in modules)
             elif isinstance(node, ast.ImportFrom):

@@ -19,14 +19,15 @@ from typing import Any
 import click
 
 from vmaudit import __version__
-from vmaudit.errors import ConfigError, VmauditError
+from vmaudit.errors import ConfigError, ExitCode, VmauditError
 from vmaudit.guest.appliance import LaunchOptions
-from vmaudit.judge.verdict import EXIT_CONFIG
+from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult
+from vmaudit.report import Format
 from vmaudit.run.runner import Auditors
 
-FAIL_ON = ("critical", "high", "medium", "low", "never")
-FORMATS = ("table", "csv", "json", "junit", "html")
+FAIL_ON = [level.value for level in FailOn]
+FORMATS = [fmt.value for fmt in Format]
 
 
 def _stderr(message: str, quiet: bool = False) -> None:
@@ -66,7 +67,7 @@ def config_errors() -> Iterator[None]:
         yield
     except ConfigError as exc:
         click.echo(f"vmaudit: {exc.message}", err=True)
-        raise SystemExit(EXIT_CONFIG) from None
+        raise SystemExit(ExitCode.CONFIG) from None
 
 
 class Progress:
@@ -160,7 +161,7 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
          scheduler: str | None, path_maps: tuple[str, ...], discover_on_workers: bool,
          quiet: bool, verbose: bool) -> None:
     """Discover images under each PATH, audit each, print the report."""
-    from vmaudit.report import Format, render
+    from vmaudit.report import render
     from vmaudit.run.fleet import check_fleet_options
     from vmaudit.scan import ScanOptions, load_judge, run_scan, utc_now
     from vmaudit.state.cache import open_cache
@@ -278,7 +279,7 @@ def baselines_validate(files: tuple[str, ...]) -> None:
     for problem in problems:
         click.echo(str(problem), err=True)
     if problems:
-        raise SystemExit(EXIT_CONFIG)
+        raise SystemExit(ExitCode.CONFIG)
     click.echo(f"{len(files)} baseline file(s) valid")
 
 
@@ -310,7 +311,7 @@ def _open_state(state_path: str | None) -> Any:
 @_state_options
 def report(fmt: str, output: str | None, since: str | None, state_path: str | None) -> None:
     """Print the last scan's report again from the state database, without opening an image."""
-    from vmaudit.report import Format, render
+    from vmaudit.report import render
 
     moment = _parse_since(since)
     with config_errors():
@@ -418,7 +419,7 @@ def run() -> None:
         main(standalone_mode=True)
     except VmauditError as exc:
         _stderr(str(exc))
-        raise SystemExit(EXIT_CONFIG) from None
+        raise SystemExit(ExitCode.CONFIG) from None
 
 
 if __name__ == "__main__":

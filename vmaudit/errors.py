@@ -6,7 +6,16 @@ configuration errors to exit code 2 and image errors to an ``error`` row.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """vmaudit's exit codes (spec/cli.md)."""
+
+    OK = 0  # nothing at or above --fail-on, every image fully audited
+    FINDINGS = 1  # a finding at or above --fail-on
+    CONFIG = 2  # usage or configuration error: nothing was scanned
+    NOT_AUDITED = 3  # an image could not be audited, or not fully
 
 
 class ErrorKind(StrEnum):
@@ -29,6 +38,11 @@ class ErrorKind(StrEnum):
     INTERNAL = "internal-error"
     CONFIG = "config"
 
+    @property
+    def exit_code(self) -> ExitCode:
+        """A configuration error stops everything (2); any other costs its image (3)."""
+        return ExitCode.CONFIG if self is ErrorKind.CONFIG else ExitCode.NOT_AUDITED
+
 
 class VmauditError(Exception):
     """Root of every error vmaudit raises on purpose; carries its kind."""
@@ -40,6 +54,10 @@ class VmauditError(Exception):
 
     def __str__(self) -> str:
         return f"{self.kind}: {self.message}"
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.kind.exit_code
 
 
 class ConfigError(VmauditError):

@@ -2,14 +2,19 @@
 
 discover -> ``ImageRef``; open + collect -> ``Facts``; evaluate -> ``Finding``;
 score -> ``Risk``; the CLI gathers ``ImageResult`` into a ``ScanReport``.
-Facts serialise to ``vmaudit.facts/v1`` (spec/report.md) with ``to_dict``.
+Facts serialise to ``vmaudit.facts/v1`` (spec/report.md) with ``to_dict``; every value comes
+back through the one decoder, ``from_jsonable``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import types
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+
+from vmaudit.errors import ErrorKind
 
 FACTS_SCHEMA = "vmaudit.facts/v1"
 REPORT_SCHEMA = "vmaudit.report/v1"
@@ -28,6 +33,84 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     return value
+
+
+class CodecError(ValueError):
+    """A JSON value that does not have the shape of the dataclass asked for; says where."""
+
+
+T = TypeVar("T")
+
+
+def from_jsonable(cls: type[T], data: Any, where: str = "") -> T:
+    """The inverse of ``to_jsonable``, driven by the dataclass's own type hints.
+
+    The one decoder of every value that crosses a process or the state database: fields
+    with a default may be missing, unknown keys are refused, and each value must have its
+    declared type (``tuple[X, ...]``, ``X | None``, ``Literal``, enums, nested dataclasses).
+    """
+    return cast(T, _decode(cls, data, where or getattr(cls, "__name__", "value")))
+
+
+def _decode(hint: Any, data: Any, where: str) -> Any:
+    origin = get_origin(hint)
+    if hint is Any:
+        return data
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if data is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _decode(option, data, where)
+            except CodecError as exc:
+                errors.append(str(exc))
+        raise CodecError("; ".join(errors) or f"{where}: null not allowed")
+    if origin is Literal:
+        if data not in get_args(hint):
+            raise CodecError(f"{where}: {data!r} is not one of {list(get_args(hint))}")
+        return data
+    if origin is tuple:
+        if not isinstance(data, list):
+            raise CodecError(f"{where}: expected a list")
+        item = get_args(hint)[0]
+        return tuple(_decode(item, value, f"{where}[{i}]") for i, value in enumerate(data))
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise CodecError(f"{where}: expected an object")
+        value_hint = get_args(hint)[1]
+        return {str(k): _decode(value_hint, v, f"{where}.{k}") for k, v in data.items()}
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _decode_dataclass(hint, data, where)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(data)
+        except ValueError:
+            raise CodecError(f"{where}: {data!r} is not a {hint.__name__}") from None
+    if hint is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if isinstance(hint, type) and isinstance(data, hint) and not (
+            hint is int and isinstance(data, bool)):
+        return data
+    raise CodecError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {data!r:.60}")
+
+
+def _decode_dataclass(cls: type[Any], data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise CodecError(f"{where}: expected an object")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise CodecError(f"{where}: unknown key {unknown[0]!r}")
+    values = {}
+    for name, spec in fields.items():
+        if name in data:
+            values[name] = _decode(hints[name], data[name], f"{where}.{name}")
+        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
+            raise CodecError(f"{where}: missing key {name!r}")
+    return cls(**values)
 
 
 # ---------------------------------------------------------------- discovery
@@ -59,7 +142,7 @@ class Skipped:
     """A file that looks like an image but cannot be audited, with its reason."""
 
     path: str
-    kind: str
+    kind: ErrorKind
     message: str
 
 
@@ -234,7 +317,7 @@ class NotJudged:
 
 @dataclass(frozen=True)
 class ImageError:
-    kind: str
+    kind: ErrorKind
     message: str
 
 
@@ -287,19 +370,4 @@ class ScanReport:
 
 def image_ref_from_dict(data: dict[str, Any]) -> ImageRef:
     """Inverse of ``to_jsonable(ImageRef)``: how an image crosses a process boundary."""
-    disks = tuple(
-        DiskRef(
-            path=str(d["path"]),
-            format=str(d["format"]),
-            chain=tuple(str(p) for p in d.get("chain", ())),
-            chain_formats=tuple(str(f) for f in d.get("chain_formats", ())),
-        )
-        for d in data["disks"]
-    )
-    return ImageRef(
-        path=str(data["path"]),
-        format=str(data["format"]),
-        disks=disks,
-        vm=data.get("vm"),
-        in_use=bool(data.get("in_use", False)),
-    )
+    return from_jsonable(ImageRef, data)

@@ -177,7 +177,7 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
         observer.finished(result)
 
     for skipped in found.skipped:
-        done(judge.failed(skipped_ref(skipped), ImageError(str(skipped.kind), skipped.message)))
+        done(judge.failed(skipped_ref(skipped), ImageError(skipped.kind, skipped.message)))
     to_audit: list[ImageRef] = []
     for image in found.images:
         facts = None if (cache is None or options.no_cache) else cache.cached_facts(image)
@@ -206,12 +206,12 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
 
 def _judged(judge: Judge, outcome: RawOutcome) -> ImageResult:
     if outcome.error is not None or outcome.facts is None:
-        error = outcome.error or ImageError(str(ErrorKind.INTERNAL), "no facts")
+        error = outcome.error or ImageError(ErrorKind.INTERNAL, "no facts")
         return judge.failed(outcome.image, error)
     try:
         facts = facts_from_dict(outcome.facts)
     except (ValueError, KeyError, TypeError) as exc:
-        return judge.failed(outcome.image, ImageError(str(ErrorKind.INTERNAL),
+        return judge.failed(outcome.image, ImageError(ErrorKind.INTERNAL,
                                                       f"facts unreadable: {exc}"))
     return judge.judge(outcome.image, facts, from_cache=False)
 

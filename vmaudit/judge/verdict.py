@@ -8,14 +8,23 @@ was audited with a section that could not be read (``complete`` false, spec/repo
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
+from vmaudit.errors import ExitCode
 from vmaudit.models import SEVERITIES, ImageResult
 
-FAIL_ON_CHOICES = ("critical", "high", "medium", "low", "never")
-EXIT_OK = 0
-EXIT_FINDINGS = 1
-EXIT_CONFIG = 2
-EXIT_NOT_AUDITED = 3
+
+class FailOn(StrEnum):
+    """``--fail-on``: the least severe finding that fails a scan, or never."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    NEVER = "never"
+
+
+FAIL_ON_CHOICES = tuple(level.value for level in FailOn)
 
 
 def at_or_above(severity: str, fail_on: str) -> bool:
@@ -25,12 +34,12 @@ def at_or_above(severity: str, fail_on: str) -> bool:
     return SEVERITIES.index(severity) <= SEVERITIES.index(fail_on)
 
 
-def exit_code(results: Sequence[ImageResult], fail_on: str) -> int:
+def exit_code(results: Sequence[ImageResult], fail_on: str) -> ExitCode:
     """0, 1 or 3 for a finished scan; ``ValueError`` on an unknown ``fail_on``."""
     if fail_on not in FAIL_ON_CHOICES:
         raise ValueError(f"fail_on must be one of {', '.join(FAIL_ON_CHOICES)}, not {fail_on!r}")
     if any(at_or_above(f.severity, fail_on) for r in results for f in r.findings):
-        return EXIT_FINDINGS
+        return ExitCode.FINDINGS
     if any(not result.complete for result in results):
-        return EXIT_NOT_AUDITED
-    return EXIT_OK
+        return ExitCode.NOT_AUDITED
+    return ExitCode.OK

@@ -148,7 +148,7 @@ def audit_on_worker(runner: Runner, images: list[ImageRef], now: datetime,
 
 
 def workers_died_error(attempts: str) -> ImageError:
-    return ImageError(str(ErrorKind.APPLIANCE_FAILED),
+    return ImageError(ErrorKind.APPLIANCE_FAILED,
                       f"Dask workers died while auditing this image ({attempts}); not retried")
 
 
@@ -221,7 +221,7 @@ class FleetExecutor(Executor):
         if isinstance(exc, KilledWorker):
             error = workers_died_error(str(exc))
         else:
-            error = ImageError(str(ErrorKind.INTERNAL),
+            error = ImageError(ErrorKind.INTERNAL,
                                f"Dask task failed: {type(exc).__name__}: {exc}"[:500])
         result.set_result([RawOutcome(image, None, error) for image in images])
 

@@ -32,7 +32,7 @@ from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
-from vmaudit.models import ImageError, ImageRef, to_jsonable
+from vmaudit.models import CodecError, ImageError, ImageRef, from_jsonable, to_jsonable
 from vmaudit.run.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
@@ -171,7 +171,7 @@ class Runner:
             out, err = proc.communicate(json.dumps(request).encode(), timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return None, ImageError(str(ErrorKind.TIMEOUT),
+            return None, ImageError(ErrorKind.TIMEOUT,
                                     f"no result within {limit:g} s; appliance killed")
         finally:
             _kill_group(proc)  # whatever the worker left running (it should be nothing)
@@ -179,11 +179,11 @@ class Runner:
         if answer is None or len(answer.get("results", images)) != len(images):
             tail = err.decode("utf-8", errors="replace").strip()[-STDERR_TAIL:]
             return None, ImageError(
-                str(ErrorKind.APPLIANCE_FAILED),
+                ErrorKind.APPLIANCE_FAILED,
                 f"audit process ended with code {proc.returncode}: {tail or 'no output'}")
         if "batch_error" in answer:
             error = answer["batch_error"]
-            return None, ImageError(str(error["kind"]), str(error["message"]))
+            return None, _error_of(error)
         return answer, None
 
     def run(self, images: Sequence[ImageRef], now: datetime) -> Iterator[RawOutcome]:
@@ -212,8 +212,16 @@ def _as_finished(
 def _outcome(image: ImageRef, entry: dict[str, Any]) -> RawOutcome:
     if "error" in entry:
         error = entry["error"]
-        return RawOutcome(image, None, ImageError(str(error["kind"]), str(error["message"])))
+        return RawOutcome(image, None, _error_of(error))
     return RawOutcome(image, entry["facts"], None)
+
+
+def _error_of(data: Any) -> ImageError:
+    """A worker's error entry; one whose kind is not an ``ErrorKind`` is an internal error."""
+    try:
+        return from_jsonable(ImageError, data)
+    except CodecError as exc:
+        return ImageError(ErrorKind.INTERNAL, f"unreadable error from the worker: {exc}")
 
 
 def _parse(out: bytes) -> dict[str, Any] | None:

@@ -42,7 +42,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
     except VmauditError as exc:  # the appliance itself failed: every image shares it
         return {"batch_error": {"kind": str(exc.kind), "message": exc.message}}
     except Exception as exc:  # a bug must cost this batch, not the scan
-        return {"batch_error": {"kind": str(ErrorKind.INTERNAL), "message": repr(exc)[:500]}}
+        return {"batch_error": {"kind": ErrorKind.INTERNAL.value, "message": repr(exc)[:500]}}
     results = [
         _error(str(r.kind), r.message) if isinstance(r, VmauditError) else {"facts": r.to_dict()}
         for r in outcome.results

@@ -19,6 +19,7 @@ from vmaudit.models import (
     Finding,
     ImageError,
     Risk,
+    from_jsonable,
     to_jsonable,
 )
 
@@ -51,27 +52,12 @@ def facts_from_text(text: str) -> Facts:
     return facts_from_dict(loads(text))
 
 
-def finding_from_dict(data: dict[str, Any]) -> Finding:
-    return Finding(
-        rule=data["rule"],
-        severity=data["severity"],
-        subject=data["subject"],
-        message=data["message"],
-        evidence=dict(data.get("evidence", {})),
-        baseline=data.get("baseline", ""),
-    )
-
-
 def findings_from_text(text: str) -> tuple[Finding, ...]:
-    return tuple(finding_from_dict(item) for item in loads(text))
+    return from_jsonable(tuple[Finding, ...], loads(text), "findings")
 
 
 def business_from_dict(data: dict[str, Any]) -> Business:
-    return Business(
-        application=data.get("application"),
-        owner=data.get("owner"),
-        criticality=data.get("criticality", "medium"),
-    )
+    return from_jsonable(Business, data)
 
 
 def risk_from_columns(score: float, level: str, exposure: float | None) -> Risk:
@@ -84,5 +70,4 @@ def risk_from_columns(score: float, level: str, exposure: float | None) -> Risk:
 def error_from_text(text: str | None) -> ImageError | None:
     if text is None:
         return None
-    data = loads(text)
-    return ImageError(kind=data["kind"], message=data["message"])
+    return from_jsonable(ImageError, loads(text))
