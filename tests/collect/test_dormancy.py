@@ -15,10 +15,12 @@ import pytest
 
 from vmaudit.collect import dpkg
 from vmaudit.collect.dormancy import UTMP_SIZE, WTMP_TAIL, collect_dormancy, guest_timezone
+from vmaudit.collect.linux import collect_linux
+from vmaudit.collect.osinfo import detect_linux
 from vmaudit.guest.tree import TreeFS
 from vmaudit.models import Dormancy
 
-from .conftest import NOW, Guest
+from .conftest import NOW, Guest, image_info
 
 JOURNAL_REMOTE = "/lib/systemd/systemd-journal-remote"
 T = TypeVar("T")
@@ -271,3 +273,26 @@ def test_absent_localtime_is_utc_without_warning(guest: Guest) -> None:
     warnings: list[str] = []
     assert guest_timezone(guest.fs, warnings) is UTC
     assert warnings == []
+
+
+@pytest.mark.skipif(not PARIS.is_file(), reason="tzdata not installed")
+@pytest.mark.parametrize("cut", [20, -10])
+def test_truncated_localtime_keeps_the_dormancy_section_of_a_linux_guest(
+    guest: Guest, cut: int
+) -> None:
+    """Through collect_linux: the zone falls back to UTC, dormancy is still read."""
+    guest.write("/etc/os-release", "ID=debian\nVERSION_ID=12\n")
+    guest.write(
+        "/var/lib/dpkg/status", "Package: bash\nStatus: install ok installed\nVersion: 5.2\n"
+    )
+    guest.write("/etc/localtime", PARIS.read_bytes()[:cut])
+    guest.write("/var/log/dpkg.log", "2025-06-01 12:00:00 upgrade bash:amd64 5.1 5.2\n")
+    guest.write("/var/log/wtmp", utmp(2, "reboot", ts("2025-06-02T07:00:00"), "~"))
+    warnings: list[str] = []
+    os_info = detect_linux(guest.fs, warnings)
+    assert os_info is not None
+    facts = within(60, lambda: collect_linux(guest.fs, image_info(), os_info, NOW, warnings))
+    assert facts.dormancy.last_update == "2025-06-01T12:00:00Z"
+    assert facts.dormancy.last_boot == "2025-06-02T07:00:00Z"
+    assert any(w.startswith("/etc/localtime: not a usable time zone file") for w in facts.warnings)
+    assert not any(w.startswith("dormancy") for w in facts.warnings)

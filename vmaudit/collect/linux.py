@@ -9,9 +9,7 @@ come out.
 
 from __future__ import annotations
 
-import io
-from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from vmaudit.guest.base import GuestFS, is_file
 from vmaudit.models import (
@@ -27,25 +25,11 @@ from vmaudit.models import (
 
 from . import apk, dpkg, pacman, rpm
 from .accounts import collect_users
-from .common import CoverageLog, guarded, read_bytes
-from .dormancy import collect_dormancy
+from .common import CoverageLog, guarded
+from .dormancy import collect_dormancy, guest_timezone
 from .firewall import collect_firewall
 from .sshd import SshdConfig, collect_sshd
 from .sudoers import Sudoers, parse_sudoers
-
-TZ_CAP = 1024 * 1024
-
-
-def guest_timezone(fs: GuestFS, warnings: list[str]) -> tzinfo:
-    """The guest's local zone from ``/etc/localtime`` (TZif), UTC when absent or unreadable."""
-    data = read_bytes(fs, "/etc/localtime", warnings, cap=TZ_CAP)
-    if data is None:
-        return UTC
-    try:
-        return ZoneInfo.from_file(io.BytesIO(data), key="guest")
-    except (ValueError, OSError) as exc:
-        warnings.append(f"/etc/localtime: not a usable time zone file ({exc}); UTC assumed")
-        return UTC
 
 
 def _packages(
