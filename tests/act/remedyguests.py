@@ -99,8 +99,9 @@ def run_env(tmp: Path) -> dict[str, str]:
     }
 
 
-def guestfs_handle(disks: list[Path], work: Path) -> Any:
-    """A launched handle over private overlays of ``disks`` (qcow2 ones, format pinned)."""
+def guestfs_handle(disks: list[Path], work: Path, formats: list[str] | None = None) -> Any:
+    """A launched handle over private overlays of ``disks`` (qcow2 unless ``formats`` say
+    otherwise), the format of each disk pinned."""
     import guestfs
 
     handle = guestfs.GuestFS(python_return_dict=True, close_on_exit=False)
@@ -109,6 +110,7 @@ def guestfs_handle(disks: list[Path], work: Path) -> Any:
     handle.set_network(False)
     for index, disk in enumerate(disks):
         mine = work / f"check{index}.qcow2"
+        fmt = formats[index] if formats else "qcow2"
         subprocess.run(
             [
                 "qemu-img",
@@ -117,7 +119,7 @@ def guestfs_handle(disks: list[Path], work: Path) -> Any:
                 "-f",
                 "qcow2",
                 "-F",
-                "qcow2",
+                fmt,
                 "-b",
                 str(disk.resolve()),
                 str(mine),
