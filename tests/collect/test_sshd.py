@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from vmaudit.collect.sshd import MAX_FILES, collect_sshd
+from vmaudit.collect.sshd import MAX_CHARS, MAX_FILES, MAX_MESSAGES, collect_sshd
 from vmaudit.models import Package, SshFacts
 
 from .conftest import Guest
@@ -225,3 +225,21 @@ def test_hostile_match_lines_take_linear_time(guest: Guest) -> None:
     assert time.monotonic() - started < 20
     assert (result.permit_root_login, result.password_authentication, warnings) == (
         "prohibit-password", False, [])  # fmt: skip
+
+
+def test_a_million_bad_lines_give_bounded_warnings(guest: Guest) -> None:
+    guest.write("/etc/ssh/sshd_config", "a\n" * 1_000_000 + "PermitRootLogin no\n")
+    started = time.monotonic()
+    result, warnings = facts(guest)
+    assert time.monotonic() - started < 60
+    assert result.permit_root_login == "no"
+    assert len(warnings) == MAX_MESSAGES + 1
+    assert warnings[-1] == f"sshd would refuse to start: ... and {1_000_000 - MAX_MESSAGES} more"
+
+
+def test_config_text_past_the_budget_is_ignored_with_a_warning(guest: Guest) -> None:
+    guest.write("/etc/ssh/sshd_config", "Include /etc/ssh/big.conf\nPermitRootLogin no\n")
+    guest.write("/etc/ssh/big.conf", "#" * MAX_CHARS + "\nPasswordAuthentication no\n")
+    result, warnings = facts(guest)
+    assert (result.permit_root_login, result.password_authentication) == ("no", True)
+    assert warnings == [f"sshd: over {MAX_CHARS} characters of config, the rest ignored"]

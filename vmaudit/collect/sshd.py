@@ -15,10 +15,12 @@ dropped; the keyword ends at a blank, ``\\r``, a quote or ``=``; arguments split
 and tab only, with sshd's quoting and escapes; a line is cut at a NUL and joined to the next.
 ``Include`` globs are relative to ``/etc/ssh`` and read in sorted order; a ``Match`` opened
 in an included file ends with it, and an Include met in a block that does not apply reads
-nothing. The depth limit is OpenSSH's (16); every pass reads at most ``MAX_FILES`` files in
-all, so nested globs cannot fan out exponentially. A config sshd would refuse to start with
-(unknown Match criteria, a directive not allowed in Match, an invalid value, an Include
-loop) is a warning; the values read are still reported. Unset keywords take OpenSSH's
+nothing. The depth limit is OpenSSH's (16); every pass reads at most ``MAX_FILES`` files and
+``MAX_CHARS`` characters in all, so nested globs cannot fan out exponentially and a huge
+config stays a few seconds' work (a warning says what was left). A config sshd would refuse
+to start with (an unknown keyword character or Match criterion, a directive not allowed in
+Match, an invalid value, an Include loop) is a warning, the first ``MAX_MESSAGES`` of them
+and then a count; the values read are still reported. Unset keywords take OpenSSH's
 built-in default for the packaged version.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from vmaudit.guest.base import GuestFS, guest_lines, is_dir, is_file, read_text, safe_path
@@ -39,6 +42,9 @@ CONFIG_PATH = "/etc/ssh/sshd_config"
 SSHDIR = "/etc/ssh"
 MAX_DEPTH = 16  # OpenSSH's SERVCONF_MAX_DEPTH
 MAX_FILES = 256  # files parsed per pass, nested Includes counted
+MAX_CHARS = 4 * 1024 * 1024  # characters parsed per pass, nested Includes counted
+MAX_MESSAGES = 20  # distinct problems reported; the rest are counted
+CHUNK = 1024 * 1024  # characters split into lines at once
 SSHD_BINARIES = ("/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd")
 SSHD_PACKAGES = ("openssh-server", "openssh")
 ROOT_LOGIN = {
@@ -95,6 +101,7 @@ class SshdConfig:
         return SshFacts(True, self.permit_root_login, self.password_authentication)
 
 
+_BLOCK_KEYWORD = re.compile(r'[ \t\r\n="]*(?:match|include)', re.IGNORECASE)
 _DELIMITER = re.compile(r'[ \t\r\n"=]')
 _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
 
@@ -175,24 +182,48 @@ def _argv_split(text: str) -> list[str] | None:
     return args
 
 
-def _config_lines(text: str) -> list[str]:
-    """Lines as load_server_config stores them: leading `` \\t\\r`` dropped, cut at a NUL.
+def _config_lines(text: str) -> Iterator[str]:
+    """Lines as load_server_config stores them: leading `` \t\r`` dropped, cut at a NUL.
 
     A line cut at a NUL loses its newline too (sshd copies ``strlen`` bytes), so it joins
-    the next one.
+    the next one. Split a chunk at a time: a file of millions of lines stays small.
     """
-    lines: list[str] = []
-    joined = ""
-    for raw in guest_lines(text):
-        line = raw.lstrip(" \t\r")
-        if "\0" in line:
-            joined += line.split("\0", 1)[0]
-            continue
-        lines.append(joined + line)
-        joined = ""
+    joined: list[str] = []
+    start = 0
+    while start < len(text):
+        cut = text.find("\n", start + CHUNK)
+        end = len(text) if cut < 0 else cut + 1
+        for raw in guest_lines(text[start:end]):
+            line = raw.lstrip(" \t\r")
+            if "\0" in line:
+                joined.append(line.split("\0", 1)[0])
+                continue
+            if joined:
+                line, joined = "".join([*joined, line]), []
+            yield line
+        start = end
     if joined:
-        lines.append(joined)
-    return lines
+        yield "".join(joined)
+
+
+class _Log(list[str]):
+    """Messages without repeats, at most ``MAX_MESSAGES``; the rest are only counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dropped = 0
+
+    def append(self, message: str) -> None:
+        if message in self:
+            return
+        if len(self) < MAX_MESSAGES:
+            super().append(message)
+        else:
+            self.dropped += 1
+
+    def messages(self) -> list[str]:
+        more = [f"... and {self.dropped} more"] if self.dropped else []
+        return [*self, *more]
 
 
 def match_pattern(string: str, pattern: str) -> bool:
@@ -302,13 +333,14 @@ class _Pass:
 
     fs: GuestFS
     connection: Connection | None
-    problems: list[str]
-    notes: list[str]
-    contents: dict[str, list[str]]
+    problems: _Log
+    notes: _Log
+    contents: dict[str, str]
     globs: dict[str, list[str]]
     values: dict[str, list[str]] = field(default_factory=dict)
     match_keys_files: list[str] = field(default_factory=list)
     files_read: int = 0
+    chars_read: int = 0
     root_groups: list[str] | None = None
 
     def read(self, path: str, active: list[bool], flags: set[str], depth: int) -> None:
@@ -322,13 +354,23 @@ class _Pass:
             return
         self.files_read += 1
         if path not in self.contents:
-            text = read_text(self.fs, path, self.notes)
-            self.contents[path] = _config_lines(text) if text is not None else []
+            self.contents[path] = read_text(self.fs, path, self.notes) or ""
+        text = self.contents[path]
+        if len(text) > MAX_CHARS - self.chars_read:
+            self.notes.append(f"sshd: over {MAX_CHARS} characters of config, the rest ignored")
+            text = text[: max(0, MAX_CHARS - self.chars_read)]
+        self.chars_read += len(text)
         flags = set(flags)
         shown = safe_path(path)
-        for number, line in enumerate(self.contents[path], 1):
-            if line and not line.startswith("#"):  # the other blank lines: line() as sshd
-                self.line(line, f"{shown} line {number}", active, flags, depth)
+        # The second pass only looks for Match blocks: an inactive line that cannot be a
+        # Match or an Include changes nothing there (its problems were the first pass's).
+        skim = self.connection is not None
+        for number, line in enumerate(_config_lines(text), 1):
+            if not line or line[0] == "#":
+                continue  # the other blank lines: line(), as sshd
+            if skim and not active[0] and not _BLOCK_KEYWORD.match(line):
+                continue
+            self.line(line, f"{shown} line {number}", active, flags, depth)
 
     def line(self, line: str, where: str, active: list[bool], flags: set[str], depth: int) -> None:
         end = len(line)
@@ -492,19 +534,16 @@ def read_config(
 ) -> tuple[dict[str, list[str]], list[str]]:
     """(the values for ``connection``, the AuthorizedKeysFile values other connections
     may get: the global one and every Match block's)."""
-    problems: list[str] = []
-    notes: list[str] = []
-    contents: dict[str, list[str]] = {}
+    problems, notes = _Log(), _Log()
+    contents: dict[str, str] = {}
     globs: dict[str, list[str]] = {}
     passes = (_Pass(fs, None, problems, notes, contents, globs),
-              _Pass(fs, connection, [], notes, contents, globs))  # fmt: skip
+              _Pass(fs, connection, _Log(), notes, contents, globs))  # fmt: skip
     for index, reading in enumerate(passes):
         reading.read(CONFIG_PATH, [index == 0], {MATCH_ONLY} if index else set(), 0)
     first, second = passes
-    for note in dict.fromkeys(notes):
-        warnings.append(note)
-    for problem in problems:
-        warnings.append(f"sshd would refuse to start: {problem}")
+    warnings += notes.messages()
+    warnings += [f"sshd would refuse to start: {problem}" for problem in problems.messages()]
     values = dict(first.values)
     values.update(second.values)
     other_keys = first.values.get("authorizedkeysfile", list(DEFAULT_KEYS_FILES))
