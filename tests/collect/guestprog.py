@@ -2,7 +2,7 @@
 
 The programs are the tree's own binaries, run with ``chroot`` (as root, which the tests and CI
 are): glibc's nss_files through ``getent`` and perl (``perl-base`` is Essential, so in every
-Debian tree), coreutils' ``id``, and OpenSSH's ``sshd -T``.
+Debian tree), pam_unix through ``su``, and OpenSSH's ``sshd -T``.
 """
 
 from __future__ import annotations
@@ -98,6 +98,26 @@ def glibc_groups(tree: Guest, primary: dict[str, int]) -> dict[str, list[str]]:
     name_of = {gid: text(name) for gid, name in zip(every, names, strict=False) if name}
     return {user: list(dict.fromkeys(name_of[gid] for gid in numbers if gid in name_of))
             for user, numbers in gids.items()}  # fmt: skip
+
+
+# pam_unix's account check for each user, through su run by root (pam_rootok skips the
+# password; the account stack still runs): ok, expired, or other (a password change is due,
+# no shadow entry, ...).
+PAM_ACCOUNT = r"""
+for user; do
+    if out=$(su -s /bin/true -- "$user" </dev/null 2>&1); then echo "$user ok"
+    else case $out in *"has expired"*) echo "$user expired" ;; *) echo "$user other" ;; esac
+    fi
+done
+"""
+
+
+def pam_account(tree: Guest, users: list[str]) -> dict[str, str]:
+    """``su -s /bin/true USER`` as root in the tree: pam_unix's verdict on each account."""
+    if not users:
+        return {}
+    out = text(chroot(tree, "sh", "-c", PAM_ACCOUNT, "sh", *users).stdout)
+    return dict(line.split(" ", 1) for line in out.split("\n") if line)
 
 
 def prepare_sshd(tree: Guest) -> None:

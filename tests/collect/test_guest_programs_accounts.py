@@ -8,15 +8,15 @@ tree's perl, ``getent initgroups``) what the accounts are; vmaudit's facts must 
 from __future__ import annotations
 
 import random
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from vmaudit.collect.accounts import HASH, collect_users
 from vmaudit.collect.sshd import collect_sshd
 from vmaudit.collect.sudoers import parse_sudoers
 from vmaudit.models import Package, User
 
-from .conftest import NOW, Guest
-from .guestprog import getent, glibc_accounts, glibc_groups
+from .conftest import Guest
+from .guestprog import getent, glibc_accounts, glibc_groups, pam_account
 
 OPENSSH = [Package("openssh-server", "1:9.2p1-2", "amd64", "openssh")]
 CRYPT = "$6$salt$" + "a" * 86
@@ -25,7 +25,9 @@ CRYPT = "$6$salt$" + "a" * 86
 def vmaudit_users(tree: Guest) -> tuple[dict[str, User], list[str]]:
     warnings: list[str] = []
     sshd = collect_sshd(tree.fs, OPENSSH, warnings)
-    found = collect_users(tree.fs, NOW, sshd, parse_sudoers(tree.fs, warnings), warnings)
+    # Today, not the suite's fixed NOW: pam_unix (through su) judges expiry by the clock.
+    now = datetime.now(UTC)
+    found = collect_users(tree.fs, now, sshd, parse_sudoers(tree.fs, warnings), warnings)
     return {user.name: user for user in found}, warnings
 
 
@@ -85,6 +87,13 @@ def assert_agree(tree: Guest) -> dict[str, User]:
     simple = [name for name in users if name and all(c.isalnum() or c in "_." for c in name)]
     groups = glibc_groups(tree, {name: users[name].gid or 0 for name in simple})
     assert {name: list(users[name].groups) for name in simple} == groups
+    # Where only expiry can stop a login (a usable password, a shell that exists), vmaudit's
+    # can_login is pam_unix's account check: su as root runs it and nothing else.
+    judged = [name for name in simple if users[name].password in ("set", "empty")
+              and users[name].shell in ("/bin/bash", "/bin/sh")]  # fmt: skip
+    verdicts = pam_account(tree, judged)
+    assert {name: users[name].can_login for name in judged} == {
+        name: verdicts[name] != "expired" for name in judged}  # fmt: skip
     return users
 
 
@@ -230,3 +239,32 @@ def test_generated_account_files_agree_with_glibc(debian_tree: Guest) -> None:
             lines = "\n".join(make(rng, index) for index in range(60))
             debian_tree.host(path).write_text(stock[path] + lines + "\n")
         assert_agree(debian_tree)
+
+
+def test_account_expiry_is_pam_unixs(debian_tree: Guest) -> None:
+    today = (datetime.now(UTC).date() - date(1970, 1, 1)).days
+    cases = {  # name: (shadow numbers from the last change on, pam_unix's verdict)
+        "exp-today": (f"19000:0:99999:7::{today}:", "expired"),
+        "exp-tomorrow": (f"19000:0:99999:7::{today + 1}:", "ok"),
+        "exp-wrapped": ("19000:0:99999:7::4294967294:", "expired"),  # -2
+        "change-now": ("0:0:99999:7:::", "other"),  # a new password is due: login changes it
+        "aged-inactive": (f"{today - 100}:0:30:7:10::", "expired"),
+        "aged-grace": (f"{today - 35}:0:30:7:10::", "other"),
+        "changed-later": (f"{today + 10}:0:30:7:0::", "ok"),
+        "never-changed": (":0:30:7:10::", "expired"),  # no last change: aged since 1970
+    }
+    passwd = debian_tree.host("/etc/passwd")
+    passwd.write_text(
+        passwd.read_text()
+        + "".join(f"{name}:x:{3000 + i}:{3000 + i}::/:/bin/sh\n" for i, name in enumerate(cases))
+    )
+    shadow = debian_tree.host("/etc/shadow")
+    shadow.write_text(
+        shadow.read_text()
+        + "".join(f"{name}:{CRYPT}:{numbers}\n" for name, (numbers, _) in cases.items())
+    )
+    assert pam_account(debian_tree, list(cases)) == {n: v for n, (_, v) in cases.items()}
+    users = assert_agree(debian_tree)
+    assert {name: users[name].can_login for name in cases} == {
+        name: verdict != "expired" for name, (_, verdict) in cases.items()
+    }
