@@ -31,6 +31,7 @@ class SudoTree:
     def __init__(self, root: Path) -> None:
         self.guest = Guest(root)
         self.ids: dict[str, tuple[int, set[str], set[int]]] = {}
+        self.sudo_conf = self.guest.host("/etc/sudo.conf").read_text()
 
     def chroot(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["chroot", str(self.guest.root), *args], capture_output=True,
@@ -49,7 +50,8 @@ class SudoTree:
             self.ids[user] = (uid, names, gids)
 
     def write(self, text: str, extra: dict[str, str] | None = None) -> None:
-        for path in ("/etc/sudoers.d", "/etc/inc", "/etc/incd"):
+        self.guest.write("/etc/sudo.conf", self.sudo_conf)
+        for path in ("/etc/sudoers.d", "/etc/inc", "/etc/incd", "/etc/other-sudoers"):
             target = self.guest.host(path)
             if target.is_dir():
                 shutil.rmtree(target)
@@ -184,6 +186,26 @@ CASES: list[tuple[str, str, dict[str, str], set[str]]] = [
         {"alice", "bob"},
     ),
     ("no final newline", "alice ALL=(ALL) ALL", {}, {"alice"}),
+    (
+        "sudo.conf names another policy file",
+        "alice ALL=(ALL) ALL\n",
+        {
+            "/etc/sudo.conf": "Plugin sudoers_policy sudoers.so sudoers_file=/etc/other-sudoers\n",
+            "/etc/other-sudoers": "bob ALL=(ALL) ALL\n",
+        },
+        {"bob"},
+    ),
+    (
+        "sudo.conf comments and the first policy line",
+        "alice ALL=(ALL) ALL\n",
+        {
+            "/etc/sudo.conf": "#Plugin sudoers_policy sudoers.so sudoers_file=/etc/x\n"
+            "Plugin sudoers_policy sudoers.so sudoers_file=/etc/other-sudoers\n"
+            "Plugin sudoers_policy sudoers.so #sudoers_file=/etc/x\n",
+            "/etc/other-sudoers": "bob ALL=(ALL) ALL\n",
+        },
+        {"bob"},
+    ),
     ("several privileges", "alice h1 = /bin/ls : ALL = (root) ALL\n", {}, {"alice"}),
     (
         "commands with arguments end at a colon",

@@ -195,3 +195,15 @@ def test_lexing_is_linear_on_hostile_text(guest: Guest) -> None:
     files, _ = admin_files(guest, "fay")
     assert time.monotonic() - start < 10
     assert files == ["/etc/sudoers"]  # leading continuations are blanks to sudo
+
+
+def test_sudo_conf_names_the_policy_file(guest: Guest) -> None:
+    guest.write("/etc/sudoers", "gil ALL=(ALL) ALL\n")
+    guest.write("/etc/sudoers.alt", "hal ALL=(ALL) ALL\n")
+    guest.write(
+        "/etc/sudo.conf",
+        "# Plugin sudoers_policy sudoers.so sudoers_file=/x\n"
+        "Plugin sudoers_policy sudoers.so sudoers_file=/etc/sudoers.alt\n",
+    )
+    assert admin_files(guest, "gil")[0] == []
+    assert admin_files(guest, "hal")[0] == ["/etc/sudoers.alt"]

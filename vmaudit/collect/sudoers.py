@@ -21,9 +21,10 @@ runs as root without a runas list, or when its runas list's last matching item i
 the invoking user. Host lists are ignored for grants (a dormant image may boot under any
 name); a denial counts only when its host list matches every host. Aliases are expanded where
 they are used, wherever they are defined; a second definition of an alias is an error, as in
-sudo, and the first stays. Not modelled: runas users other than root that have uid 0,
-``sudo.conf`` pointing at another policy file, and the ownership checks sudo makes before
-trusting a file (vmaudit counts grants in files sudo would refuse, the safe direction).
+sudo, and the first stays. The policy file is the one ``/etc/sudo.conf`` names
+(``sudoers_file=``). Not modelled: runas users other than root that have uid 0, and the
+ownership checks sudo makes before trusting a file (vmaudit counts grants in files sudo would
+refuse, the safe direction).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Literal
 from vmaudit.guest.base import GuestFS, is_dir, list_dir, read_lines, read_text, safe_path
 
 SUDOERS_PATH = "/etc/sudoers"
+SUDO_CONF = "/etc/sudo.conf"
 MAX_DEPTH = 128  # sudo's include depth limit
 MAX_FILES = 1000
 MAX_ALIAS_DEPTH = 64
@@ -882,8 +884,27 @@ def _every_host(
     return False
 
 
-def parse_sudoers(fs: GuestFS, warnings: list[str], path: str = SUDOERS_PATH) -> Sudoers:
-    """The rules on running every command as root found from ``path`` and its includes."""
+def sudoers_path(fs: GuestFS, warnings: list[str]) -> str:
+    """The policy file sudo reads: ``sudoers_file=`` of the ``Plugin sudoers_policy`` line
+    of ``/etc/sudo.conf`` (a ``#`` at a line's start or after a blank starts a comment, as
+    sudo_parseln reads it; the first such line counts), else ``/etc/sudoers``."""
+    path = SUDOERS_PATH
+    for line in read_lines(fs, SUDO_CONF, warnings) or []:
+        comment = re.search(r"(?:^|(?<=[ \t]))#", line)
+        words = (line[: comment.start()] if comment else line).split()
+        if len(words) >= 3 and words[0].lower() == "plugin" and words[1] == "sudoers_policy":
+            for arg in words[3:]:
+                if arg.startswith("sudoers_file="):
+                    path = arg[len("sudoers_file=") :]
+            break  # sudo keeps the first policy plugin line
+    return path
+
+
+def parse_sudoers(fs: GuestFS, warnings: list[str], path: str | None = None) -> Sudoers:
+    """The rules on running every command as root found from ``path`` (the file sudo.conf
+    names, else /etc/sudoers) and its includes."""
+    if path is None:
+        path = sudoers_path(fs, warnings)
     state = _State()
     hostname = read_text(fs, "/etc/hostname", [], cap=4096)
     if hostname is not None and hostname.strip():
