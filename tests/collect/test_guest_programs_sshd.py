@@ -125,6 +125,8 @@ HOSTILE = {
     "extra value": "PermitRootLogin no yes\n",
     "global directive in match": "Match User bob\nUsePAM yes\n",
     "global directive in match all": "Match all\nUsePAM yes\n",
+    "keys files with a tilde": "AuthorizedKeysFile ~/.ssh/x ~daemon//k ~ ~sys\n",
+    "keys file of an unknown user's tilde": "Match User bob\nAuthorizedKeysFile ~nosuch/k\n",
     "keys file none and more": "AuthorizedKeysFile none .ssh/k\nMatch User root\n"
     "AuthorizedKeysFile /etc/keys/%u\n",
 }

@@ -243,3 +243,15 @@ def test_config_text_past_the_budget_is_ignored_with_a_warning(guest: Guest) -> 
     result, warnings = facts(guest)
     assert (result.permit_root_login, result.password_authentication) == ("no", True)
     assert warnings == [f"sshd: over {MAX_CHARS} characters of config, the rest ignored"]
+
+
+def test_a_tilde_in_a_keys_file_is_expanded_when_sshd_reads_its_config(guest: Guest) -> None:
+    guest.write(
+        "/etc/passwd",
+        "toor:x:0:0::/srv/toor:/bin/sh\nroot:x:0:0::/root:/bin/bash\n"
+        "ops:x:1000:1000::/home/ops/:/bin/sh\n",
+    )
+    guest.write("/etc/ssh/sshd_config", "AuthorizedKeysFile ~/.ssh/k ~ops//k ~\n")
+    config = collect_sshd(guest.fs, OPENSSH_9, [])
+    # "~" is the home of sshd's uid, 0: getpwuid(0) is the first uid-0 line.
+    assert config.authorized_keys_files == ("/srv/toor/.ssh/k", "/home/ops/k", "/srv/toor/")

@@ -35,7 +35,14 @@ from dataclasses import dataclass, field
 from vmaudit.guest.base import GuestFS, guest_lines, is_dir, is_file, read_text, safe_path
 from vmaudit.models import Package, SshFacts
 
-from .accounts import group_names, memberships, read_group, read_passwd, user_gids
+from .accounts import (
+    PasswdEntry,
+    group_names,
+    memberships,
+    read_group,
+    read_passwd,
+    user_gids,
+)
 from .common import guest_glob, packages_by_name
 
 CONFIG_PATH = "/etc/ssh/sshd_config"
@@ -341,6 +348,7 @@ class _Pass:
     match_keys_files: list[str] = field(default_factory=list)
     files_read: int = 0
     chars_read: int = 0
+    passwd: list[PasswdEntry] | None = None
     root_groups: list[str] | None = None
 
     def read(self, path: str, active: list[bool], flags: set[str], depth: int) -> None:
@@ -412,10 +420,15 @@ class _Pass:
         elif opcode == "authorizedkeysfile":
             if "" in args:
                 self.problems.append(f"{where}: empty argument to {keyword}")
-            elif active[0]:
-                self.values.setdefault(opcode, args)
+                return
+            paths = [self.tilde(arg, where) for arg in args]
+            if None in paths:
+                return
+            expanded = [path for path in paths if path is not None]
+            if active[0]:
+                self.values.setdefault(opcode, expanded)
             else:
-                self.match_keys_files += args
+                self.match_keys_files += expanded
 
     def include(self, args: list[str], active: list[bool], flags: set[str], depth: int) -> None:
         before = active[0]
@@ -503,11 +516,35 @@ class _Pass:
             found = found or outcome == 1
         return found
 
+    def accounts(self) -> list[PasswdEntry]:
+        """The guest's passwd, read once (the accounts section reports its problems)."""
+        if self.passwd is None:
+            self.passwd = read_passwd(self.fs, [])
+        return self.passwd
+
+    def tilde(self, path: str, where: str) -> str | None:
+        """misc.c's ``tilde_expand`` as sshd applies it to AuthorizedKeysFile when it reads
+        the config: ``~`` is the home of sshd's own uid 0, ``~user`` that user's; None (a
+        config sshd refuses) for an unknown user."""
+        if not path.startswith("~"):
+            return path
+        user, slash, rest = path[1:].partition("/")
+        entries = self.accounts()
+        if user:
+            entry = next((e for e in entries if e.name == user), None)
+        else:
+            entry = next((e for e in entries if e.uid == 0), None)
+        if entry is None:
+            self.problems.append(f"{where}: tilde_expand: no such user {user or 'uid 0'!r}")
+            return None
+        home = entry.home if entry.home.endswith("/") else entry.home + "/"
+        return home + rest.lstrip("/") if slash else home
+
     def groups_of(self, user: str) -> list[str]:
         """``ga_init``: the user's groups by name, from the guest's passwd and group."""
         if self.root_groups is None:
             scratch: list[str] = []  # the accounts section reports these files' problems
-            entry = next((e for e in read_passwd(self.fs, scratch) if e.name == user), None)
+            entry = next((e for e in self.accounts() if e.name == user), None)
             self.root_groups = []
             if entry is not None:
                 groups = read_group(self.fs, scratch)
