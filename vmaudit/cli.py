@@ -25,6 +25,7 @@ from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult
 from vmaudit.report import Format
 from vmaudit.run.runner import Auditors
+from vmaudit.timeutil import parse_iso
 
 FAIL_ON = [level.value for level in FailOn]
 FORMATS = [fmt.value for fmt in Format]
@@ -286,12 +287,11 @@ def baselines_validate(files: tuple[str, ...]) -> None:
 def _parse_since(text: str | None) -> datetime | None:
     if text is None:
         return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    moment = parse_iso(text)
+    if moment is None:
         raise click.BadParameter(f"{text!r} is not an ISO date (2026-11-01 or "
-                                 "2026-11-01T12:00:00Z)", param_hint="--since") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+                                 "2026-11-01T12:00:00Z)", param_hint="--since")
+    return moment
 
 
 def _open_state(state_path: str | None) -> Any:

@@ -24,6 +24,7 @@ from vmaudit.errors import ConfigError
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER, RULES, os_label
 from vmaudit.models import Facts
 from vmaudit.text import terminal_safe
+from vmaudit.timeutil import iso_utc
 from vmaudit.versions import comparator_for, dotted_key
 
 # Installed packages whose removal weakens a host: required when the golden image has them.
@@ -187,7 +188,7 @@ def _windows_patches(facts: Facts, now: datetime) -> dict[str, Any]:
 def _header(facts: Facts, image_label: str, now: datetime) -> str:
     # Guest and path text is made single-line first: a newline would end the comment and
     # let a hostile hostname write YAML keys of its own.
-    when = now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    when = iso_utc(now)
     os_text = terminal_safe(os_label(facts))
     host = terminal_safe(facts.os.hostname or "unknown host")
     return (

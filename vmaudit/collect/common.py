@@ -110,11 +110,6 @@ def guest_glob(fs: GuestFS, pattern: str, warnings: list[str]) -> list[str]:
     return sorted(paths) if parts else []
 
 
-def iso_utc(moment: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def from_epoch(seconds: float) -> datetime | None:
     """A UTC datetime from a Unix time, None when out of any sane range (garbage in a log)."""
     if seconds <= 0:

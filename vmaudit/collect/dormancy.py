@@ -27,8 +27,9 @@ from zoneinfo import ZoneInfo
 
 from vmaudit.guest.base import GuestFS, safe_path
 from vmaudit.models import Dormancy
+from vmaudit.timeutil import iso_utc, parse_iso
 
-from .common import from_epoch, guest_glob, iso_utc, read_bytes, read_range
+from .common import from_epoch, guest_glob, read_bytes, read_range
 
 UTMP_SIZE = 384
 UTMP = struct.Struct("<ii32s4s32s256shhiii16s20s")
@@ -190,13 +191,6 @@ def _plausible(
     return moment
 
 
-def _parse_iso(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def collect_dormancy(
     fs: GuestFS,
     image_mtime: str,
@@ -226,7 +220,7 @@ def collect_dormancy(
     journal = _plausible("/var/log/journal", _journal_time(fs, warnings), now, warnings)
 
     signs = [t for t in (last_boot, last_record, last_login, journal) if t]
-    seen = max(signs) if signs else _parse_iso(image_mtime)
+    seen = max(signs) if signs else parse_iso(image_mtime)
     days_idle = max(0, (now - seen).days) if seen is not None else None
     return Dormancy(
         last_boot=iso_utc(last_boot) if last_boot else None,

@@ -52,8 +52,9 @@ from vmaudit.models import (
     Package,
     User,
 )
+from vmaudit.timeutil import iso_utc, parse_iso
 
-from .common import CoverageLog, guarded, iso_utc
+from .common import CoverageLog, guarded
 from .windows_registry import (
     Hive,
     HiveError,
@@ -355,16 +356,6 @@ def shutdown_time(system: Hive, warnings: list[str]) -> datetime | None:
     return filetime_to_datetime(struct.unpack_from("<Q", data)[0])
 
 
-def _parse_iso(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def windows_dormancy(
     shutdown: datetime | None,
     users: list[User],
@@ -376,16 +367,16 @@ def windows_dormancy(
     """Last login and update, and whole days idle since the latest sign of running."""
     last_login = None
     for user in users:
-        last_login = _newer(last_login, _parse_iso(user.last_logon))
+        last_login = _newer(last_login, parse_iso(user.last_logon))
     last_update = None
     for hotfix in hotfixes:
-        last_update = _newer(last_update, _parse_iso(hotfix.installed_at))
+        last_update = _newer(last_update, parse_iso(hotfix.installed_at))
     signs = [moment for moment in (shutdown, last_login, last_update) if moment is not None]
     future = [moment for moment in signs if moment > now]
     if future:
         warnings.append(f"dormancy: {len(future)} registry time(s) after the scan time ignored")
     signs = [moment for moment in signs if moment <= now]
-    latest = max(signs) if signs else _parse_iso(image_mtime)
+    latest = max(signs) if signs else parse_iso(image_mtime)
     days_idle = None if latest is None else max(0, (now - latest).days)
     return Dormancy(
         last_boot=None,

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from vmaudit.models import PasswordState, User
+from vmaudit.timeutil import iso_utc
 
-from .common import iso_utc
 from .windows_registry import Hive, HiveError, decode_utf16, filetime_to_datetime
 
 ADMINISTRATORS_RID = 0x220

@@ -124,7 +124,7 @@ def validate_disk(disk: DiskRef) -> int:
 
 
 def is_vhd_chain(disk: DiskRef) -> bool:
-    """A VHD differencing disk with its parents: qemu cannot follow it (vmaudit/guest/vhd.py can)."""
+    """A VHD differencing disk with its parents: qemu cannot follow it (guest/vhd.py can)."""
     return len(disk.chain) > 1 and all(fmt == "vhd" for fmt in disk.chain_formats)
 
 

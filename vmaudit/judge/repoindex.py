@@ -16,8 +16,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from vmaudit.versions import dpkg_compare
 from vmaudit.errors import ConfigError
+from vmaudit.versions import dpkg_compare
 
 MAX_INDEX_BYTES = 1024 * 1024 * 1024  # decompressed; Debian's biggest index is a tenth of it
 MAX_LINE_BYTES = 1024 * 1024

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 from vmaudit.models import ImageResult, WatchEvent
 from vmaudit.report.common import exposure_text, score_text, terminal_safe
+from vmaudit.timeutil import iso_from_timestamp
 
 
 def render_event(event: WatchEvent, result: ImageResult | None, fmt: str) -> str:
-    at = datetime.fromtimestamp(event.at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    at = iso_from_timestamp(event.at)
     data: dict[str, object] = {
         "event": event.kind,
         "at": at,

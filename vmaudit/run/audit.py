@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from vmaudit.collect.linux import collect_linux
@@ -29,10 +29,7 @@ from vmaudit.guest.appliance import (
 )
 from vmaudit.guest.base import GuestFS
 from vmaudit.models import Facts, ImageInfo, ImageRef
-
-
-def iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from vmaudit.timeutil import iso_from_timestamp
 
 
 def image_info(ref: ImageRef) -> ImageInfo:
@@ -43,7 +40,7 @@ def image_info(ref: ImageRef) -> ImageInfo:
         path=ref.path,
         format=ref.format,
         size_bytes=sum(st.st_size for st in stats),
-        mtime=iso(max(st.st_mtime for st in stats)),
+        mtime=iso_from_timestamp(max(st.st_mtime for st in stats)),
         sha256_head=sha256_head(ref.disks[0].path),
         vm=ref.vm,
         disks=tuple(disk.path for disk in ref.disks),

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from vmaudit.versions import comparator_for
 from vmaudit.models import Facts, FirewallBackend, Package, User
+from vmaudit.versions import comparator_for
 
 _OS_FIELDS = ("type", "distro", "version", "product", "hostname", "arch", "build", "edition")
 _SSH_FIELDS = ("installed", "permit_root_login", "password_authentication")
