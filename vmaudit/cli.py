@@ -25,7 +25,7 @@ from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult
 from vmaudit.report import Format
 from vmaudit.run.runner import Auditors
-from vmaudit.timeutil import parse_iso
+from vmaudit.timeutil import parse_iso, utc_now
 
 FAIL_ON = [level.value for level in FailOn]
 FORMATS = [fmt.value for fmt in Format]
@@ -164,7 +164,7 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
     """Discover images under each PATH, audit each, print the report."""
     from vmaudit.report import render
     from vmaudit.run.fleet import check_fleet_options
-    from vmaudit.scan import ScanOptions, load_judge, run_scan, utc_now
+    from vmaudit.scan import ScanOptions, load_judge, run_scan
     from vmaudit.state.cache import open_cache
 
     options = ScanOptions(
@@ -367,7 +367,7 @@ def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | N
     from vmaudit.discover.walk import discover
     from vmaudit.report.events import render_event
     from vmaudit.run.runner import Runner
-    from vmaudit.scan import ScanOptions, audit_one, load_judge, utc_now
+    from vmaudit.scan import ScanOptions, audit_one, load_judge
     from vmaudit.state.cache import open_cache
     from vmaudit.watch import Watcher
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from vmaudit.baseline.factsio import facts_from_dict
@@ -31,6 +31,7 @@ from vmaudit.models import (
     Skipped,
 )
 from vmaudit.run.runner import Auditors, RawOutcome, Runner
+from vmaudit.timeutil import iso_utc, utc_now
 
 DEFAULT_BATCH = 8
 
@@ -40,14 +41,6 @@ def batch_size(requested: int | None, images: int, jobs: int) -> int:
     if requested is not None:
         return max(1, requested)
     return max(1, min(DEFAULT_BATCH, -(-images // max(1, jobs))))
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def iso_z(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class ScanObserver(Protocol):
@@ -192,8 +185,8 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
         done(_judged(judge, outcome))
     results.sort(key=lambda r: r.image.path)
     report = ScanReport(
-        started_at=iso_z(started),
-        finished_at=iso_z(utc_now()),
+        started_at=iso_utc(started),
+        finished_at=iso_utc(utc_now()),
         baselines=tuple(options.baselines),
         fail_on=options.fail_on,
         results=tuple(results),
@@ -226,7 +219,7 @@ def audit_one(image: ImageRef, runner: Runner, judge: Judge,
     result = _judged(judge, runner.run_one(image, started))
     if cache is not None:
         cache.record(result)
-    report = ScanReport(started_at=iso_z(started), finished_at=iso_z(utc_now()),
+    report = ScanReport(started_at=iso_utc(started), finished_at=iso_utc(utc_now()),
                         baselines=tuple(b.name for b in judge.baselines), fail_on="never",
                         results=(result,), exit_code=exit_code([result], "never"))
     if cache is not None:
