@@ -39,7 +39,7 @@ def build_image(folder: Path, name: str, files: dict[str, str]) -> tuple[Path, P
     return raw_disk_from_tree(tree, folder / name, size_mb=16), tree
 
 
-def cache_facts(state: Path, image: Path, tree: Path) -> None:
+def cache_facts(state: Path | str, image: Path, tree: Path) -> None:
     """Record the tree's facts for the image, keyed by its identity, as a scan would."""
     ref = discover([str(image)]).images[0]
     now = datetime.now(UTC).replace(microsecond=0)
@@ -54,7 +54,7 @@ def cache_facts(state: Path, image: Path, tree: Path) -> None:
         db.finish_scan(scan_id, report, [str(image.parent)])
 
 
-def write_policy(path: Path, datastores: list[Path], state: Path, **extra: str) -> Path:
+def write_policy(path: Path, datastores: list[Path], state: Path | str, **extra: str) -> Path:
     lines = [
         "apiVersion: vmaudit/v1",
         "kind: GatePolicy",

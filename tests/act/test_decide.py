@@ -21,6 +21,7 @@ from tests.act.gatehelpers import (
     write_policy,
 )
 from tests.imaging import fingerprint
+from tests.pgserver import Server
 from vmaudit.act.domain import DiskSpec, GuestDisks
 from vmaudit.act.gate import Gate
 from vmaudit.act.policy import load_policy
@@ -254,3 +255,17 @@ def test_an_image_never_scanned_is_audited_now_refused_and_then_decided_from_cac
     with StateDB(state) as db:
         cached = [d.details["from_cache"] for d in db.power_ons()]
     assert cached == [False, True]
+
+
+def test_gates_and_scans_share_one_postgresql_state(tmp_path: Path, pg_server: Server) -> None:
+    url = pg_server.new_database()
+    store = tmp_path / "images"
+    bad, bad_tree = build_image(store, "legacy.img", OUT_OF_BASELINE)
+    cache_facts(url, bad, bad_tree)  # a central scan, on another host
+    policy = write_policy(tmp_path / "gate.yaml", [store], url)
+    code, err = hook(policy, "legacy", domain_xml("legacy", str(bad)))
+    assert code == 1 and "account.extra-uid0 (toor) (cached facts)" in err
+    listed = vmaudit_gate("decisions", "--state", url, "-f", "json")
+    assert [(d["domain"], d["decision"]) for d in json.loads(listed.stdout)] == [
+        ("legacy", "refuse")
+    ]

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from vmaudit.state import StateDB, StateError
+from tests.pgserver import Server, query
+from vmaudit.state import StateDB, StateError, schema
 
 WORKER = textwrap.dedent(
     """
@@ -24,8 +25,9 @@ WORKER = textwrap.dedent(
     from vmaudit.models import ScanReport
     from vmaudit.state import StateDB
 
-    db_path, name, count, go = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
-    state = StateDB(db_path, busy_timeout=5.0)
+    ref, name, count, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
+    state = StateDB(ref if "://" in ref else Path(ref), busy_timeout=5.0)
+    (go.parent / f"ready-{name}").touch()
     while not go.exists():
         time.sleep(0.001)
     scan = state.begin_scan([name], "2026-11-27T10:00:00Z")
@@ -47,22 +49,33 @@ WORKER = textwrap.dedent(
 )
 
 
-def test_two_processes_scanning_at_once_lose_no_rows(tmp_path: Path) -> None:
-    db_path = tmp_path / "state.db"
+def test_two_processes_scanning_at_once_lose_no_rows(tmp_path: Path, state_ref: Path | str) -> None:
+    db_path = state_ref
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     go = tmp_path / "go"
     count = 200
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]),
+    )
+    if isinstance(db_path, Path):
+        db_path.parent.mkdir(parents=True, exist_ok=True)
     workers = [
         subprocess.Popen(
             [sys.executable, str(script), str(db_path), name, str(count), str(go)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for name in ("alpha", "beta")
     ]
-    time.sleep(1.0)  # both have opened (and raced to create) the database
+    deadline = time.monotonic() + 120
+    while not all((tmp_path / f"ready-{name}").exists() for name in ("alpha", "beta")):
+        # both open (and race to create) the database before either writes
+        assert time.monotonic() < deadline and all(w.poll() is None for w in workers)
+        time.sleep(0.01)
     go.touch()
     outputs = [worker.communicate(timeout=120) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs, strict=True):
@@ -70,29 +83,32 @@ def test_two_processes_scanning_at_once_lose_no_rows(tmp_path: Path) -> None:
     scan_ids = sorted(int(stdout) for stdout, _ in outputs)
     assert len(set(scan_ids)) == 2
 
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    per_scan = dict(conn.execute("SELECT scan_id, count(*) FROM results GROUP BY scan_id"))
+    if isinstance(db_path, Path):
+        assert query(db_path, "PRAGMA integrity_check") == [("ok",)]
+    per_scan = dict(query(db_path, "SELECT scan_id, count(*) FROM results GROUP BY scan_id"))
     assert per_scan == {scan_ids[0]: count, scan_ids[1]: count}
-    assert conn.execute("SELECT count(*) FROM images").fetchone()[0] == count // 2 + count
-    appeared = conn.execute(
-        "SELECT image_key, count(*) FROM events WHERE kind = 'appeared' GROUP BY image_key"
-    ).fetchall()
+    assert query(db_path, "SELECT count(*) FROM images") == [(count // 2 + count,)]
+    appeared = query(
+        db_path, "SELECT image_key, count(*) FROM events WHERE kind = 'appeared' GROUP BY image_key"
+    )
     assert len(appeared) == count // 2 + count
     assert all(number == 1 for _, number in appeared)
-    assert conn.execute("SELECT count(*) FROM scans WHERE finished_rank IS NULL").fetchone()[0] == 0
+    assert query(db_path, "SELECT count(*) FROM scans WHERE finished_rank IS NULL") == [(0,)]
     # the writes really interleaved: the scans took turns on the lock
-    order = [row[0] for row in conn.execute("SELECT scan_id FROM results ORDER BY id")]
+    order = [row[0] for row in query(db_path, "SELECT scan_id FROM results ORDER BY id")]
     assert sum(1 for a, b in itertools.pairwise(order) if a != b) > 2
-    conn.close()
 
     with StateDB(db_path) as state:
         report = state.last_report()
         assert report is not None
         assert len(report.results) == count
         name = report.baselines[0]
-        assert all(r.facts is not None and r.facts.os.hostname is not None
-                   and r.facts.os.hostname.startswith(name) for r in report.results)
+        assert all(
+            r.facts is not None
+            and r.facts.os.hostname is not None
+            and r.facts.os.hostname.startswith(name)
+            for r in report.results
+        )
         shared = state.history("/ds/shared1.qcow2")
         assert [h.scan_id for h in shared] == scan_ids
 
@@ -123,4 +139,30 @@ def test_a_lock_that_never_goes_away_is_a_clear_error(tmp_path: Path) -> None:
                 state.begin_scan(["default"], "t")
         finally:
             holder.execute("ROLLBACK")
+            holder.close()
+
+
+def test_a_postgresql_write_waits_for_the_lock_and_a_lock_never_released_is_a_clear_error(
+    pg_server: Server,
+) -> None:
+    import psycopg
+
+    url = pg_server.new_database()
+    with StateDB(url, busy_timeout=0.2) as state:
+        holder = psycopg.connect(url, autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s)", (schema.APPLICATION_ID,))
+        release = threading.Timer(
+            0.5, lambda: holder.execute("SELECT pg_advisory_unlock(%s)", (schema.APPLICATION_ID,))
+        )
+        started = time.monotonic()
+        release.start()
+        scan = state.begin_scan(["default"], "2026-11-27T10:00:00Z")
+        waited = time.monotonic() - started
+        release.join()
+        assert scan == 1 and waited >= 0.45
+        holder.execute("SELECT pg_advisory_lock(%s)", (schema.APPLICATION_ID,))
+        try:
+            with pytest.raises(StateError, match="locked by another process"):
+                state.begin_scan(["default"], "t")
+        finally:
             holder.close()

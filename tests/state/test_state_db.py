@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from state_helpers import audited, failed, make_facts, make_finding, make_image, make_user
 
+from tests.pgserver import Server, query
 from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.discover.identity import image_identity
 from vmaudit.errors import ErrorKind
@@ -29,8 +30,9 @@ def report_of(
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[StateDB]:
-    with StateDB(tmp_path / "state" / "state.db") as state:
+def db(state_ref: Path | str) -> Iterator[StateDB]:
+    """A fresh state database on each backend (tests/state/conftest.py)."""
+    with StateDB(state_ref) as state:
         yield state
 
 
@@ -490,10 +492,106 @@ def test_guest_strings_are_stored_and_read_back_exactly(
     assert db.last_report() == report
     history = db.history(disk_path)
     assert [h.scan_id for h in history] == [scan]
-    tables = {
-        row[0]
-        for row in sqlite3.connect(db.path).execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'"
+    assert {"scans", "results", "images", "events", "facts"} <= table_names(db)
+
+
+def table_names(db: StateDB) -> set[str]:
+    """The database's tables, read with the backend's own client, not through StateDB."""
+    if db.url is not None:
+        sql = (
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
         )
+        return {str(row[0]) for row in query(db.url, sql)}
+    return {
+        str(row[0]) for row in query(db.path, "SELECT name FROM sqlite_master WHERE type = 'table'")
     }
-    assert {"scans", "results", "images", "events", "facts"} <= tables
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+def test_a_v1_postgresql_database_is_migrated_and_keeps_its_rows(pg_server: Server) -> None:
+    url = pg_server.new_database()
+    v1 = ";\n".join(schema.statements(schema.PG_V1))
+    query(url, v1)
+    query(
+        url,
+        "CREATE TABLE vmaudit_meta (application_id BIGINT NOT NULL,"
+        " schema_version INTEGER NOT NULL)",
+    )
+    query(url, f"INSERT INTO vmaudit_meta VALUES ({schema.APPLICATION_ID}, 1)")
+    query(
+        url,
+        "INSERT INTO scans (id, started_at, finished_at, baselines_json, fail_on,"
+        " exit_code) VALUES (7, 's', 'f', '[\"default\"]', 'high', 1)",
+    )
+    query(
+        url,
+        "INSERT INTO results (scan_id, image_key, recorded_at, status, image_json,"
+        " findings_json, risk_score, risk_level, business_json, from_cache, rules_json)"
+        " VALUES (7, '\\x2f64732f6f6c642e71636f7732', '2026-01-01T00:00:00Z', 'audited',"
+        ' \'{"disks":[],"format":"qcow2","in_use":false,"path":"/ds/old.qcow2",'
+        '"vm":null}\', \'[{"rule":"a"},{"rule":"b"}]\', 40, \'medium\','
+        ' \'{"application":null,"criticality":"medium","owner":null}\', 0, \'[]\')',
+    )
+
+    with StateDB(url) as state:
+        assert state.schema_version() == schema.LATEST
+        (entry,) = state.history("/ds/old.qcow2")
+    assert entry.findings_count == 2 and entry.scan_id == 7
+    assert query(
+        url, "SELECT findings_count, risk_score, risk_exposure, risk_formula FROM results"
+    ) == [(2, 40.0, None, 1)]
+    assert query(url, "SELECT id, finished_rank, roots_json FROM scans") == [(7, 7, "[]")]
+    indexes = {row[0] for row in query(url, "SELECT indexname FROM pg_indexes")}
+    assert {"results_by_image", "events_by_image", "scans_by_finish", "decisions_by_time"} <= (
+        indexes
+    )
+    assert query(url, "SELECT schema_version FROM vmaudit_meta") == [(schema.LATEST,)]
+
+
+def test_another_programs_postgresql_database_is_refused_and_left_alone(
+    pg_server: Server,
+) -> None:
+    url = pg_server.new_database()
+    query(url, "CREATE TABLE mine (x integer)")
+    with pytest.raises(StateError, match="PostgreSQL database but not vmaudit's") as caught:
+        StateDB(url)
+    assert caught.value.kind is ErrorKind.CONFIG
+    tables = query(
+        url,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()",
+    )
+    assert tables == [("mine",)]
+
+
+def test_a_postgresql_database_of_a_newer_vmaudit_is_refused(pg_server: Server) -> None:
+    url = pg_server.new_database()
+    StateDB(url).close()
+    query(url, "UPDATE vmaudit_meta SET schema_version = 99")
+    with pytest.raises(StateError, match="newer"):
+        StateDB(url)
+
+
+def test_an_unreachable_postgresql_server_is_a_config_error_without_the_password(
+    tmp_path: Path,
+) -> None:
+    url = f"postgresql://vmaudit:s3cret@{str(tmp_path).replace('/', '%2F')}/nowhere"
+    with pytest.raises(StateError, match="cannot be opened") as caught:
+        StateDB(url)
+    assert "s3cret" not in str(caught.value)
+
+
+def test_a_stored_row_that_does_not_decode_is_refused(
+    db: StateDB, state_ref: Path | str, tmp_path: Path
+) -> None:
+    image = make_image(tmp_path / "vm.qcow2")
+    image.disks[0]
+    scan = db.begin_scan(["default"], "2026-11-27T10:00:00Z")
+    db.record_result(scan, audited(image, make_facts(image.path)), None)
+    db.finish_scan(scan, report_of(), [])
+    query(state_ref, 'UPDATE facts SET facts_json = \'{"schema": "vmaudit.facts/v1", tru\'')
+    with pytest.raises(StateError, match="holds a row that cannot be read"):
+        db.last_report()
+    with pytest.raises(StateError, match="holds a row that cannot be read"):
+        db.record_result(scan, audited(image, make_facts(image.path, hostname="other")), None)

@@ -181,9 +181,9 @@ def gate_uninstall(hypervisor: str, hooks_dir: str) -> None:
 )
 def gate_decisions(policy_path: str | None, state: str | None, since: str | None, fmt: str) -> None:
     """The recorded power-on decisions, oldest first."""
-    from vmaudit.act.gate import open_state
     from vmaudit.act.policy import load_policy
     from vmaudit.report.power_on import render_power_ons
+    from vmaudit.state import open_state
 
     moment = None
     if since is not None:

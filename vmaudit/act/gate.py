@@ -20,7 +20,6 @@ import os
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from vmaudit.act.domain import DiskSpec, GuestDisks
@@ -34,7 +33,7 @@ from vmaudit.models import DiskRef, ImageError, ImageRef, ImageResult
 from vmaudit.report.common import terminal_safe
 from vmaudit.run.runner import Runner
 from vmaudit.scan import Judge
-from vmaudit.state import PowerOn, StateDB, StateError, default_state_path
+from vmaudit.state import PowerOn, StateDB, StateError, open_state
 
 MAX_REASON = 600  # libvirt shows the hook's stderr in one error line
 MAX_LISTED = 8  # findings named in a refusal; the rest are counted
@@ -79,13 +78,6 @@ class Decision:
 
 class _Undecidable(Exception):
     """The guest cannot be audited: ``on_error`` decides (the message says why)."""
-
-
-def open_state(ref: str | None) -> StateDB:
-    """The state database the policy (or ``--state``) names; vmaudit's default otherwise."""
-    if ref is not None and "://" in ref:
-        raise StateError(Path(ref), "only SQLite state files are supported by this vmaudit")
-    return StateDB(Path(ref) if ref else default_state_path())
 
 
 def _now() -> datetime:

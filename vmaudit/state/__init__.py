@@ -1,7 +1,8 @@
-"""The SQLite state database: facts cache of unchanged images, scan history and events.
+"""The state database (an SQLite file, or PostgreSQL): facts cache, scan history, events.
 
-``StateDB`` owns the file (``db.py``), ``schema.py`` its migrations, ``codec.py`` the exact
-JSON round trip of stored values, ``diff.py`` what changed in a guest between two audits.
+``StateDB`` owns the database (``db.py``; ``postgres.py`` what differs on PostgreSQL),
+``schema.py`` its migrations, ``codec.py`` the exact JSON round trip of stored values,
+``diff.py`` what changed in a guest between two audits.
 """
 
 from vmaudit.state.db import (
@@ -11,6 +12,7 @@ from vmaudit.state.db import (
     StateDB,
     StateError,
     default_state_path,
+    open_state,
 )
 from vmaudit.state.diff import diff_facts
 
@@ -22,4 +24,5 @@ __all__ = [
     "StateError",
     "default_state_path",
     "diff_facts",
+    "open_state",
 ]

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 from vmaudit.discover.identity import Identity, image_identity
 from vmaudit.errors import VmauditError
 from vmaudit.models import Facts, ImageRef, ImageResult, ScanReport
-from vmaudit.state import StateDB, default_state_path
+from vmaudit.state import StateDB, open_state
 
 
 class StateCache:
@@ -53,5 +52,6 @@ class StateCache:
 
 
 def open_cache(path: str | None) -> StateCache:
-    """The state database at ``path`` (default ``$XDG_STATE_HOME/vmaudit/state.db``)."""
-    return StateCache(StateDB(Path(path) if path else default_state_path()))
+    """The state database at ``path`` (a file, or a ``postgresql://`` URL; default
+    ``$XDG_STATE_HOME/vmaudit/state.db``)."""
+    return StateCache(open_state(path))

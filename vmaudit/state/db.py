@@ -1,9 +1,12 @@
-"""``StateDB``: the SQLite file that holds the facts cache and the scan history.
+"""``StateDB``: the database that holds the facts cache and the scan history.
 
-One connection per process, WAL journal, every write in a short ``BEGIN IMMEDIATE``
-transaction retried on ``SQLITE_BUSY``, so two scans in two processes can share one file.
-A file that is not a healthy vmaudit database is reported (``ErrorKind.CONFIG``, naming the
-file) and never overwritten.
+An SQLite file by default, or a PostgreSQL database (``postgresql://USER@HOST/DB``,
+vmaudit.state.postgres) that gates and scans on many hosts share. One connection per
+process, every write in a short transaction that takes the write lock first (``BEGIN
+IMMEDIATE`` on the file, an advisory lock on PostgreSQL) and is retried while another
+writer holds it, so two scans in two processes can share one database. A database that is
+not a healthy vmaudit database is reported (``ErrorKind.CONFIG``, naming it) and never
+overwritten.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from vmaudit.models import (
     ScanReport,
     image_ref_from_dict,
 )
-from vmaudit.state import codec, schema
+from vmaudit.state import codec, postgres, schema
 from vmaudit.state.diff import diff_facts
+from vmaudit.state.postgres import AnyConnection
 
 T = TypeVar("T")
 
@@ -42,8 +46,9 @@ _BUSY_CODES = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 class StateError(VmauditError):
     """The state database cannot be used (corrupt, foreign, newer, unwritable): exit 2."""
 
-    def __init__(self, path: Path, problem: str) -> None:
-        super().__init__(ErrorKind.CONFIG, f"state database {path}: {problem}")
+    def __init__(self, path: Path | str, problem: str) -> None:
+        where = postgres.display(path) if isinstance(path, str) else path
+        super().__init__(ErrorKind.CONFIG, f"state database {where}: {problem}")
         self.path = path
 
 
@@ -55,6 +60,14 @@ def default_state_path() -> Path:
     configured = os.environ.get("XDG_STATE_HOME", "")
     base = Path(configured) if os.path.isabs(configured) else Path.home() / ".local" / "state"
     return base / "vmaudit" / "state.db"
+
+
+def open_state(ref: str | None) -> StateDB:
+    """The state database ``--state`` (or a policy's ``state:``) names: a
+    ``postgresql://USER@HOST/DB`` URL, a file path, or vmaudit's default file for None."""
+    if ref is not None and postgres.is_url(ref):
+        return StateDB(ref)
+    return StateDB(Path(ref) if ref else default_state_path())
 
 
 def now_utc() -> str:
@@ -152,11 +165,22 @@ def _check_file(path: Path) -> None:
 
 
 class StateDB:
-    """The facts cache and scan history of one state file."""
+    """The facts cache and scan history of one state database.
 
-    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
+    ``path`` is the SQLite file, or a ``postgresql://`` URL given as a string.
+    """
+
+    def __init__(self, path: Path | str, *, busy_timeout: float = 30.0) -> None:
         self._busy_timeout = busy_timeout
+        self._conn: AnyConnection
+        if isinstance(path, str) and postgres.is_url(path):
+            self.url: str | None = path
+            self.where: Path | str = path
+            self._open_postgres(path)
+            return
+        self.url = None
+        self.path = Path(path)
+        self.where = self.path
         _check_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +194,24 @@ class StateDB:
             raise StateError(self.path, f"cannot be opened: {exc}") from exc
         try:
             self._retry(self._configure)
+            self._retry(lambda: self._write(self._migrate))
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open_postgres(self, url: str) -> None:
+        try:
+            self._conn = postgres.Connection(url, self._busy_timeout)
+        except ImportError as exc:
+            raise StateError(url, "needs psycopg 3 (pip install 'psycopg[binary]')") from exc
+        except Exception as exc:
+            if postgres.classify(exc) is None:
+                raise
+            raise StateError(url, f"cannot be opened: {str(exc).strip()}") from exc
+        try:
+            # Identified under the write lock only: PostgreSQL reads its catalog outside the
+            # transaction's snapshot, so a database another process is creating right now
+            # could look half made to a plain read. Nothing is written to a foreign one.
             self._retry(lambda: self._write(self._migrate))
         except BaseException:
             self._conn.close()
@@ -192,13 +234,14 @@ class StateDB:
         self.close()
 
     def _configure(self) -> None:
+        assert isinstance(self._conn, sqlite3.Connection)
         self._conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         # Identify the file before anything writes to it: switching to WAL alone would
         # change the header of another program's database.
         self._read(self._identify)
         mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
-            raise StateError(self.path, f"cannot switch to WAL journal (got {mode})")
+            raise StateError(self.where, f"cannot switch to WAL journal (got {mode})")
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA foreign_keys = ON")
 
@@ -214,19 +257,43 @@ class StateDB:
                 if not busy:
                     raise self._fail(exc) from exc
                 if time.monotonic() > deadline:
-                    raise StateError(self.path, "stayed locked by another process") from exc
+                    raise StateError(self.where, "stayed locked by another process") from exc
                 time.sleep(pause * (1 + random.random()))
                 pause = min(pause * 2, 0.5)
             except sqlite3.DatabaseError as exc:
                 raise self._fail(exc) from exc
+            except VmauditError:
+                raise
+            except (ValueError, KeyError, TypeError) as exc:
+                # a stored row that does not decode (written by hand, by another program,
+                # or damaged): refused, never served and never overwritten
+                raise StateError(
+                    self.where, f"holds a row that cannot be read ({type(exc).__name__}: {exc})"
+                ) from exc
+            except Exception as exc:
+                kind = postgres.classify(exc) if self.url is not None else None
+                if kind is None:
+                    raise
+                if kind == "error":
+                    raise StateError(self.where, f"{str(exc).strip()}; left as it is") from exc
+                if time.monotonic() > deadline:
+                    raise StateError(self.where, "stayed locked by another process") from exc
+                time.sleep(pause * (1 + random.random()))
+                pause = min(pause * 2, 0.5)
 
     def _fail(self, exc: sqlite3.Error) -> StateError:
-        return StateError(self.path, f"{exc}; the file was left as it is")
+        return StateError(self.where, f"{exc}; the file was left as it is")
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """One ``BEGIN IMMEDIATE`` transaction: the write lock is taken before any read."""
-        self._conn.execute("BEGIN IMMEDIATE")
+    def _write(self, work: Callable[[AnyConnection], T]) -> T:
+        """One transaction that takes the write lock before any read: ``BEGIN IMMEDIATE``
+        on SQLite, the database's advisory lock on PostgreSQL (one writer at a time)."""
+        if self.url is None:
+            self._conn.execute("BEGIN IMMEDIATE")
+        else:
+            self._conn.execute("BEGIN")
         try:
+            if self.url is not None:
+                self._conn.execute("SELECT pg_advisory_xact_lock(?)", (schema.APPLICATION_ID,))
             result = work(self._conn)
             self._conn.execute("COMMIT")
         except BaseException:
@@ -235,45 +302,81 @@ class StateDB:
             raise
         return result
 
-    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _read(self, work: Callable[[AnyConnection], T]) -> T:
         """One read transaction: a consistent snapshot while other processes write."""
-        self._conn.execute("BEGIN")
+        self._conn.execute("BEGIN" if self.url is None else "BEGIN ISOLATION LEVEL REPEATABLE READ")
         try:
             return work(self._conn)
         finally:
             if self._conn.in_transaction:
                 self._conn.execute("COMMIT")
 
-    def _identify(self, conn: sqlite3.Connection) -> int:
-        """The file's schema version; ``StateError`` when it is not ours to migrate."""
+    def _identify(self, conn: AnyConnection) -> int:
+        """The database's schema version; ``StateError`` when it is not ours to migrate."""
+        if self.url is not None:
+            return self._identify_postgres(conn)
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         application = int(conn.execute("PRAGMA application_id").fetchone()[0])
         if application not in (0, schema.APPLICATION_ID):
-            raise StateError(self.path, "is an SQLite database of another program")
+            raise StateError(self.where, "is an SQLite database of another program")
         if version == 0:
             existing = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
             if existing:
-                raise StateError(self.path, "is an SQLite database but not vmaudit's")
+                raise StateError(self.where, "is an SQLite database but not vmaudit's")
+        return self._not_newer(version)
+
+    def _not_newer(self, version: int) -> int:
         if version > schema.LATEST:
             raise StateError(
-                self.path,
+                self.where,
                 f"has schema version {version}, newer than this vmaudit ({schema.LATEST})",
             )
         return version
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _identify_postgres(self, conn: AnyConnection) -> int:
+        meta = conn.execute("SELECT to_regclass(?)", (postgres.META,)).fetchone()[0]
+        if meta is None:
+            tables = conn.execute(
+                "SELECT count(*) FROM information_schema.tables"
+                " WHERE table_schema = current_schema()"
+            ).fetchone()[0]
+            if tables:
+                raise StateError(self.where, "is a PostgreSQL database but not vmaudit's")
+            return 0
+        rows = conn.execute(
+            f"SELECT application_id, schema_version FROM {postgres.META}"
+        ).fetchall()
+        if len(rows) != 1 or int(rows[0][0]) != schema.APPLICATION_ID:
+            raise StateError(self.where, "is a PostgreSQL database of another program")
+        return self._not_newer(int(rows[0][1]))
+
+    def _migrate(self, conn: AnyConnection) -> None:
         # Read again inside the write transaction: another process may have migrated
-        # the file since ``_identify``.
+        # the database since ``_identify``.
         version = self._identify(conn)
         for number in range(version + 1, schema.LATEST + 1):
             migration = schema.MIGRATIONS[number - 1]
-            for statement in schema.statements(migration.sql):
+            text = migration.sql if self.url is None else migration.postgres
+            for statement in schema.statements(text):
                 conn.execute(statement)
             if migration.then is not None:
                 migration.then(conn)
-        if version < schema.LATEST:
+        if version >= schema.LATEST:
+            return
+        if self.url is None:
             conn.execute(f"PRAGMA application_id = {schema.APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version = {schema.LATEST}")
+        elif version == 0:
+            conn.execute(
+                f"CREATE TABLE {postgres.META} (application_id BIGINT NOT NULL,"
+                " schema_version INTEGER NOT NULL)"
+            )
+            conn.execute(
+                f"INSERT INTO {postgres.META} (application_id, schema_version) VALUES (?, ?)",
+                (schema.APPLICATION_ID, schema.LATEST),
+            )
+        else:
+            conn.execute(f"UPDATE {postgres.META} SET schema_version = ?", (schema.LATEST,))
 
     def check(self) -> None:
         """``PRAGMA quick_check`` over the whole file: ``StateError`` when a page is damaged.
@@ -282,14 +385,20 @@ class StateDB:
         first image rather than at its first write calls this (it reads every page).
         """
 
-        def work(conn: sqlite3.Connection) -> list[str]:
+        def work(conn: AnyConnection) -> list[str]:
+            if self.url is not None:  # every row of every table read: a damaged page fails
+                for table in ("scans", "facts", "images", "results", "events", "decisions"):
+                    conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+                return ["ok"]
             return [str(row[0]) for row in conn.execute("PRAGMA quick_check(5)")]
 
         problems = self._retry(lambda: self._read(work))
         if problems != ["ok"]:
-            raise StateError(self.path, "is corrupt: " + "; ".join(problems))
+            raise StateError(self.where, "is corrupt: " + "; ".join(problems))
 
     def schema_version(self) -> int:
+        if self.url is not None:
+            return self._retry(lambda: self._read(self._identify))
         return self._retry(lambda: int(self._conn.execute("PRAGMA user_version").fetchone()[0]))
 
     # ------------------------------------------------------------ cache
@@ -297,7 +406,7 @@ class StateDB:
     def lookup_facts(self, identity: Identity) -> Facts | None:
         """The stored facts of this very image when its files are unchanged, else None."""
 
-        def work(conn: sqlite3.Connection) -> str | None:
+        def work(conn: AnyConnection) -> str | None:
             row = conn.execute(
                 "SELECT f.facts_json FROM images AS i JOIN facts AS f ON f.digest = i.facts_digest"
                 " WHERE i.key = ? AND i.facts_identity_digest = ?",
@@ -314,13 +423,12 @@ class StateDB:
         """A new scan; returns its id for ``record_result`` and ``finish_scan``."""
         started = started_at.isoformat() if isinstance(started_at, datetime) else started_at
 
-        def work(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO scans (started_at, baselines_json) VALUES (?, ?)",
+        def work(conn: AnyConnection) -> int:
+            row = conn.execute(
+                "INSERT INTO scans (started_at, baselines_json) VALUES (?, ?) RETURNING id",
                 (started, codec.dumps(list(baselines))),
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+            ).fetchone()
+            return int(row[0])
 
         return self._retry(lambda: self._write(work))
 
@@ -334,7 +442,7 @@ class StateDB:
 
     def _record(
         self,
-        conn: sqlite3.Connection,
+        conn: AnyConnection,
         scan_id: int,
         result: ImageResult,
         identity: Identity | None,
@@ -346,7 +454,8 @@ class StateDB:
         if result.facts is not None:
             facts_json, facts_digest = codec.facts_text(result.facts)
             conn.execute(
-                "INSERT OR IGNORE INTO facts (digest, facts_json) VALUES (?, ?)",
+                "INSERT INTO facts (digest, facts_json) VALUES (?, ?)"
+                " ON CONFLICT (digest) DO NOTHING",
                 (facts_digest, facts_json),
             )
         previous = conn.execute(
@@ -379,7 +488,8 @@ class StateDB:
                 "UPDATE images SET last_scan = ?, gone = 0,"
                 " identity_digest = coalesce(?, identity_digest),"
                 " identity_json = coalesce(?, identity_json),"
-                " facts_identity_digest = CASE WHEN ? IS NULL THEN facts_identity_digest"
+                " facts_identity_digest = CASE WHEN CAST(? AS TEXT) IS NULL"
+                "   THEN facts_identity_digest"
                 "   ELSE ? END,"
                 " facts_digest = coalesce(?, facts_digest)"
                 " WHERE key = ?",
@@ -493,7 +603,7 @@ class StateDB:
                 path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots
             )
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: AnyConnection) -> None:
             recorded = {
                 bytes(row[0])
                 for row in conn.execute(
@@ -518,7 +628,7 @@ class StateDB:
                 ),
             )
             if updated.rowcount != 1:
-                raise StateError(self.path, f"no scan with id {scan_id}")
+                raise StateError(self.where, f"no scan with id {scan_id}")
             now = now_utc()
             candidates = conn.execute(
                 "SELECT key, last_scan FROM images WHERE gone = 0 AND key NOT IN"
@@ -552,13 +662,13 @@ class StateDB:
         the result it was judged on (its facts cached when read afresh) with a ``power-on``
         event, in a scan row of its own that never becomes "the last report"."""
 
-        def work(conn: sqlite3.Connection) -> None:
+        def work(conn: AnyConnection) -> None:
             scan_id: int | None = None
             key: bytes | None = None
             if result is not None:
                 cursor = conn.execute(
                     "INSERT INTO scans (started_at, finished_at, baselines_json, fail_on,"
-                    " exit_code, roots_json) VALUES (?, ?, ?, ?, ?, '[]')",
+                    " exit_code, roots_json) VALUES (?, ?, ?, ?, ?, '[]') RETURNING id",
                     (
                         decision.at,
                         decision.at,
@@ -567,8 +677,7 @@ class StateDB:
                         0 if decision.decision == "allow" else 1,
                     ),
                 )
-                scan_id = cursor.lastrowid
-                assert scan_id is not None
+                scan_id = int(cursor.fetchone()[0])
                 self._record(conn, scan_id, result, identity)
                 key = codec.path_key(os.path.abspath(result.image.path))
                 conn.execute(
@@ -608,7 +717,7 @@ class StateDB:
     def power_ons(self, since: datetime | None = None) -> list[PowerOn]:
         """The gate's decisions, oldest first; with ``since``, those at or after it."""
 
-        def work(conn: sqlite3.Connection) -> list[PowerOn]:
+        def work(conn: AnyConnection) -> list[PowerOn]:
             rows = conn.execute(
                 "SELECT at, source, domain, decision, reason, image_key, details_json"
                 " FROM decisions ORDER BY id"
@@ -639,7 +748,7 @@ class StateDB:
         """
         return self._retry(lambda: self._read(lambda conn: self._last_report(conn, since)))
 
-    def _last_report(self, conn: sqlite3.Connection, since: datetime | None) -> ScanReport | None:
+    def _last_report(self, conn: AnyConnection, since: datetime | None) -> ScanReport | None:
         scan = conn.execute(
             "SELECT id, started_at, finished_at, baselines_json, fail_on, exit_code FROM scans"
             " WHERE finished_rank IS NOT NULL ORDER BY finished_rank DESC LIMIT 1"
@@ -713,7 +822,7 @@ class StateDB:
         """Every scan that recorded the image or its disappearance, oldest first."""
         key = codec.path_key(os.path.abspath(image_path))
 
-        def work(conn: sqlite3.Connection) -> list[HistoryEntry]:
+        def work(conn: AnyConnection) -> list[HistoryEntry]:
             entries: dict[int, HistoryEntry] = {}
             for (
                 scan_id,
