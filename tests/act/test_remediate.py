@@ -236,6 +236,7 @@ def test_the_guest_reads_the_revoked_account_locked_and_expired(remedied: Remedi
     assert all(line.startswith("#") for line in keys.splitlines())
     assert _changes(record) == EXPECTED_CHANGES
     assert record["dry_run"] is False
+    assert record["overlays"] == [str(remedied.overlay)]
 
 
 def _vm(folder: Path, work: Path) -> Path:
@@ -307,3 +308,4 @@ def test_a_vm_gets_one_overlay_per_disk_written(tmp_path: Path) -> None:
     assert "mallory:!" + MALLORY_HASH + ":19000:0:99999:7::1:" in shadow.splitlines()
     assert keys.splitlines()[1].startswith("# ssh-ed25519")
     assert _changes(record) == EXPECTED_CHANGES
+    assert record["overlays"] == [str(out / "fixed.qcow2"), str(out / "fixed-disk1.qcow2")]

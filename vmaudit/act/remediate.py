@@ -43,7 +43,7 @@ import struct
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -139,7 +139,6 @@ class Plan:
     changes: list[Change] = field(default_factory=list)
     left: list[Left] = field(default_factory=list)
     writes: dict[str, bytes] = field(default_factory=dict)  # guest path -> new content
-    created: set[str] = field(default_factory=set)  # paths that did not exist
     folders: list[str] = field(default_factory=list)  # folders to create, parents first
 
 
@@ -247,11 +246,19 @@ def _regular(fs: GuestFS, path: str) -> bool:
     return True
 
 
-def _read(fs: GuestFS, plan: Plan, path: str, cap: int = DEFAULT_CAP) -> bytes | None:
-    """The planned content of ``path``, or the guest's; None when it does not exist."""
+def _read(
+    fs: GuestFS, plan: Plan, path: str, cap: int = DEFAULT_CAP, for_write: bool = True
+) -> bytes | None:
+    """The planned content of ``path``, or the guest's; None when it does not exist.
+
+    A file to be written must be a regular file reached through no symlink; one only read
+    (login.defs) is read as the guest's programs read it, links followed inside the guest.
+    """
     if path in plan.writes:
         return plan.writes[path]
-    if not _regular(fs, path):
+    if for_write and not _regular(fs, path):
+        return None
+    if not for_write and fs.stat(path) is None:
         return None
     try:
         return fs.read(path, cap)
@@ -302,7 +309,7 @@ def _plan_lock_linux(
         return
     for path in ("/etc/passwd", "/etc/shadow"):
         _regular(fs, path)
-    login_defs = _read(fs, plan, "/etc/login.defs", 1024 * 1024)
+    login_defs = _read(fs, plan, "/etc/login.defs", 1024 * 1024, for_write=False)
     for name in targets:
         passwd = _read(fs, plan, "/etc/passwd")
         shadow = _read(fs, plan, "/etc/shadow")
@@ -535,7 +542,6 @@ def _plan_root_login(
         drop_in = sshd_drop_in(day, value)
         if _root_login_ok(fs.with_writes({**plan.writes, SSHD_DROP_IN: drop_in}), facts, value):
             plan.writes[SSHD_DROP_IN] = drop_in
-            plan.created.add(SSHD_DROP_IN)
             plan.changes.append(
                 Change(
                     "ssh-root-login", "sshd", SSHD_DROP_IN, "created", f"PermitRootLogin {value}"
@@ -1004,7 +1010,9 @@ def _resolve(image: str) -> ImageRef:
     return found.images[0]
 
 
-def remediate(request: Request, notice: Any = None, now: datetime | None = None) -> Outcome:
+def remediate(
+    request: Request, notice: Callable[[str], None] | None = None, now: datetime | None = None
+) -> Outcome:
     """Plan the fixes on ``request.image`` and, unless a dry run, write them into overlays."""
     now = now or datetime.now(UTC).replace(microsecond=0)
     baselines = tuple(load_baseline(ref) for ref in request.baselines)
@@ -1037,9 +1045,12 @@ def remediate(request: Request, notice: Any = None, now: datetime | None = None)
                 raise ConfigError(f"{name} exists; remediate never overwrites a file")
         if not os.path.isdir(os.path.dirname(names[0])):
             raise ConfigError(f"{os.path.dirname(names[0])}: no such folder")
-    sizes = [validate_disk(disk) for disk in ref.disks]
-    before = signature(ref)
-    info = image_info(ref)
+    try:
+        sizes = [validate_disk(disk) for disk in ref.disks]
+        before = signature(ref)
+        info = image_info(ref)
+    except OSError as exc:
+        raise Refused(f"{ref.path}: {exc.strerror or exc}") from None
     work_parent = None if request.dry_run else os.path.dirname(names[0])
     work = tempfile.mkdtemp(prefix=".vmaudit-remediate-", dir=work_parent)
     scratch = tempfile.mkdtemp(prefix="vmaudit-remediate-")
@@ -1055,7 +1066,15 @@ def remediate(request: Request, notice: Any = None, now: datetime | None = None)
             with _watchdog(appliance.handle, request.timeout) as fired:
                 try:
                     result = _work(
-                        appliance.handle, request, ref, info, baselines, now, scratch, warnings
+                        appliance.handle,
+                        request,
+                        ref,
+                        info,
+                        baselines,
+                        now,
+                        scratch,
+                        warnings,
+                        names,
                     )
                 except RuntimeError as exc:
                     if fired[0]:
@@ -1073,15 +1092,10 @@ def remediate(request: Request, notice: Any = None, now: datetime | None = None)
             raise VmauditError(ErrorKind.IMAGE_CHANGED, "the image changed while it was remediated")
         if request.dry_run or not outcome.changes:
             return replace(outcome, overlays=())
-        written: list[str] = []
         for index, (disk, path) in enumerate(zip(ref.disks, overlays, strict=True)):
             if index in changed_drives:
                 finish_overlay(disk, path)
-        for index, path in enumerate(overlays):
-            if index in changed_drives:
-                os.link(path, names[index])  # fails rather than overwrite a file made since
-                written.append(names[index])
-        return replace(outcome, overlays=tuple(written))
+        return replace(outcome, overlays=tuple(_publish(overlays, names, changed_drives)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(scratch, ignore_errors=True)
@@ -1096,7 +1110,11 @@ def _work(
     now: datetime,
     scratch: str,
     warnings: list[str],
+    names: Sequence[str],
 ) -> tuple[set[int], Outcome]:
+    """In the launched appliance: read, plan, verify the plan and, unless a dry run, write.
+
+    Returns the drives written and the outcome."""
     layout = survey(handle)
     if any(t in ENCRYPTED_FS for d, t in layout.fs_types.items() if d in layout.drive_of):
         raise VmauditError(
@@ -1136,8 +1154,6 @@ def _work(
             resolved = _resolve_nocase_parent(fs, record)
             record = resolved
         plan.folders = _missing_folders(fs, record)
-        if fs.lstat(record) is None:
-            plan.created.add(record)
         outcome = replace(outcome, record=record)
         plan.writes[record] = b""  # the record's size does not matter to the facts
     planned_view = PendingFS(fs, plan.writes, plan.folders)
@@ -1151,27 +1167,53 @@ def _work(
     _verify(plan, planned)
     if not plan.changes:
         return set(), outcome
-    plan.writes[record] = (
-        json.dumps(outcome.to_dict(), indent=2, ensure_ascii=False) + "\n"
-    ).encode()
-    if request.dry_run:
-        return set(), outcome
     devices = {_mountpoint_of(root, path)[1] for path in [*plan.writes, *plan.folders]}
     drives: set[int] = set()
     for device in devices:
         drives |= _drives_of(layout, device)
+    if not request.dry_run:
+        outcome = replace(outcome, overlays=tuple(names[d] for d in sorted(drives)))
+    plan.writes[record] = (
+        json.dumps(outcome.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    ).encode()
+    if request.dry_run:
+        return set(), replace(outcome, overlays=())
     _remount(handle, root, devices)
     apply_plan(handle, plan, scratch, labels=facts.os.type == "linux")
     handle.sync()
     written = collect_facts(ApplianceFS(handle, scratch), info, now, list(guest.warnings))
     if _comparable(written) != _comparable(planned):
+        differ = sorted(k for k, v in _comparable(written).items() if _comparable(planned)[k] != v)
         raise VmauditError(
             ErrorKind.INTERNAL,
-            "the guest read back after the writes differs from the plan; nothing is kept",
+            f"the guest read back after the writes differs from the plan ({', '.join(differ)}); "
+            "nothing is kept",
         )
     with suppress(RuntimeError):
         handle.umount_all()
     return drives, outcome
+
+
+def _publish(overlays: Sequence[str], names: Sequence[str], drives: set[int]) -> list[str]:
+    """Give the written overlays their names, never over an existing file; all or none."""
+    done: list[str] = []
+    try:
+        for index in sorted(drives):
+            try:
+                os.link(overlays[index], names[index])  # fails if the name exists
+            except FileExistsError:
+                raise ConfigError(f"{names[index]} appeared meanwhile; not overwritten") from None
+            except OSError:  # no hard links on this filesystem
+                if os.path.lexists(names[index]):
+                    raise ConfigError(f"{names[index]} exists; not overwritten") from None
+                os.rename(overlays[index], names[index])
+            done.append(names[index])
+    except BaseException:
+        for name in done:
+            with suppress(OSError):
+                os.unlink(name)
+        raise
+    return done
 
 
 def _resolve_nocase_parent(fs: GuestFS, path: str) -> str:
