@@ -145,7 +145,8 @@ class Plan:
 class PendingFS:
     """A ``GuestFS`` showing ``writes`` over ``base``: the guest as the plan would leave it.
 
-    Reads of the base are cached (the sudoers oracle re-reads the same files many times).
+    Reads of the base under /etc are cached: the sudoers oracle re-reads the same few files
+    once per entry, while the rest (package databases, logs) is read once and may be large.
     """
 
     def __init__(
@@ -167,6 +168,8 @@ class PendingFS:
             if len(data) > cap:
                 raise GuestFileError(path, f"{len(data)} bytes, over the {cap}-byte cap")
             return data
+        if not path.startswith("/etc/"):
+            return self.base.read(path, cap)
         key = (path, cap)
         if key not in self._cache:
             try:
@@ -177,6 +180,11 @@ class PendingFS:
         if isinstance(found, GuestFileError):
             raise found
         return found
+
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        if path in self.writes:
+            return self.writes[path][offset : offset + length]
+        return self.base.pread(path, offset, length)
 
     def listdir(self, path: str) -> list[str]:
         folder = path.rstrip("/") or "/"
