@@ -53,6 +53,8 @@ class VulnerabilityPolicy:
 
     def accepted(self, ids: tuple[str, ...], today: date) -> tuple[AcceptedRisk | None, bool]:
         """The entry naming one of ``ids`` still in force, and whether one has expired."""
+        if not self.ignore:
+            return None, False
         wanted = {i.upper() for i in ids}
         named = [entry for entry in self.ignore if entry.id.upper() in wanted]
         current = next((entry for entry in named if entry.until >= today), None)

@@ -82,10 +82,8 @@ class Counts:
 
 
 def _digest(advisory: Advisory) -> str:
-    from vmaudit.models import to_jsonable
-
-    text = json.dumps(to_jsonable(advisory), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    # repr of frozen dataclasses of str, float and tuples: the same record, the same text
+    return hashlib.sha256(repr(advisory).encode()).hexdigest()
 
 
 def _check_schema(connection: sqlite3.Connection, path: Path) -> None:
@@ -253,6 +251,7 @@ def transaction(path: Path, imported_at: str) -> Iterator[Writer]:
         raise ConfigError(f"{path}: cannot open the feeds database ({exc})") from None
     with closing(connection):
         try:
+            connection.execute("PRAGMA cache_size = -131072")  # 128 MiB: indexes stay in memory
             connection.execute("BEGIN IMMEDIATE")
         except sqlite3.DatabaseError as exc:
             raise ConfigError(f"{path}: not a vmaudit feeds database ({exc})") from None

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cmp_to_key
+from functools import cmp_to_key, lru_cache
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -32,6 +32,12 @@ from vmaudit.feeds.windows import parse_build, windows_guest
 from vmaudit.models import SEVERITIES, Facts, Severity
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
+BY_VERSION_MAX = 1_000_000  # (ecosystem, package, version) results kept for re-judging
+
+
+@lru_cache(maxsize=65536)
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 @dataclass(frozen=True)
@@ -54,11 +60,10 @@ class VulnMatch:
         """Days since the fix was published (the image stayed unpatched all along)."""
         if self.published is None:
             return None
-        published = datetime.fromisoformat(self.published.replace("Z", "+00:00"))
         moment = now if now.tzinfo else now.replace(tzinfo=UTC)
-        return max(0, (moment - published).days)
+        return max(0, (moment - _moment(self.published)).days)
 
-    def evidence(self, now: datetime) -> dict[str, Any]:
+    def evidence(self, now: datetime, days: int | None = None) -> dict[str, Any]:
         key = "product" if self.kb is not None or self.source.startswith("msrc") else "package"
         evidence: dict[str, Any] = {
             key: self.package,
@@ -67,7 +72,7 @@ class VulnMatch:
             "advisory": self.advisory,
             "published": self.published,
             "source": self.source,
-            "exposed_days": self.exposed_days(now),
+            "exposed_days": days if days is not None else self.exposed_days(now),
         }
         if self.cvss is not None:
             evidence["cvss"] = self.cvss
@@ -145,6 +150,7 @@ class FeedsMatcher:
         self.path = path
         self._linux: dict[str, dict[str, list[_Candidate]]] = {}
         self._windows: dict[str, list[tuple[str, _Candidate]]] = {}
+        self._by_version: dict[tuple[str, str, str], tuple[VulnMatch, ...]] = {}
         self._lock = Lock()
 
     @classmethod
@@ -294,30 +300,56 @@ class FeedsMatcher:
                 if (name, package.version) in seen or name not in table:
                     continue
                 seen.add((name, package.version))
-                for candidate in table[name]:
-                    try:
-                        hit, fixed = affected_fix(
-                            package.version, candidate.ranges, candidate.versions, ordering.compare
-                        )
-                    except ValueError:
-                        continue  # a guest version its own ordering refuses: not judged
-                    if not hit:
-                        continue
-                    for subject in candidate.subjects:
-                        found.append(
-                            VulnMatch(
-                                subject,
-                                candidate.advisory,
-                                name,
-                                package.version,
-                                fixed,
-                                candidate.published,
-                                candidate.source,
-                                candidate.severity,
-                                candidate.cvss,
-                            )
-                        )
+                found.extend(
+                    self._package_matches(
+                        ecosystem, name, package.version, table[name], ordering.compare
+                    )
+                )
         return found
+
+    def _package_matches(
+        self,
+        ecosystem: str,
+        name: str,
+        version: str,
+        candidates: list[_Candidate],
+        compare: Comparator,
+    ) -> tuple[VulnMatch, ...]:
+        """The matches of one source package at one version, computed once per fleet.
+
+        Images of one release share most of their versions: re-judging a thousand of them
+        compares each (package, version) with its advisories once.
+        """
+        key = (ecosystem, name, version)
+        known = self._by_version.get(key)
+        if known is not None:
+            return known
+        found: list[VulnMatch] = []
+        for candidate in candidates:
+            try:
+                hit, fixed = affected_fix(version, candidate.ranges, candidate.versions, compare)
+            except ValueError:
+                continue  # a guest version its own ordering refuses: not judged
+            if not hit:
+                continue
+            found.extend(
+                VulnMatch(
+                    subject,
+                    candidate.advisory,
+                    name,
+                    version,
+                    fixed,
+                    candidate.published,
+                    candidate.source,
+                    candidate.severity,
+                    candidate.cvss,
+                )
+                for subject in candidate.subjects
+            )
+        if len(self._by_version) >= BY_VERSION_MAX:
+            self._by_version.clear()
+        self._by_version[key] = result = tuple(found)
+        return result
 
     def _windows_matches(self, facts: Facts) -> list[VulnMatch]:
         guest = windows_guest(facts.os)

@@ -56,7 +56,7 @@ class Vulnerability(Protocol):
     @property
     def warning(self) -> str | None: ...
     def exposed_days(self, now: datetime) -> int | None: ...
-    def evidence(self, now: datetime) -> dict[str, Any]: ...
+    def evidence(self, now: datetime, days: int | None = None) -> dict[str, Any]: ...
 
 
 class VulnerabilitySource(Protocol):
@@ -645,7 +645,7 @@ def vuln_cve(facts: Facts, baseline: Baseline, now: datetime,
         accepted, expired = policy.accepted((match.subject, match.advisory), today)
         if accepted is not None:
             continue
-        evidence = match.evidence(now)
+        evidence = match.evidence(now, days)
         if expired:
             evidence["ignore_expired"] = True
         fixed = f"older than {match.fixed}" if match.fixed else "with no fix released"
