@@ -18,6 +18,7 @@ from vmaudit.act.remediate import (
     called_for,
     plan_fixes,
     sudoers_entries,
+    verify_plan,
 )
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.collect.accounts import parse_shadow_line
@@ -142,3 +143,39 @@ def test_the_pending_view_shows_planned_files_over_the_guest(tmp_path: Path) -> 
     assert view.listdir("/var/lib/vmaudit") == ["r.json"]
     assert view.read("/var/lib/vmaudit/r.json") == b"{}"
     assert view.read("/etc/hostname") == b"mini-01\n"
+
+
+def test_only_the_fixes_asked_for_are_planned(tmp_path: Path) -> None:
+    tree = remedy_tree(tmp_path / "tree")
+    _facts, plan = _plan(tree, tmp_path, ("ssh-root-login",))
+    assert [(c.fix, c.path) for c in plan.changes] == [("ssh-root-login", SSHD_DROP_IN)]
+    assert list(plan.writes) == [SSHD_DROP_IN]
+
+
+def test_a_guest_with_nothing_to_fix_calls_for_no_fix(tmp_path: Path) -> None:
+    files = {**FILES, "etc/ssh/sshd_config": "PermitRootLogin no\n"}
+    files.pop("etc/sudoers.d/90-contractors")
+    files.pop("home/eve/.ssh/authorized_keys")
+    files["etc/passwd"] = "".join(
+        line + "\n" for line in FILES["etc/passwd"].splitlines() if not line.startswith("mallory")
+    )
+    tree = remedy_tree(tmp_path / "tree", files)
+    baseline = tmp_path / "b.yaml"
+    from tests.act.remedyguests import BASELINE
+
+    baseline.write_text(BASELINE)
+    facts = collect_facts(TreeFS(tree), INFO, NOW)
+    findings = evaluate(facts, [load_baseline(str(baseline))], NOW).findings
+    assert called_for(facts, findings) == []
+
+
+def test_a_lock_the_guest_would_not_honour_is_refused(tmp_path: Path) -> None:
+    # glibc skips the leading blanks of a shadow line, usermod's commonio does not: usermod
+    # would append a second, locked entry that getspnam never reaches.
+    files = {**FILES, "etc/shadow": FILES["etc/shadow"].replace("mallory:", "  mallory:")}
+    tree = remedy_tree(tmp_path / "tree", files)
+    _facts, plan = _plan(tree, tmp_path, ("lock-revoked",))
+    planned = collect_facts(PendingFS(TreeFS(tree), plan.writes), INFO, NOW)
+
+    with pytest.raises(Refused, match="locking mallory would not stop its logins"):
+        verify_plan(plan, planned)

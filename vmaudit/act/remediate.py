@@ -1172,7 +1172,7 @@ def _work(
         fixed=tuple(sorted(_finding_keys(findings) - _finding_keys(after))),
         remaining=tuple(sorted(_finding_keys(after))),
     )
-    _verify(plan, planned)
+    verify_plan(plan, planned)
     if not plan.changes:
         return set(), outcome
     devices = {_mountpoint_of(root, path)[1] for path in [*plan.writes, *plan.folders]}
@@ -1232,7 +1232,7 @@ def _resolve_nocase_parent(fs: GuestFS, path: str) -> str:
     return (top or "/" + parts[0]) + "/" + "/".join(parts[1:])
 
 
-def _verify(plan: Plan, planned: Facts) -> None:
+def verify_plan(plan: Plan, planned: Facts) -> None:
     """Each change must show in the collectors' reading of the planned guest."""
     users = {u.name: u for u in planned.users}
     for change in plan.changes:
