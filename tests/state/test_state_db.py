@@ -582,15 +582,18 @@ def test_an_unreachable_postgresql_server_is_a_config_error_without_the_password
     assert "s3cret" not in str(caught.value)
 
 
-def test_a_stored_row_that_does_not_decode_is_refused(
+def test_a_stored_row_that_does_not_decode_is_never_served_and_refused(
     db: StateDB, state_ref: Path | str, tmp_path: Path
 ) -> None:
     image = make_image(tmp_path / "vm.qcow2")
-    image.disks[0]
+    (tmp_path / "vm.qcow2").write_bytes(b"QFI\xfb" + bytes(508))
+    identity = image_identity(image)
     scan = db.begin_scan(["default"], "2026-11-27T10:00:00Z")
-    db.record_result(scan, audited(image, make_facts(image.path)), None)
+    db.record_result(scan, audited(image, make_facts(image.path)), identity)
     db.finish_scan(scan, report_of(), [])
+    assert db.lookup_facts(identity) is not None
     query(state_ref, 'UPDATE facts SET facts_json = \'{"schema": "vmaudit.facts/v1", tru\'')
+    assert db.lookup_facts(identity) is None  # never served: the image is read again
     with pytest.raises(StateError, match="holds a row that cannot be read"):
         db.last_report()
     with pytest.raises(StateError, match="holds a row that cannot be read"):

@@ -415,7 +415,14 @@ class StateDB:
             return None if row is None else str(row[0])
 
         text = self._retry(lambda: self._read(work))
-        return None if text is None else codec.facts_from_text(text)
+        if text is None:
+            return None
+        try:
+            return codec.facts_from_text(text)
+        except (ValueError, KeyError, TypeError):
+            # facts this vmaudit cannot read (damaged, or of a facts schema it does not
+            # know) are never served: the image is read again and its new facts replace them
+            return None
 
     # ------------------------------------------------------------ history: writing
 
