@@ -207,3 +207,13 @@ def test_sudo_conf_names_the_policy_file(guest: Guest) -> None:
     )
     assert admin_files(guest, "gil")[0] == []
     assert admin_files(guest, "hal")[0] == ["/etc/sudoers.alt"]
+
+
+def test_end_of_file_ends_a_continued_entry(guest: Guest) -> None:
+    guest.write("/etc/sudoers", "ida ALL=(ALL) ALL \\\n")
+    assert admin_files(guest, "ida") == (["/etc/sudoers"], [])
+    guest.write("/etc/sudoers", "ida ALL=(ALL) \\\n")
+    assert admin_files(guest, "ida") == (
+        [],
+        ["/etc/sudoers: 1 sudoers entry with syntax errors ignored, as sudo ignores them"],
+    )

@@ -29,6 +29,7 @@ refuse, the safe direction).
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -789,7 +790,8 @@ def _parse_file(fs: GuestFS, path: str, state: _State, warnings: list[str], expl
     try:
         pending: list[Token] = []
         broken = False
-        for token in _Lexer("\n".join(lines)).tokens():
+        # The end of the file ends its last entry, even one a final backslash continued.
+        for token in itertools.chain(_Lexer("\n".join(lines)).tokens(), [Token("NL")]):
             if token.kind == "ERROR":
                 broken = True
             if token.kind != "NL":
