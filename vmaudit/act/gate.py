@@ -107,7 +107,8 @@ def _disk_ref(disk: DiskSpec, datastores: tuple[str, ...]) -> tuple[DiskRef, boo
         )
     if disk.kind == "block":
         raise _Undecidable(
-            f"{disk.target}: block disk {disk.path}: vmaudit audits regular image files only"
+            f"{disk.target}: block disk {disk.path or disk.detail}: vmaudit audits regular"
+            " image files only"
         )
     if disk.kind != "file":
         raise _Undecidable(f"{disk.describe()}: a {disk.kind} disk cannot be audited")
