@@ -171,6 +171,7 @@ class OsInfo:
     package_format: str | None = None
     build: str | None = None  # Windows: CurrentBuild.UBR
     edition: str | None = None  # Windows: EditionID
+    installation_type: str | None = None  # Windows: InstallationType (Server, Server Core, Client)
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,8 @@ class Facts:
         data.update(to_jsonable(self))
         if not self.coverage:  # facts from before coverage existed stay as they were
             del data["coverage"]
+        if self.os.installation_type is None:  # Windows only; other facts keep their shape
+            del data["os"]["installation_type"]
         return data
 
 

@@ -231,12 +231,9 @@ def windows_facts(
     hotfixes: tuple[str, ...] = (),
 ) -> Facts:
     os_info = OsInfo(
-        "windows", "windows", "10.0", product, "win", "x86_64", None, build, "ServerDatacenter"
+        "windows", "windows", "10.0", product, "win", "x86_64", None, build, "ServerDatacenter",
+        installation_type,
     )
-    if installation_type is not None and hasattr(os_info, "installation_type"):
-        from dataclasses import replace
-
-        os_info = replace(os_info, installation_type=installation_type)
     return Facts(IMAGE, os_info, hotfixes=tuple(Hotfix(kb) for kb in hotfixes))
 
 

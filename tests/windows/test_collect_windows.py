@@ -62,6 +62,7 @@ def test_os_facts_of_a_patched_server(windows_trees: dict[str, Path]) -> None:
         type="windows", distro="windows", version="10.0",
         product="Windows Server 2019 Standard", hostname="web-prod-01", arch="x86_64",
         package_format=None, build="17763.5576", edition="ServerStandard",
+        installation_type="Server",
     )  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 Where each fact comes from (HKLM paths; ``CCS`` is the control set named by
 ``SYSTEM\\Select\\Current``):
 
-- os: ``SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion`` ProductName, EditionID,
+- os: ``SOFTWARE\\Microsoft\\Windows NT\\CurrentVersion`` ProductName, EditionID, InstallationType,
   CurrentBuild + UBR (build ``17763.5576``), version as libguestfs reports it
   (CurrentMajor/MinorVersionNumber, else CurrentVersion); hostname from
   ``CCS\\Services\\Tcpip\\Parameters\\Hostname`` as virt-inspector reads it, else
@@ -147,6 +147,7 @@ def _software_os(software: Hive) -> dict[str, str | None]:
     return {
         "product": software.string(node, "ProductName"),
         "edition": software.string(node, "EditionID"),
+        "installation_type": software.string(node, "InstallationType"),
         "version": _version(software, node),
         "build": build or None,
     }
@@ -211,6 +212,7 @@ def windows_os(fs: GuestFS, paths: WindowsPaths, software: Hive | None, system: 
         package_format=None,
         build=fields.get("build"),
         edition=fields.get("edition"),
+        installation_type=fields.get("installation_type"),
     )
 
 

@@ -74,7 +74,7 @@ def windows_guest(os_info: OsInfo) -> WindowsGuest | None:
         return None
     build, revision = parsed
     arch = ARCHES.get(os_info.arch or "x86_64", "x64-based Systems")
-    kind = (getattr(os_info, "installation_type", None) or "").strip().lower()
+    kind = (os_info.installation_type or "").strip().lower()
     product_name = (os_info.product or "").lower()
     server = kind.startswith("server") if kind else "server" in product_name
     names: list[str] = []

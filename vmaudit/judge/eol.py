@@ -191,7 +191,7 @@ def end_of_life(os_info: OsInfo) -> EndOfLife | None:
     if os_info.type == "windows":
         build = dotted_key(os_info.build or "")
         number = build[-2] if len(build) >= 2 else None  # 17763 of 17763.5936
-        kind = (getattr(os_info, "installation_type", None) or "").lower()
+        kind = (os_info.installation_type or "").lower()
         server = kind.startswith("server") if kind else "server" in (os_info.product or "").lower()
         if number is None or not server or number not in WINDOWS_SERVER_EOL:
             return None
