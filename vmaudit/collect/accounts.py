@@ -43,10 +43,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from vmaudit.guest.base import DEFAULT_CAP, GuestFS, guest_lines, is_file, read_text, safe_path
+from vmaudit.guest.base import (
+    DEFAULT_CAP,
+    GuestFS,
+    guest_lines,
+    is_file,
+    read_bytes,
+    read_text,
+    safe_path,
+)
 from vmaudit.models import PasswordState, User
 
-from .common import day_to_date, read_bytes
+from .common import day_to_date
 
 if TYPE_CHECKING:
     from .sshd import SshdConfig

@@ -11,64 +11,14 @@ import re
 import shlex
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import TypeVar
 
 from vmaudit.errors import GuestFileError
-from vmaudit.guest.base import DEFAULT_CAP, GuestFS, join, safe_path
+from vmaudit.guest.base import GuestFS, join, safe_path
 from vmaudit.models import SECTIONS, Coverage, Package
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_GLOB_MATCHES = 1000  # a glob in a guest config never legitimately names more files
-
-
-@runtime_checkable
-class RangedGuestFS(Protocol):
-    """A ``GuestFS`` that can also read a byte range (libguestfs ``pread``).
-
-    Optional: huge log files (wtmp, lastlog, journals) are read by their tail or header when
-    the backend offers it, and whole (under the cap) otherwise.
-    """
-
-    def pread(self, path: str, offset: int, length: int) -> bytes: ...
-
-
-def read_bytes(
-    fs: GuestFS, path: str, warnings: list[str], cap: int = DEFAULT_CAP, missing_ok: bool = True
-) -> bytes | None:
-    """A guest file's bytes, or None (with a warning unless it is simply missing)."""
-    try:
-        return fs.read(path, cap)
-    except GuestFileError as exc:
-        if not (missing_ok and exc.reason == "not found"):
-            warnings.append(f"{safe_path(path)}: {exc.reason}")
-        return None
-
-
-def read_range(
-    fs: GuestFS, path: str, offset: int, length: int, warnings: list[str], cap: int = DEFAULT_CAP
-) -> bytes | None:
-    """``length`` bytes at ``offset`` (negative offset: from the end), or None with a warning.
-
-    Uses ``pread`` when the backend has it; otherwise reads the whole file under ``cap``.
-    """
-    st = fs.stat(path)
-    if st is None:
-        return None
-    if st.kind != "file":
-        warnings.append(f"{safe_path(path)}: not a regular file")
-        return None
-    start = max(0, st.size + offset) if offset < 0 else offset
-    if isinstance(fs, RangedGuestFS):
-        try:
-            return fs.pread(path, start, max(0, min(length, st.size - start)))
-        except GuestFileError as exc:
-            warnings.append(f"{safe_path(path)}: {exc.reason}")
-            return None
-    data = read_bytes(fs, path, warnings, cap)
-    if data is None:
-        return None
-    start = max(0, len(data) + offset) if offset < 0 else offset
-    return data[start : start + length]
 
 
 def guest_glob(fs: GuestFS, pattern: str, warnings: list[str]) -> list[str]:

@@ -2,7 +2,8 @@
 
 - ``/var/log/wtmp``: glibc utmp records of 384 bytes (x86_64, aarch64 and i386 alike); the
   newest BOOT_TIME is the last boot, the newest USER_PROCESS the last login, and any record
-  (a shutdown too) is a sign of running. Only the last ``WTMP_TAIL`` bytes are read.
+  (a shutdown too) is a sign of running. Only the last ``WTMP_TAIL`` bytes are read, by a
+  ranged read on every backend: a 1 GiB wtmp costs its tail, not a whole read.
 - ``/var/log/lastlog``: 292-byte records indexed by uid; the newest login time.
 - ``/var/log/journal/*/*.journal``: the header's ``tail_entry_realtime`` (offset 192, usec);
   when the header cannot be read the file's mtime stands in (journald writes it last).
@@ -25,11 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo
 
-from vmaudit.guest.base import GuestFS, safe_path
+from vmaudit.guest.base import GuestFS, read_bytes, read_range, safe_path
 from vmaudit.models import Dormancy
 from vmaudit.timeutil import iso_utc, parse_iso
 
-from .common import from_epoch, guest_glob, read_bytes, read_range
+from .common import from_epoch, guest_glob
 
 UTMP_SIZE = 384
 UTMP = struct.Struct("<ii32s4s32s256shhiii16s20s")
@@ -172,7 +173,7 @@ def _journal_time(fs: GuestFS, warnings: list[str]) -> datetime | None:
         st = fs.stat(path)
         if st is None or st.kind != "file":
             continue
-        scratch: list[str] = []  # a journal too big to read whole falls back to its mtime
+        scratch: list[str] = []  # a journal whose header cannot be read: its mtime stands in
         header = read_range(fs, path, 0, JOURNAL_HEADER, scratch)
         moment = journal_tail_time(header) if header else None
         if moment is None:
@@ -211,7 +212,7 @@ def collect_dormancy(
     last_record = _plausible("/var/log/wtmp", wtmp.last_record, now, warnings)
 
     last_login = _plausible("/var/log/wtmp login", wtmp.last_login, now, warnings)
-    lastlog = read_range(fs, "/var/log/lastlog", 0, LASTLOG_CAP, warnings, cap=LASTLOG_CAP)
+    lastlog = read_range(fs, "/var/log/lastlog", 0, LASTLOG_CAP, warnings)
     if lastlog:
         newest = _plausible("/var/log/lastlog", parse_lastlog(lastlog), now, warnings)
         if newest is not None and (last_login is None or newest > last_login):

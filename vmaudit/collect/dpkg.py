@@ -13,10 +13,8 @@ import re
 import zlib
 from datetime import datetime, tzinfo
 
-from vmaudit.guest.base import GuestFS, safe_path
+from vmaudit.guest.base import GuestFS, read_bytes, safe_path
 from vmaudit.models import Package
-
-from .common import read_bytes
 
 STATUS_PATH = "/var/lib/dpkg/status"
 STATUS_CAP = 256 * 1024 * 1024  # a 10,000-package system has a ~30 MiB status file

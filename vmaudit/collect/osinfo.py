@@ -11,13 +11,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from vmaudit.guest.base import GuestFS, is_dir, is_file, read_lines, safe_path
+from vmaudit.guest.base import GuestFS, is_dir, is_file, read_lines, read_range, safe_path
 from vmaudit.models import OsInfo
 
-from .common import read_range, shell_assignments
+from .common import shell_assignments
 
 OS_RELEASE_CAP = 64 * 1024
-ELF_CAP = 32 * 1024 * 1024  # busybox or bash are a few MiB; anything bigger is not a shell
 HOSTNAME_MAX = 255
 PRODUCT_MAX = 256
 RELEASE_FILE_CAP = 64 * 1024
@@ -120,7 +119,7 @@ def _detect_arch(fs: GuestFS, warnings: list[str]) -> str | None:
     for path in ARCH_PROBES:
         if not is_file(fs, path):
             continue
-        data = read_range(fs, path, 0, 64, warnings, cap=ELF_CAP)
+        data = read_range(fs, path, 0, 64, warnings)
         if data is None:
             continue
         arch = elf_arch(data)

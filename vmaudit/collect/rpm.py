@@ -25,11 +25,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from vmaudit.guest.base import GuestFS, is_file, safe_path
+from vmaudit.guest.base import GuestFS, is_file, read_bytes, safe_path
 from vmaudit.models import Package
 
 from . import rpmdb_bdb, rpmdb_ndb
-from .common import from_epoch, read_bytes
+from .common import from_epoch
 from .rpmdb_damage import Damage
 
 RPMDB_DIRS = ("/var/lib/rpm", "/usr/lib/sysimage/rpm")

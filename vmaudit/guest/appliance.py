@@ -362,11 +362,24 @@ class ApplianceFS:
         size = int(st["st_size"])
         if size > cap:
             raise GuestFileError(path, f"{size} bytes, over the {cap}-byte cap")
-        chunks: list[bytes] = []
-        offset = 0
+        return self._pread(path, 0, size)
+
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        """libguestfs ``pread`` in chunks the protocol accepts: only the bytes asked for."""
         try:
-            while offset < size:
-                chunk = self.handle.pread(path, min(PREAD_CHUNK, size - offset), offset)
+            mode = self.handle.statns(path)["st_mode"]
+        except (RuntimeError, UnicodeError) as exc:
+            raise GuestFileError(path, _reason(exc)) from None
+        if not stat.S_ISREG(mode):
+            raise GuestFileError(path, "not a regular file")
+        return self._pread(path, offset, length)
+
+    def _pread(self, path: str, offset: int, length: int) -> bytes:
+        chunks: list[bytes] = []
+        end = offset + length
+        try:
+            while offset < end:
+                chunk = self.handle.pread(path, min(PREAD_CHUNK, end - offset), offset)
                 if not chunk:
                     break
                 chunks.append(chunk)

@@ -48,6 +48,45 @@ class GuestFS(Protocol):
         """A symlink's target as stored; ``GuestFileError`` when not a symlink."""
         ...
 
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        """At most ``length`` bytes of a regular file from ``offset`` (fewer at its end)."""
+        ...
+
+
+def read_bytes(
+    fs: GuestFS, path: str, warnings: list[str], cap: int = DEFAULT_CAP, missing_ok: bool = True
+) -> bytes | None:
+    """A guest file's bytes, or None (with a warning unless it is simply missing)."""
+    try:
+        return fs.read(path, cap)
+    except GuestFileError as exc:
+        if not (missing_ok and exc.reason == "not found"):
+            warnings.append(f"{safe_path(path)}: {exc.reason}")
+        return None
+
+
+def read_range(
+    fs: GuestFS, path: str, offset: int, length: int, warnings: list[str]
+) -> bytes | None:
+    """``length`` bytes at ``offset`` (a negative offset counts from the end), or None.
+
+    A ranged read whatever the file's size: a 1 GiB wtmp or journal costs its tail, not a
+    whole read under a cap. None (with a warning unless the file is missing) when it is not
+    a readable regular file.
+    """
+    st = fs.stat(path)
+    if st is None:
+        return None
+    if st.kind != "file":
+        warnings.append(f"{safe_path(path)}: not a regular file")
+        return None
+    start = max(0, st.size + offset) if offset < 0 else offset
+    try:
+        return fs.pread(path, start, max(0, min(length, st.size - start)))
+    except GuestFileError as exc:
+        warnings.append(f"{safe_path(path)}: {exc.reason}")
+        return None
+
 
 def read_text(
     fs: GuestFS, path: str, warnings: list[str], cap: int = DEFAULT_CAP, missing_ok: bool = True

@@ -129,6 +129,30 @@ class TreeFS:
         except (GuestFileError, OSError):
             return None
 
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        host = self._host_path(path)
+        try:
+            fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            reason = "not found" if exc.errno == errno.ENOENT else (exc.strerror or "unreadable")
+            raise GuestFileError(path, reason) from None
+        try:
+            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
+                raise GuestFileError(path, "not a regular file")
+            chunks: list[bytes] = []
+            while length > 0:
+                chunk = os.pread(fd, min(1 << 20, length), offset)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                offset += len(chunk)
+                length -= len(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise GuestFileError(path, exc.strerror or "unreadable") from None
+        finally:
+            os.close(fd)
+
     def readlink(self, path: str) -> str:
         host = self._host_path(path, follow_last=False)
         try:
