@@ -209,11 +209,13 @@ def test_sudo_conf_names_the_policy_file(guest: Guest) -> None:
     assert admin_files(guest, "hal")[0] == ["/etc/sudoers.alt"]
 
 
-def test_end_of_file_ends_a_continued_entry(guest: Guest) -> None:
-    guest.write("/etc/sudoers", "ida ALL=(ALL) ALL \\\n")
-    assert admin_files(guest, "ida") == (["/etc/sudoers"], [])
-    guest.write("/etc/sudoers", "ida ALL=(ALL) \\\n")
-    assert admin_files(guest, "ida") == (
-        [],
-        ["/etc/sudoers: 1 sudoers entry with syntax errors ignored, as sudo ignores them"],
+def test_entry_continued_into_the_end_of_a_file_rejects_the_whole_policy(guest: Guest) -> None:
+    message = (
+        "/etc/sudoers.d/z: ends inside an entry continued by a backslash: sudo rejects "
+        "the whole policy and grants nothing"
     )
+    guest.write("/etc/sudoers", "ida ALL=(ALL) ALL\n@includedir /etc/sudoers.d\n")
+    guest.write("/etc/sudoers.d/z", "jon ALL=(ALL) ALL \\\n")
+    assert admin_files(guest, "ida") == ([], [message])
+    guest.write("/etc/sudoers.d/z", "jon ALL=(ALL) ALL\n\\\n")  # nothing left to continue
+    assert admin_files(guest, "ida") == (["/etc/sudoers"], [])

@@ -7,7 +7,8 @@ comment; ``NOPASSWD :`` is a tag even with blanks before the colon; ``#include``
 only at the very start of a line (``  #include x`` is a comment) while ``@include`` may follow
 blanks; a stray ``\\r`` or any other character sudo does not expect is a syntax error. As sudo
 does (its ``error_recovery`` default), a syntax error drops that entry up to the end of its
-line and the rest of the file still counts.
+line and the rest of the file still counts; but a file whose last entry a final backslash
+continues into the end of the file makes sudo reject the whole policy (no grants at all).
 
 Includes: ``@include``/``#include`` and ``@includedir``/``#includedir``; a relative path
 resolves against the including file's directory; in a directory, names ending in ``~`` or
@@ -607,6 +608,10 @@ class _SyntaxError(Exception):
     pass
 
 
+class _PolicyRejected(Exception):
+    """sudo refuses every sudoers source ("no valid sudoers sources found")."""
+
+
 class _Entry:
     """The tokens of one entry, consumed by the recursive-descent parser."""
 
@@ -790,8 +795,11 @@ def _parse_file(fs: GuestFS, path: str, state: _State, warnings: list[str], expl
     try:
         pending: list[Token] = []
         broken = False
-        # The end of the file ends its last entry, even one a final backslash continued.
-        for token in itertools.chain(_Lexer("\n".join(lines)).tokens(), [Token("NL")]):
+        for token in itertools.chain(_Lexer("\n".join(lines)).tokens(), [Token("NL", "EOF")]):
+            if token.text == "EOF" and pending:
+                # A final backslash continued the last entry into the end of the file: sudo's
+                # parser cannot recover there and rejects the whole policy.
+                raise _PolicyRejected(path)
             if token.kind == "ERROR":
                 broken = True
             if token.kind != "NL":
@@ -911,7 +919,12 @@ def parse_sudoers(fs: GuestFS, warnings: list[str], path: str | None = None) -> 
     hostname = read_text(fs, "/etc/hostname", [], cap=4096)
     if hostname is not None and hostname.strip():
         state.hostname = hostname.strip().split("\n", 1)[0].split(".", 1)[0]
-    _parse_file(fs, path, state, warnings, explicit=True)
+    try:
+        _parse_file(fs, path, state, warnings, explicit=True)
+    except _PolicyRejected as exc:
+        warnings.append(f"{safe_path(str(exc))}: ends inside an entry continued by a backslash: "
+                        "sudo rejects the whole policy and grants nothing")  # fmt: skip
+        return Sudoers(grants=(), user_aliases={})
     runas_aliases = state.aliases.get("Runas_Alias", {})
     cmnd_aliases = state.aliases.get("Cmnd_Alias", {})
     host_aliases = state.aliases.get("Host_Alias", {})
