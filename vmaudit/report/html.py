@@ -17,9 +17,11 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import vmaudit
+from vmaudit.judge.missed import missed, missed_text
 from vmaudit.judge.risk import exposure_by_severity, level_of, why
 from vmaudit.models import SEVERITIES, ImageResult, ScanReport
 from vmaudit.report.common import (
@@ -31,6 +33,7 @@ from vmaudit.report.common import (
     terminal_safe,
 )
 from vmaudit.report.json import report_dict
+from vmaudit.timeutil import parse_iso, utc_now
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
@@ -406,7 +409,7 @@ def _images_table(ordered: Sequence[tuple[int, ImageResult]]) -> str:
     )
 
 
-def _image_details(index: int, result: ImageResult) -> str:
+def _image_details(index: int, result: ImageResult, scanned: datetime) -> str:
     title = _text(result.image.path)
     if result.error is not None:
         body = (
@@ -453,6 +456,9 @@ def _image_details(index: int, result: ImageResult) -> str:
         why_text = why(result)
         if why_text:
             meta.append(f"largest shares: {_text(why_text)}")
+    asleep = missed(result, scanned)
+    if asleep is not None:
+        meta.append(f"missed while asleep: {_text(missed_text(asleep))}")
     if result.business.application:
         meta.append(f"application {_text(result.business.application)}")
     if result.from_cache:
@@ -564,7 +570,8 @@ def render(report: ScanReport) -> str:
     ordered = list(enumerate(sort_by_risk(report.results), start=1))
     results = [result for _, result in ordered]
     title = f"vmaudit report {report.finished_at}"
-    details = "".join(_image_details(index, result) for index, result in ordered)
+    scanned = parse_iso(report.started_at) or utc_now()
+    details = "".join(_image_details(index, result, scanned) for index, result in ordered)
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'

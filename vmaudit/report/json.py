@@ -8,14 +8,17 @@ come riskiest first (by exposure, then path), as in every other format.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import vmaudit
+from vmaudit.judge.missed import missed
 from vmaudit.models import REPORT_SCHEMA, ImageResult, ScanReport, to_jsonable
 from vmaudit.report.common import last_seen_running, severity_counts, sort_by_risk
+from vmaudit.timeutil import parse_iso, utc_now
 
 
-def _image(result: ImageResult) -> dict[str, Any]:
+def _image(result: ImageResult, scanned: datetime) -> dict[str, Any]:
     facts = result.facts
     return {
         "path": result.image.path,
@@ -45,12 +48,14 @@ def _image(result: ImageResult) -> dict[str, Any]:
         "complete": result.complete,
         "not_judged": [to_jsonable(entry) for entry in result.not_judged],
         "coverage": None if facts is None else [to_jsonable(c) for c in facts.coverage],
+        "missed": to_jsonable(missed(result, scanned)),
     }
 
 
 def report_dict(report: ScanReport) -> dict[str, Any]:
     """The report as the ``vmaudit.report/v1`` object."""
     results = report.results
+    scanned = parse_iso(report.started_at) or utc_now()
     return {
         "schema": REPORT_SCHEMA,
         "tool": {"name": "vmaudit", "version": vmaudit.__version__},
@@ -65,7 +70,7 @@ def report_dict(report: ScanReport) -> dict[str, Any]:
             "findings": severity_counts(f for r in results for f in r.findings),
             "exit_code": report.exit_code,
         },
-        "images": [_image(result) for result in sort_by_risk(results)],
+        "images": [_image(result, scanned) for result in sort_by_risk(results)],
     }
 
 

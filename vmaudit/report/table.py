@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import io
 import os
+from datetime import datetime
 
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from vmaudit.judge.missed import missed, missed_text
 from vmaudit.judge.risk import why
 from vmaudit.models import SEVERITIES, ImageResult, ScanReport
 from vmaudit.report.common import (
@@ -30,6 +32,7 @@ from vmaudit.report.common import (
     sort_by_risk,
     terminal_safe,
 )
+from vmaudit.timeutil import parse_iso, utc_now
 
 LEVEL_STYLES = {
     "critical": "bold white on red",
@@ -135,6 +138,24 @@ def _why_table(results: list[ImageResult], folder: str) -> Table | None:
     return table
 
 
+def _missed_table(results: list[ImageResult], folder: str, scanned: datetime) -> Table | None:
+    """What each image missed while asleep (images judged against vulnerability feeds)."""
+    rows = [(r, summary) for r in results if (summary := missed(r, scanned)) is not None]
+    if not rows:
+        return None
+    table = Table(
+        title="missed while asleep: advisories published after each image's last update or boot",
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        collapse_padding=True,
+    )
+    table.add_column("image", overflow="fold")
+    table.add_column("missed", overflow="fold")
+    for result, summary in rows:
+        table.add_row(_text(_short(result.image.path, folder)), _text(missed_text(summary)))
+    return table
+
+
 def _findings_table(result: ImageResult, folder: str) -> Group:
     path = _short(result.image.path, folder)
     title = (
@@ -166,6 +187,9 @@ def render(report: ScanReport, *, color: bool = False, width: int | None = None)
     reasons = _why_table(results, folder)
     if reasons is not None:
         parts.append(reasons)
+    asleep = _missed_table(results, folder, parse_iso(report.started_at) or utc_now())
+    if asleep is not None:
+        parts.append(asleep)
     shown = [r for r in results if r.findings][:TOP_IMAGES]
     shown += [r for r in results if r.not_judged and r not in shown]  # never hidden
     for result in shown:
