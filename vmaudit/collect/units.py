@@ -351,8 +351,47 @@ class BootUnits:
         return "started" if loaded.unit_id in self.started else "not-started"
 
 
+class _CachedFS:
+    """The guest's files with lstat and readlink remembered: resolving every link walks the
+    same directories again, and on an appliance each look-up is a round trip."""
+
+    def __init__(self, fs: GuestFS) -> None:
+        self.fs = fs
+        self._lstat: dict[str, GuestStat | None] = {}
+        self._links: dict[str, str | GuestFileError] = {}
+
+    def read(self, path: str, cap: int = UNIT_CAP) -> bytes:
+        return self.fs.read(path, cap)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.fs.listdir(path)
+
+    def pread(self, path: str, offset: int, length: int) -> bytes:
+        return self.fs.pread(path, offset, length)
+
+    def stat(self, path: str) -> GuestStat | None:
+        return self.fs.stat(path)
+
+    def lstat(self, path: str) -> GuestStat | None:
+        if path not in self._lstat:
+            self._lstat[path] = self.fs.lstat(path)
+        return self._lstat[path]
+
+    def readlink(self, path: str) -> str:
+        if path not in self._links:
+            try:
+                self._links[path] = self.fs.readlink(path)
+            except GuestFileError as exc:
+                self._links[path] = exc
+        value = self._links[path]
+        if isinstance(value, GuestFileError):
+            raise value
+        return value
+
+
 def boot_units(fs: GuestFS, warnings: list[str]) -> BootUnits:
     """The boot transaction: units pulled in from the boot target."""
+    fs = _CachedFS(fs)
     unit_map = UnitMap(fs, warnings)
     default: str | None = None
     start: _Loaded | None = None
