@@ -18,7 +18,7 @@ import os
 import re
 import stat
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from vmaudit.discover.formats import (
@@ -313,48 +313,65 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     """Every guest to audit under ``paths``, and what looked like an image but cannot be.
 
     Never raises for what a file holds: each file's failure is its own ``Skipped`` entry.
+    Three steps: sort the walked files into image files and VM descriptors; turn each
+    descriptor into a VM (claiming its disks); turn each unclaimed image file into a guest
+    at the leaf of its chain.
     """
     result = DiscoveryResult()
     catalog = _Catalog()
+    images, descriptors = _sort_files(_walk(paths, excludes, result), catalog, result)
+    claimed: set[str] = set()  # files that are a link, an extent or a VM's disk
+    vm_images = _vms(descriptors, catalog, result, claimed)
+    result.images.extend(_single_disk_guests(images, catalog, result, claimed))
+    result.images.extend(vm_images)
+    result.images.sort(key=lambda ref: ref.path)
+    result.skipped = [s for s in result.skipped if s.path not in claimed]
+    return result
+
+
+def _sort_files(walked: Iterable[str], catalog: _Catalog, result: DiscoveryResult,
+                ) -> tuple[list[str], list[str]]:
+    """(image files, VM descriptors) among the walked paths; the rest is passed over."""
     images: list[str] = []
     descriptors: list[str] = []
-    for path in _walk(paths, excludes, result):
+    for path in walked:
         try:
             st = os.lstat(path)
         except OSError as exc:
             result.skipped.append(_skip(path, _file_error(exc, "lstat")))
             continue
-        suffix = os.path.splitext(path)[1].lower()
         if not stat.S_ISREG(st.st_mode):
             if name_is_candidate(os.path.basename(path)):
                 what = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-                result.skipped.append(
-                    Skipped(
-                        path,
-                        ErrorKind.NOT_A_REGULAR_FILE,
-                        f"{what}: only regular files are audited",
-                    )
-                )
+                result.skipped.append(Skipped(path, ErrorKind.NOT_A_REGULAR_FILE,
+                                              f"{what}: only regular files are audited"))
             continue
-        if suffix in DESCRIPTOR_SUFFIXES:
+        if os.path.splitext(path)[1].lower() in DESCRIPTOR_SUFFIXES:
             descriptors.append(path)
-            continue
-        expected = expected_format(path)
-        if expected is None:
-            continue
-        if expected == "":
-            try:
-                header = catalog.header(path)
-            except VmauditError as exc:
-                if exc.kind == ErrorKind.PERMISSION_DENIED:
-                    result.skipped.append(_skip(path, exc))
-                continue  # an extensionless file that is no readable disk: not ours
-            if header.format == "raw":
-                images.append(path)
-            continue  # an extensionless file that is no disk: not ours
-        images.append(path)
+        elif _is_image_file(path, catalog, result):
+            images.append(path)
+    return images, descriptors
 
-    claimed: set[str] = set()  # files that are a link, an extent or a VM's disk
+
+def _is_image_file(path: str, catalog: _Catalog, result: DiscoveryResult) -> bool:
+    """Named like a disk image, or an extensionless file whose content is a raw disk."""
+    expected = expected_format(path)
+    if expected is None:
+        return False
+    if expected != "":
+        return True
+    try:
+        header = catalog.header(path)
+    except VmauditError as exc:
+        if exc.kind == ErrorKind.PERMISSION_DENIED:
+            result.skipped.append(_skip(path, exc))
+        return False  # an extensionless file that is no readable disk: not ours
+    return header.format == "raw"
+
+
+def _vms(descriptors: Sequence[str], catalog: _Catalog, result: DiscoveryResult,
+         claimed: set[str]) -> list[ImageRef]:
+    """One guest per VM descriptor that names disks; its disk files join ``claimed``."""
     vm_images: list[ImageRef] = []
     for desc_path in descriptors:
         try:
@@ -367,7 +384,12 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
         ref = _vm_ref(descriptor, catalog, result, claimed)
         if ref is not None:
             vm_images.append(ref)
+    return vm_images
 
+
+def _single_disk_guests(images: Sequence[str], catalog: _Catalog, result: DiscoveryResult,
+                        claimed: set[str]) -> list[ImageRef]:
+    """A guest per image file that is no VM's disk and no other image's backing file."""
     disks: dict[str, DiskRef] = {}
     for path in images:
         if path in claimed:
@@ -378,15 +400,12 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
             result.skipped.append(_skip(path, exc))
     for disk in disks.values():
         claimed.update(disk.chain[1:])
+    guests = []
     for path, disk in disks.items():
-        if path in claimed:
-            continue
-        ref = ImageRef(path=path, format=disk.format, disks=(disk,))
-        result.images.append(replace(ref, in_use=in_use(ref)))
-    result.images.extend(vm_images)
-    result.images.sort(key=lambda ref: ref.path)
-    result.skipped = [s for s in result.skipped if s.path not in claimed]
-    return result
+        if path not in claimed:
+            ref = ImageRef(path=path, format=disk.format, disks=(disk,))
+            guests.append(replace(ref, in_use=in_use(ref)))
+    return guests
 
 
 def _leaf_disk(path: str, catalog: _Catalog) -> DiskRef:
