@@ -1041,7 +1041,7 @@ def remediate(
                 "no point-in-time repair (--force to write an overlay anyway)"
             )
         warnings.append(
-            f"{ref.path} is in use by a running VM: the overlay stands on a disk "
+            f"warning: {ref.path} is in use by a running VM: the overlay stands on a disk "
             "that is still changing (--force)"
         )
         if notice is not None:
@@ -1070,6 +1070,8 @@ def remediate(
         options = LaunchOptions()
         verdict = accel.decide()
         options = replace(options, force_tcg=not verdict.kvm)
+        if notice is not None and verdict.notice() is not None:
+            notice(str(verdict.notice()))
         appliance = launch(overlays, options)
         try:
             with _watchdog(appliance.handle, request.timeout) as fired:
@@ -1317,7 +1319,7 @@ def remediate_command(
     )
 
     def notice(message: str) -> None:
-        click.echo(f"vmaudit: warning: {terminal_safe(message)}", err=True)
+        click.echo(f"vmaudit: {terminal_safe(message)}", err=True)
 
     try:
         outcome = remediate(request, notice)
