@@ -3,7 +3,7 @@ database, and matching a guest's facts against it."""
 
 from vmaudit.feeds.db import default_feeds_path
 from vmaudit.feeds.importer import ImportResult, import_feeds
-from vmaudit.feeds.match import FeedsMatcher, VulnMatch
+from vmaudit.feeds.match import FeedsMatcher, VulnMatch, open_feeds
 from vmaudit.feeds.records import FeedError, feed_severity
 
 __all__ = [
@@ -14,4 +14,5 @@ __all__ = [
     "default_feeds_path",
     "feed_severity",
     "import_feeds",
+    "open_feeds",
 ]

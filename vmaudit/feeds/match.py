@@ -402,3 +402,18 @@ def _with_published(match: VulnMatch, published: str | None) -> VulnMatch:
     from dataclasses import replace
 
     return replace(match, published=published)
+
+
+def open_feeds(path: Path) -> tuple[FeedsMatcher | None, str | None]:
+    """The matcher over a feeds database, or None and the one notice to show.
+
+    A missing or empty database is not an error (spec/vulnerabilities.md): no ``vuln.*``
+    finding, and this notice on stderr. A file that is not a feeds database raises
+    ``ConfigError``.
+    """
+    matcher = FeedsMatcher.open(path)
+    if matcher is None:
+        return None, (
+            f"{path}: no vulnerability feeds (vmaudit feeds import PATH...): vuln.cve is not judged"
+        )
+    return matcher, None
