@@ -213,6 +213,11 @@ def _config_lines(text: str) -> Iterator[str]:
         yield "".join(joined)
 
 
+def _quoted(text: str) -> str:
+    """A guest word for a message: escaped by ``repr``, and at most 60 characters of it."""
+    return repr(text if len(text) <= 60 else text[:60] + "...")
+
+
 class _Log(list[str]):
     """Messages without repeats, at most ``MAX_MESSAGES``; the rest are only counted."""
 
@@ -390,7 +395,7 @@ class _Pass:
         if not keyword or keyword.startswith("#"):
             return
         if not rest:
-            self.problems.append(f"{where}: no argument after keyword {keyword!r}")
+            self.problems.append(f"{where}: no argument after keyword {_quoted(keyword)}")
             return
         args = _argv_split(rest)
         if args is None:
@@ -398,7 +403,7 @@ class _Pass:
             return
         opcode = keyword.lower()
         if not re.fullmatch(r"[a-z0-9]+", opcode):  # no sshd keyword has any other character
-            self.problems.append(f"{where}: bad configuration option {safe_path(keyword)!r}")
+            self.problems.append(f"{where}: bad configuration option {_quoted(keyword)}")
             return
         if opcode == "match":
             result = self.match(rest, where, NEVER_MATCH not in flags)
@@ -414,7 +419,7 @@ class _Pass:
         elif opcode in MULTISTATE:
             table = MULTISTATE[opcode]
             if len(args) != 1 or args[0].lower() not in table:
-                self.problems.append(f"{where}: bad value for {keyword}: {' '.join(args)!r}")
+                self.problems.append(f"{where}: bad value for {keyword}: {_quoted(' '.join(args))}")
             elif active[0]:
                 self.values.setdefault(opcode, [table[args[0].lower()]])
         elif opcode == "authorizedkeysfile":
@@ -465,7 +470,7 @@ class _Pass:
                 return True
             argument, rest = _strdelim_at(criteria, rest)
             if not argument or argument.startswith("#"):
-                self.problems.append(f"{where}: missing Match criteria for {attribute}")
+                self.problems.append(f"{where}: missing Match criteria for {_quoted(attribute)}")
                 return False
             if name in ("user", "group", "host"):
                 if connection is not None and not self.matches(name, argument, connection):
@@ -473,30 +478,31 @@ class _Pass:
             elif name == "address":
                 if connection is None:
                     if _addr_match_list(None, argument) != 0:
-                        self.problems.append(f"{where}: invalid Match address {argument!r}")
+                        self.problems.append(f"{where}: invalid Match address {_quoted(argument)}")
                         return False
                     result = False
                     continue
                 outcome = _addr_match_list(connection.address, argument)
                 if outcome == -2:
-                    self.problems.append(f"{where}: invalid Match address {argument!r}")
+                    self.problems.append(f"{where}: invalid Match address {_quoted(argument)}")
                     return False
                 result = result and outcome == 1
             elif name in ("localaddress", "localport", "rdomain"):
                 if name == "localport" and not re.fullmatch(r"[0-9]{1,5}", argument):
-                    self.problems.append(f"{where}: invalid LocalPort {argument!r}")
+                    self.problems.append(f"{where}: invalid LocalPort {_quoted(argument)}")
                     return False
                 if name == "localaddress" and _addr_match_list(None, argument) != 0:
-                    self.problems.append(f"{where}: invalid Match localaddress {argument!r}")
+                    self.problems.append(f"{where}: invalid Match localaddress {_quoted(argument)}")
                     return False
                 if connection is not None:
+                    criterion = safe_path(f"{attribute} {argument}"[:80])
                     self.notes.append(
-                        f"sshd: {where}: Match {attribute} {argument} is not evaluated (the "
-                        f"reported connection {connection.spec()} has no local side)"
+                        f"sshd: {where}: Match {criterion} is not evaluated (the reported "
+                        f"connection {connection.spec()} has no local side)"
                     )
                 result = False
             else:
-                self.problems.append(f"{where}: unsupported Match attribute {attribute!r}")
+                self.problems.append(f"{where}: unsupported Match attribute {_quoted(attribute)}")
                 return False
         if count == 0:
             self.problems.append(f"{where}: Match without criteria")
@@ -535,7 +541,7 @@ class _Pass:
         else:
             entry = next((e for e in entries if e.uid == 0), None)
         if entry is None:
-            self.problems.append(f"{where}: tilde_expand: no such user {user or 'uid 0'!r}")
+            self.problems.append(f"{where}: tilde_expand: no such user {_quoted(user or 'uid 0')}")
             return None
         home = entry.home if entry.home.endswith("/") else entry.home + "/"
         return home + rest.lstrip("/") if slash else home
