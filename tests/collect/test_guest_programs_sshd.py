@@ -236,3 +236,35 @@ def test_generated_configs_agree_with_sshd(tree: Guest) -> None:
         write(tree, "\n".join(lines) + "\n", **included)
         accepted += assert_agree(tree)
     assert accepted >= 10  # the generator must not only produce configs sshd refuses
+
+
+GROUPS = {  # config: (vmaudit's and sshd's PermitRootLogin, AuthorizedKeysFile)
+    "root's supplementary group": ("Match Group admins\nPermitRootLogin yes\n", "yes", None),
+    "a member with a trailing blank is not root": (
+        "Match Group spaced\nPermitRootLogin yes\n", "prohibit-password", None),
+    "a compat line's gid, named by the first group with it": (
+        "Match Group staff\nPermitRootLogin yes\n", "yes", None),
+    "a negated group wins": (
+        "Match Group *,!admins\nPermitRootLogin yes\n", "prohibit-password", None),
+    "a tilde is uid 0's first home": (
+        "AuthorizedKeysFile ~/k ~root/k\n", "prohibit-password", ("/srv/toor/k", "/root/k")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("config, root_login, keys", GROUPS.values(), ids=GROUPS.keys())
+def test_match_group_and_tilde_read_the_guests_accounts_as_sshd_does(
+    tree: Guest, config: str, root_login: str, keys: tuple[str, ...] | None
+) -> None:
+    files = {path: tree.host(path).read_text() for path in ("/etc/passwd", "/etc/group")}
+    try:
+        tree.write("/etc/passwd", "toor:x:0:0::/srv/toor:/bin/sh\n" + files["/etc/passwd"])
+        tree.write("/etc/group", files["/etc/group"] + "admins:x:3100:root\n"
+                   "spaced:x:3101:root \n+nis:x:50:root\n")  # fmt: skip
+        write(tree, config)
+        assert assert_agree(tree)
+        config_read, _ = vmaudit(tree)
+        assert config_read.permit_root_login == root_login
+        assert keys is None or config_read.authorized_keys_files == keys
+    finally:
+        for path, text in files.items():
+            tree.write(path, text)
