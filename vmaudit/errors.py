@@ -6,6 +6,7 @@ configuration errors to exit code 2 and image errors to an ``error`` row.
 
 from __future__ import annotations
 
+import errno
 from enum import IntEnum, StrEnum
 
 
@@ -58,6 +59,18 @@ class VmauditError(Exception):
     @property
     def exit_code(self) -> ExitCode:
         return self.kind.exit_code
+
+
+def os_error_kind(exc: OSError, missing: ErrorKind = ErrorKind.CORRUPT_IMAGE) -> ErrorKind:
+    """The kind of an ``OSError`` met on an image file: denied, a link where a file was
+    wanted, gone (``missing``: changed since discovery, or simply unreadable), or unreadable."""
+    if isinstance(exc, PermissionError):
+        return ErrorKind.PERMISSION_DENIED
+    if exc.errno == errno.ELOOP:
+        return ErrorKind.NOT_A_REGULAR_FILE
+    if isinstance(exc, FileNotFoundError):
+        return missing
+    return ErrorKind.CORRUPT_IMAGE
 
 
 class ConfigError(VmauditError):

@@ -9,7 +9,6 @@ the first can be reused by the second without opening the image.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -17,7 +16,7 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
-from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.errors import ErrorKind, VmauditError, os_error_kind
 from vmaudit.models import ImageRef
 
 HEAD_BYTES = 1024 * 1024
@@ -117,13 +116,11 @@ def _open_readonly(path: str) -> int:
 
 
 def _identity_error(path: str, exc: OSError) -> VmauditError:
-    if isinstance(exc, PermissionError):
-        return VmauditError(ErrorKind.PERMISSION_DENIED, f"{path}: permission denied")
-    if exc.errno == errno.ELOOP:
-        return VmauditError(ErrorKind.NOT_A_REGULAR_FILE, f"{path}: is a symbolic link")
-    if isinstance(exc, FileNotFoundError):
-        return VmauditError(ErrorKind.IMAGE_CHANGED, f"{path}: vanished while being read")
-    return VmauditError(ErrorKind.CORRUPT_IMAGE, f"{path}: {exc.strerror or exc}")
+    kind = os_error_kind(exc, missing=ErrorKind.IMAGE_CHANGED)
+    why = {ErrorKind.PERMISSION_DENIED: "permission denied",
+           ErrorKind.NOT_A_REGULAR_FILE: "is a symbolic link",
+           ErrorKind.IMAGE_CHANGED: "vanished while being read"}.get(kind, exc.strerror or exc)
+    return VmauditError(kind, f"{path}: {why}")
 
 
 def file_identity(path: str) -> FileIdentity:

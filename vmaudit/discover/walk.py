@@ -54,7 +54,7 @@ def _file_error(exc: Exception, what: str) -> VmauditError:
         return exc
     if isinstance(exc, PermissionError):
         return VmauditError(ErrorKind.PERMISSION_DENIED, "permission denied")
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError):  # a loop or a name too long here is no usable image either
         return VmauditError(ErrorKind.CORRUPT_IMAGE, exc.strerror or str(exc))
     # Not a fault we know of: a bug this file triggers costs this file, reported as ours.
     return VmauditError(ErrorKind.INTERNAL, f"{what} failed: {type(exc).__name__}: {exc}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from vmaudit.discover.formats import qemu_driver
-from vmaudit.errors import ErrorKind, GuestFileError, VmauditError
+from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
 from vmaudit.guest.base import DEFAULT_CAP, GuestStat
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.guest.vhd import merge_chain
@@ -235,11 +235,8 @@ def attach_all(images: Sequence[ImageRef], workdir: str,
         except VmauditError as exc:
             refused[image_index] = exc
             continue
-        except PermissionError as exc:
-            refused[image_index] = VmauditError(ErrorKind.PERMISSION_DENIED, str(exc))
-            continue
         except OSError as exc:
-            refused[image_index] = VmauditError(ErrorKind.CORRUPT_IMAGE, str(exc))
+            refused[image_index] = VmauditError(os_error_kind(exc), str(exc))
             continue
         for overlay in mine:
             drives[len(overlays)] = image_index

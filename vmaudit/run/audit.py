@@ -17,10 +17,11 @@ from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
 from vmaudit.collect.windows import collect_windows, find_windows
 from vmaudit.discover.identity import sha256_head, signature
-from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.errors import ErrorKind, VmauditError, os_error_kind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import (
     ApplianceFS,
+    Attached,
     LaunchOptions,
     attach_all,
     inspect_roots,
@@ -93,21 +94,10 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
     An image that is refused before the launch, or whose root cannot be told apart from
     another image's (clones sharing LVM names), does not stop the others.
     """
-    results: dict[int, Facts | VmauditError] = {}
-    infos: dict[int, ImageInfo] = {}
     before = {index: signature(ref) for index, ref in enumerate(refs)}
-    for index, ref in enumerate(refs):
-        try:
-            infos[index] = image_info(ref)
-        except FileNotFoundError as exc:  # gone since discovery
-            results[index] = VmauditError(ErrorKind.IMAGE_CHANGED, f"disappeared: {exc}")
-        except PermissionError as exc:
-            results[index] = VmauditError(ErrorKind.PERMISSION_DENIED, str(exc))
-        except OSError as exc:
-            results[index] = VmauditError(ErrorKind.CORRUPT_IMAGE, str(exc))
-    candidates = [refs[i] for i in sorted(infos)]
-    overlays, attached, refused = attach_all(candidates, workdir)
+    infos, results = _image_infos(refs)
     position = sorted(infos)  # candidate index -> request index
+    overlays, attached, refused = attach_all([refs[i] for i in position], workdir)
     for candidate, error in refused.items():
         results[position[candidate]] = error
     clashing: list[int] = []
@@ -122,30 +112,12 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
         appliance = launch(overlays, options)
         tcg_fallback = appliance.tcg_fallback
         try:
-            try:
-                split = inspect_roots(appliance.handle, attached)
-            except (VmauditError, RuntimeError):
-                if not _alive(appliance.handle):
-                    raise VmauditError(ErrorKind.APPLIANCE_FAILED,
-                                       "the appliance died during inspection") from None
-                raise
-            for candidate in sorted(set(attached.drives.values())):
-                index = position[candidate]
-                if candidate in split.clashing and len(refs) > 1:
-                    clashing.append(index)
-                    continue
-                try:
-                    guest = mount_root(appliance.handle, split.roots.get(candidate, []),
-                                       candidate in split.encrypted)
-                    fs = ApplianceFS(appliance.handle, workdir)
-                    results[index] = collect_facts(fs, infos[index], now, list(guest.warnings))
-                except VmauditError as exc:
-                    results[index] = exc
-                if not _alive(appliance.handle):
-                    raise VmauditError(ErrorKind.APPLIANCE_FAILED,
-                                       "the appliance died while reading the guest")
+            read = _read_guests(appliance.handle, attached, workdir, infos, position, now,
+                                alone=len(refs) == 1)
         finally:
             appliance.close()
+        results.update(read)
+        clashing = [index for index, result in read.items() if result is None]
     for index in clashing:
         results[index] = VmauditError(ErrorKind.APPLIANCE_FAILED,
                                       "shares a volume group or root with another image")
@@ -155,5 +127,52 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
         if isinstance(results[index], Facts) and signature(ref) != before[index]:
             results[index] = VmauditError(ErrorKind.IMAGE_CHANGED,
                                           "the image changed or disappeared while it was read")
-    return BatchOutcome(tuple(results[i] for i in range(len(refs))), tcg_fallback,
+    final = [results[i] for i in range(len(refs))]
+    assert all(result is not None for result in final)  # every clash was given its error
+    return BatchOutcome(tuple(r for r in final if r is not None), tcg_fallback,
                         tuple(clashing), verdict)
+
+
+def _image_infos(refs: Sequence[ImageRef],
+                 ) -> tuple[dict[int, ImageInfo], dict[int, Facts | VmauditError | None]]:
+    """Each image's file facts, or the error that already stops it (by request index)."""
+    infos: dict[int, ImageInfo] = {}
+    results: dict[int, Facts | VmauditError | None] = {}
+    for index, ref in enumerate(refs):
+        try:
+            infos[index] = image_info(ref)
+        except OSError as exc:  # a file gone since discovery changed under us
+            kind = os_error_kind(exc, missing=ErrorKind.IMAGE_CHANGED)
+            gone = "disappeared: " if kind is ErrorKind.IMAGE_CHANGED else ""
+            results[index] = VmauditError(kind, f"{gone}{exc}")
+    return infos, results
+
+
+def _read_guests(handle: Any, attached: Attached, workdir: str, infos: dict[int, ImageInfo],
+                 position: list[int], now: datetime, alone: bool,
+                 ) -> dict[int, Facts | VmauditError | None]:
+    """Facts (or the error) of every attached image by request index; None: re-run alone."""
+    try:
+        split = inspect_roots(handle, attached)
+    except (VmauditError, RuntimeError):
+        if not _alive(handle):
+            raise VmauditError(ErrorKind.APPLIANCE_FAILED,
+                               "the appliance died during inspection") from None
+        raise
+    read: dict[int, Facts | VmauditError | None] = {}
+    for candidate in sorted(set(attached.drives.values())):
+        index = position[candidate]
+        if candidate in split.clashing and not alone:
+            read[index] = None
+            continue
+        try:
+            guest = mount_root(handle, split.roots.get(candidate, []),
+                               candidate in split.encrypted)
+            fs = ApplianceFS(handle, workdir)
+            read[index] = collect_facts(fs, infos[index], now, list(guest.warnings))
+        except VmauditError as exc:
+            read[index] = exc
+        if not _alive(handle):
+            raise VmauditError(ErrorKind.APPLIANCE_FAILED,
+                               "the appliance died while reading the guest")
+    return read
