@@ -266,3 +266,11 @@ def test_millions_of_lines_and_members_stay_fast(guest: Guest) -> None:
     assert time.monotonic() - started < 60
     assert len(found) == 20_000 and found["u7"].groups == ("crowd",)
     assert warnings == ["/etc/passwd: 3000000 malformed line(s) skipped"]
+
+
+def test_roots_keys_for_other_addresses_are_counted(guest: Guest) -> None:
+    base(guest, "root:x:0:0:root:/root:/bin/bash\n", "root:*:19000::::::\n",
+         sshd="Match Address 10.0.0.0/8\n  AuthorizedKeysFile /etc/ssh/keys/%u\n")  # fmt: skip
+    guest.write("/etc/ssh/keys/root", "ssh-ed25519 AAAA admin@jump\n")
+    found, _ = users(guest)
+    assert found["root"].authorized_keys == 1 and found["root"].can_login is True

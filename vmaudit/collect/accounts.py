@@ -489,11 +489,9 @@ def collect_users(
 
         sp = shadow.get(entry.name) if _shadowed(entry) else None
         state = password_state(entry, shadow.get(entry.name))
-        # root's files are the reported connection's (sshd.CONNECTION); anyone else's may
-        # be any of them.
-        files = sshd.authorized_keys_files
-        if entry.name != "root":
-            files = sshd.any_keys_files or files
+        # Every file some connection may consult: a Match Address block can give root's
+        # logins from elsewhere other files than the reported connection's.
+        files = sshd.any_keys_files or sshd.authorized_keys_files
         keys = count_keys(fs, keys_paths(files, entry), warnings)
         # sshd without PAM reads the shadow entry whenever there is one (shadow_pw).
         field = shadow[entry.name].password if entry.name in shadow else entry.password
