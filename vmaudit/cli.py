@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from vmaudit import __version__
+from vmaudit.act.remediate import remediate_command
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.judge.verdict import FailOn
@@ -411,6 +412,9 @@ def baselines_capture(image: str, output: str | None, name: str | None, timeout:
     with config_errors():
         text = capture_baseline(facts_from_dict(facts), path, datetime.now(UTC), name)
     emit(text, output)
+
+
+main.add_command(remediate_command)
 
 
 def run() -> None:
