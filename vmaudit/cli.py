@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from vmaudit import __version__
+from vmaudit.act.cli import gate
 from vmaudit.act.remediate import remediate_command
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
 from vmaudit.guest.appliance import LaunchOptions
@@ -125,7 +126,8 @@ def main() -> None:
 
 def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--state", "state_path", type=click.Path(dir_okay=False),
-                        help="SQLite state database [default: $XDG_STATE_HOME/vmaudit/state.db]")(
+                        help="State database: a file, or postgresql://USER@HOST/DB  "
+                             "[default: $XDG_STATE_HOME/vmaudit/state.db]")(
         func)
 
 
@@ -219,7 +221,7 @@ def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, An
         outcome = runner.run_one(ref, datetime.now(UTC))
         if outcome.error is not None:
             _stderr(f"{ref.path}: {outcome.error.kind}: {outcome.error.message}")
-        yield ref.path, outcome.facts
+        yield ref.path, None if outcome.facts is None else outcome.facts.to_dict()
     if found.skipped:
         yield image, None
 
@@ -296,8 +298,11 @@ def _parse_since(text: str | None) -> datetime | None:
 
 
 def _open_state(state_path: str | None) -> Any:
-    from vmaudit.state import StateDB, default_state_path
+    from vmaudit.state import StateDB, default_state_path, open_state
+    from vmaudit.state.postgres import is_url
 
+    if state_path and is_url(state_path):
+        return open_state(state_path)
     path = Path(state_path) if state_path else default_state_path()
     if not path.exists():
         raise ConfigError(f"{path}: no state database (run vmaudit scan first)")
@@ -309,12 +314,28 @@ def _open_state(state_path: str | None) -> Any:
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False))
 @click.option("--since", metavar="DATE", help="Only images scanned or changed since DATE")
+@click.option("--power-on", "power_on", is_flag=True,
+              help="The power-on gate's decisions (since --since) instead of the last scan")
 @_state_options
-def report(fmt: str, output: str | None, since: str | None, state_path: str | None) -> None:
+def report(fmt: str, output: str | None, since: str | None, power_on: bool,
+           state_path: str | None) -> None:
     """Print the last scan's report again from the state database, without opening an image."""
     from vmaudit.report import render
 
     moment = _parse_since(since)
+    if power_on:
+        from vmaudit.report.power_on import render_power_ons
+
+        if fmt not in ("table", "json"):
+            raise click.BadParameter("with --power-on: table or json", param_hint="--format")
+        with config_errors():
+            db = _open_state(state_path)
+            try:
+                decisions = db.power_ons(since=moment)
+            finally:
+                db.close()
+        emit(render_power_ons(decisions, fmt), output)
+        return
     with config_errors():
         db = _open_state(state_path)
         try:
@@ -415,6 +436,9 @@ def baselines_capture(image: str, output: str | None, name: str | None, timeout:
 
 
 main.add_command(remediate_command)
+
+
+main.add_command(gate)  # the power-on gate's commands (vmaudit.act.cli)
 
 
 def run() -> None:

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
@@ -112,6 +111,13 @@ class Judge:
                            rules_evaluated=evaluation.rules_evaluated,
                            not_judged=evaluation.not_judged)
 
+    def outcome(self, image: ImageRef, outcome: RawOutcome) -> ImageResult:
+        """An audit's outcome for ``image`` judged: its facts, or its error."""
+        if outcome.facts is None:
+            error = outcome.error or ImageError(ErrorKind.INTERNAL, "no facts")
+            return self.failed(image, error)
+        return self.judge(image, outcome.facts, from_cache=False)
+
     def failed(self, image: ImageRef, error: ImageError) -> ImageResult:
         return ImageResult(image=image, facts=None, error=error, business=self.business(image))
 
@@ -182,7 +188,7 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
                     batch=batch_size(options.batch, len(to_audit), auditors.capacity),
                     executor=auditors.executor)
     for outcome in runner.run(to_audit, started):
-        done(_judged(judge, outcome))
+        done(judge.outcome(outcome.image, outcome))
     results.sort(key=lambda r: r.image.path)
     report = ScanReport(
         started_at=iso_utc(started),
@@ -197,18 +203,6 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
     return report
 
 
-def _judged(judge: Judge, outcome: RawOutcome) -> ImageResult:
-    if outcome.error is not None or outcome.facts is None:
-        error = outcome.error or ImageError(ErrorKind.INTERNAL, "no facts")
-        return judge.failed(outcome.image, error)
-    try:
-        facts = facts_from_dict(outcome.facts)
-    except (ValueError, KeyError, TypeError) as exc:
-        return judge.failed(outcome.image, ImageError(ErrorKind.INTERNAL,
-                                                      f"facts unreadable: {exc}"))
-    return judge.judge(outcome.image, facts, from_cache=False)
-
-
 def audit_one(image: ImageRef, runner: Runner, judge: Judge,
               cache: FactsCache | None = None) -> ScanReport:
     """One image audited now (``vmaudit watch``), recorded in the state as a one-image scan."""
@@ -216,7 +210,7 @@ def audit_one(image: ImageRef, runner: Runner, judge: Judge,
     judge = replace(judge, now=started)  # a long watch judges each image on its own day
     if cache is not None:
         cache.begin([b.name for b in judge.baselines], started)
-    result = _judged(judge, runner.run_one(image, started))
+    result = judge.outcome(image, runner.run_one(image, started))
     if cache is not None:
         cache.record(result)
     report = ScanReport(started_at=iso_utc(started), finished_at=iso_utc(utc_now()),

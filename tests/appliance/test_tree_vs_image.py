@@ -57,7 +57,7 @@ def test_facts_of_the_tree_and_of_its_image_are_the_same(tmp_path: Path) -> None
     outcome = Runner(jobs=1, timeout=900).run_one(ref, now)
     assert outcome.error is None, outcome.error
     assert outcome.facts is not None
-    from_image = json.loads(json.dumps(outcome.facts))
+    from_image = json.loads(json.dumps(outcome.facts.to_dict()))
 
     assert from_tree["os"]["hostname"] == "tree-vs-image"
     assert {u["name"] for u in from_tree["users"]} >= {"alice", "bob", "toor"}

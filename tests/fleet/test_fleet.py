@@ -19,7 +19,7 @@ import pytest
 from distributed import Client, LocalCluster
 
 from vmaudit.errors import ConfigError
-from vmaudit.models import DiskRef, ImageRef
+from vmaudit.models import DiskRef, Facts, ImageInfo, ImageRef, OsInfo
 from vmaudit.run.fleet import (
     FleetExecutor,
     PathMap,
@@ -48,8 +48,13 @@ class EchoRunner(Runner):
     def run_batch(self, images: Sequence[ImageRef], now: datetime) -> list[RawOutcome]:
         if any(DEADLY in i.path for i in images):
             os.kill(os.getpid(), signal.SIGKILL)
-        return [RawOutcome(i, {"image": {"path": i.path, "disks": [d.path for d in i.disks]}},
-                           None) for i in images]
+        return [RawOutcome(i, seen_facts(i.path, [d.path for d in i.disks]), None)
+                for i in images]
+
+
+def seen_facts(path: str, disks: Sequence[str]) -> Facts:
+    """Facts naming only the paths an audit saw."""
+    return Facts(ImageInfo(path, "qcow2", 0, "", "", None, tuple(disks)), OsInfo("linux"))
 
 
 def test_path_map_needs_local_equals_remote_absolute() -> None:
@@ -109,8 +114,7 @@ def test_workers_see_their_paths_and_the_report_keeps_the_clients(
                             executor=FleetExecutor(client, paths, lambda message: None))
         outcomes = sorted(runner.run(images, NOW), key=lambda o: o.image.path)
     assert [o.image for o in outcomes] == images
-    assert [o.facts for o in outcomes] == [
-        {"image": {"path": i.path, "disks": [i.path]}} for i in images]
+    assert [o.facts for o in outcomes] == [seen_facts(i.path, [i.path]) for i in images]
 
 
 def test_an_image_that_kills_workers_is_an_error_row_and_spares_its_batch(

@@ -24,12 +24,11 @@ from typing import Any
 
 from vmaudit.act.domain import DiskSpec, GuestDisks
 from vmaudit.act.policy import GatePolicy
-from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.discover.identity import Identity, image_identity
 from vmaudit.discover.walk import discover
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.judge.verdict import at_or_above
-from vmaudit.models import DiskRef, ImageError, ImageRef, ImageResult
+from vmaudit.models import DiskRef, ImageRef, ImageResult
 from vmaudit.report.common import terminal_safe
 from vmaudit.run.runner import Runner
 from vmaudit.scan import Judge
@@ -240,7 +239,7 @@ class Gate:
         else:
             runner = Runner(jobs=1, timeout=float(self.policy.timeout), on_notice=notices.append)
             outcome = runner.run_one(image, now)
-            result = _judged(judge, image, outcome.facts, outcome.error)
+            result = judge.outcome(image, outcome)
             if result.error is None:
                 try:  # the facts are cached only for the files they were read from
                     identity = image_identity(image)
@@ -370,13 +369,3 @@ class Gate:
         )
 
 
-def _judged(
-    judge: Judge, image: ImageRef, facts: dict[str, Any] | None, error: ImageError | None
-) -> ImageResult:
-    if error is not None or facts is None:
-        return judge.failed(image, error or ImageError(ErrorKind.INTERNAL, "no facts"))
-    try:
-        parsed = facts_from_dict(facts)
-    except (ValueError, KeyError, TypeError) as exc:
-        return judge.failed(image, ImageError(ErrorKind.INTERNAL, f"facts unreadable: {exc}"))
-    return judge.judge(image, parsed, from_cache=False)

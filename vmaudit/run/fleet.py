@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
 from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import ConfigError, ErrorKind
-from vmaudit.models import DiskRef, ImageError, ImageRef, Skipped
+from vmaudit.models import DiskRef, Facts, ImageError, ImageRef, Skipped
 from vmaudit.run.runner import Auditors, RawOutcome, Runner
 
 if TYPE_CHECKING:
@@ -104,17 +104,11 @@ class PathTranslator:
             for d in image.disks)
         return replace(image, path=move(image.path), disks=disks)
 
-    def facts_to_client(self, facts: dict[str, Any]) -> dict[str, Any]:
-        info = facts.get("image")
-        if not isinstance(info, dict):
-            return facts
-        moved = dict(info)
-        if isinstance(moved.get("path"), str):
-            moved["path"] = self.to_client(moved["path"])
-        if isinstance(moved.get("disks"), list):
-            moved["disks"] = [self.to_client(p) if isinstance(p, str) else p
-                              for p in moved["disks"]]
-        return {**facts, "image": moved}
+    def facts_to_client(self, facts: Facts) -> Facts:
+        info = facts.image
+        moved = replace(info, path=self.to_client(info.path),
+                        disks=tuple(self.to_client(p) for p in info.disks))
+        return replace(facts, image=moved)
 
     def discovery_to_client(self, found: DiscoveryResult) -> DiscoveryResult:
         return DiscoveryResult(

@@ -28,11 +28,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from vmaudit.baseline.factsio import FactsFormatError, facts_from_dict
 from vmaudit.discover.walk import DiscoveryResult, discover
 from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
-from vmaudit.models import CodecError, ImageError, ImageRef, from_jsonable, to_jsonable
+from vmaudit.models import CodecError, Facts, ImageError, ImageRef, from_jsonable, to_jsonable
 from vmaudit.run.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
@@ -59,7 +60,7 @@ class RawOutcome:
     """A child's answer: facts as a ``vmaudit.facts/v1`` dict, or an error."""
 
     image: ImageRef
-    facts: dict[str, Any] | None
+    facts: Facts | None
     error: ImageError | None
 
 
@@ -213,7 +214,11 @@ def _outcome(image: ImageRef, entry: dict[str, Any]) -> RawOutcome:
     if "error" in entry:
         error = entry["error"]
         return RawOutcome(image, None, _error_of(error))
-    return RawOutcome(image, entry["facts"], None)
+    try:
+        return RawOutcome(image, facts_from_dict(entry["facts"]), None)
+    except (FactsFormatError, KeyError, TypeError) as exc:  # the worker is ours; its bytes
+        return RawOutcome(image, None, ImageError(ErrorKind.INTERNAL,  # came through a pipe
+                                                  f"facts unreadable: {exc}"))
 
 
 def _error_of(data: Any) -> ImageError:
