@@ -187,6 +187,19 @@ CASES: list[tuple[str, str, dict[str, str], set[str]]] = [
     ),
     ("no final newline", "alice ALL=(ALL) ALL", {}, {"alice"}),
     (
+        "an alias loop",
+        "User_Alias LA = LB\nUser_Alias LB = LA, alice\nLA ALL=(ALL) ALL\n",
+        {},
+        {"alice"},
+    ),
+    (
+        "a deep alias chain",
+        "".join(f"User_Alias U{i} = U{i + 1}\n" for i in range(500)) + "User_Alias U500 = bob\n"
+        "U0 ALL=(ALL) ALL\n",
+        {},
+        {"bob"},
+    ),
+    (
         "a last entry continued into the end of the file",
         "bob ALL=(ALL) ALL\nalice ALL=ALL \\\n",
         {},

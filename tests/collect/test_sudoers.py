@@ -189,7 +189,7 @@ def test_last_matching_rule_wins(guest: Guest) -> None:
 def test_lexing_is_linear_on_hostile_text(guest: Guest) -> None:
     guest.write(
         "/etc/sudoers",
-        "eve ALL = " + "^" * 60_000 + "\n" + "\\\n" * 200_000 + "fay ALL=(ALL) ALL\n",
+        "eve ALL = " + "^" * 60_000 + "\n" + "\\\n" * 90_000 + "fay ALL=(ALL) ALL\n",
     )
     start = time.monotonic()
     files, _ = admin_files(guest, "fay")
@@ -219,3 +219,38 @@ def test_entry_continued_into_the_end_of_a_file_rejects_the_whole_policy(guest: 
     assert admin_files(guest, "ida") == ([], [message])
     guest.write("/etc/sudoers.d/z", "jon ALL=(ALL) ALL\n\\\n")  # nothing left to continue
     assert admin_files(guest, "ida") == (["/etc/sudoers"], [])
+
+
+def test_policies_over_the_line_or_token_budget_are_a_warning(guest: Guest) -> None:
+    guest.write("/etc/sudoers", "kim ALL=(ALL) ALL\n@include /etc/big\n")
+    guest.write("/etc/big", "lou ALL=(ALL) ALL\n" * 100_000)
+    files, warnings = admin_files(guest, "kim")
+    assert files == ["/etc/sudoers"]
+    assert admin_files(guest, "lou")[0] == []
+    assert warnings == ["/etc/big: sudoers files over 100000 lines in all, not read"]
+    guest.write("/etc/big", ("(" * 60_000 + "\n") * 40 + "lou ALL=(ALL) ALL\n")
+    start = time.monotonic()
+    files, warnings = admin_files(guest, "lou")
+    assert time.monotonic() - start < 30
+    assert files == []
+    assert "/etc/big: sudoers files over 2000000 tokens in all, the rest not read" in warnings
+
+
+def test_deep_alias_chains_resolve_and_loops_match_nothing(guest: Guest) -> None:
+    chain = "".join(f"User_Alias U{i} = U{i + 1}\n" for i in range(3000))
+    runas = "".join(f"Runas_Alias R{i} = R{i + 1}\n" for i in range(3000))
+    cmnds = "".join(f"Cmnd_Alias C{i} = C{i + 1}\n" for i in range(3000))
+    guest.write(
+        "/etc/sudoers",
+        chain
+        + "User_Alias U3000 = max\n"
+        + runas
+        + "Runas_Alias R3000 = root\n"
+        + cmnds
+        + "Cmnd_Alias C3000 = ALL\n"
+        + "U0 ALL = (R0) C0\nUser_Alias LA = LB\nUser_Alias LB = LA, ned\n"
+        + "LA ALL=(ALL) ALL\n",
+    )
+    assert admin_files(guest, "max")[0] == ["/etc/sudoers"]
+    assert admin_files(guest, "ned")[0] == ["/etc/sudoers"]
+    assert admin_files(guest, "oz")[0] == []

@@ -22,6 +22,9 @@ ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=")
 RESERVED = {"if", "then", "else", "elif", "fi", "do", "done", "case", "esac", "while", "until",
             "for", "{", "}", "!", "in"}  # fmt: skip
 OPERATOR_CHARS = set(";&|()<>")
+BLANKS = re.compile(r"(?:[ \t]|\\\n)*")  # blanks and line continuations between words
+NEWLINES = re.compile(r"\n(?:[ \t]*\n)*")  # a run of empty lines is one separator
+PLAIN = re.compile(r"[^ \t\n;&|()<>\\'\"`$=]+")  # characters that stand for themselves
 
 
 class _Unknown(Exception):
@@ -95,14 +98,7 @@ class _Parser:
         """The next word, or None at an operator, a newline or the end."""
         text = self.text
         n = len(text)
-        while self.pos < n:
-            ch = text[self.pos]
-            if ch in " \t":
-                self.pos += 1
-            elif ch == "\\" and text.startswith("\\\n", self.pos):
-                self.pos += 2
-            else:
-                break
+        self.pos = BLANKS.match(text, self.pos).end()  # type: ignore[union-attr]
         if self.pos >= n or text[self.pos] in "\n" or text[self.pos] in OPERATOR_CHARS:
             return None
         if text[self.pos] == "#":
@@ -145,8 +141,10 @@ class _Parser:
             elif ch == "$":
                 value.append(self._dollar())
             else:
-                value.append(ch)
-                self.pos += 1
+                plain = PLAIN.match(text, self.pos)
+                assert plain is not None
+                value.append(plain.group())
+                self.pos = plain.end()
         return _Word("".join(value), text[start : self.pos], quoted_prefix)
 
     def _double_quoted(self) -> str:
@@ -186,7 +184,7 @@ class _Parser:
             return ""
         ch = text[self.pos]
         if ch == "\n":
-            self.pos += 1
+            self.pos = NEWLINES.match(text, self.pos).end()  # type: ignore[union-attr]
             return "\n"
         if ch == ";" and not text.startswith(";;", self.pos):
             self.pos += 1

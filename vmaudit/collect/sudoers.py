@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,6 +42,10 @@ SUDOERS_PATH = "/etc/sudoers"
 SUDO_CONF = "/etc/sudo.conf"
 MAX_DEPTH = 128  # sudo's include depth limit
 MAX_FILES = 1000
+# Real policies are a few hundred lines; these bound the time a hostile one costs (what is
+# over is a warning, and its grants are not seen).
+MAX_TOTAL_LINES = 100_000
+MAX_TOTAL_TOKENS = 2_000_000
 MAX_ALIAS_DEPTH = 64
 ROOT_GROUPS = frozenset({"root"})
 
@@ -80,9 +84,9 @@ class Sudoers:
         Empty when the last matching rule denies (sudo's last match wins).
         """
         files: list[str] = []
+        resolver = _Resolver(self.user_aliases, _user_leaf(user, uid, groups, gids))
         for grant in self.grants:
-            verdict = _list_matches(grant.users, self.user_aliases, user, uid, groups, gids, 0)
-            if verdict is not True:
+            if resolver.members(grant.users) is not True:
                 continue
             if grant.allow:
                 if grant.file not in files:
@@ -92,57 +96,84 @@ class Sudoers:
         return files
 
 
-def _member_matches(
-    member: Member,
-    aliases: dict[str, tuple[Member, ...]],
-    user: str,
-    uid: int | None,
-    groups: set[str] | frozenset[str],
-    gids: set[int],
-    depth: int,
-) -> bool | None:
-    """True/False when the member (after its negation) decides, None when it does not match."""
-    hit: bool | None
-    if member.kind == "all":
-        hit = True
-    elif member.kind == "name":
-        hit = member.value == user
-    elif member.kind == "uid":
-        hit = uid is not None and _parse_id(member.value) == uid
-    elif member.kind == "group":
-        hit = member.value in groups
-    elif member.kind == "gid":
-        parsed = _parse_id(member.value)
-        hit = parsed is not None and parsed in gids
-    elif member.kind == "alias":
-        if depth >= MAX_ALIAS_DEPTH or member.value not in aliases:
-            return None
-        inner = _list_matches(aliases[member.value], aliases, user, uid, groups, gids, depth + 1)
-        if inner is None:
-            return None
-        return inner != member.negated
-    else:
-        hit = False
-    if not hit:
+_CYCLE = object()  # an alias being resolved: reached again, it is a loop (no match)
+
+
+class _Resolver:
+    """sudo's list matching: the last matching member decides, ``!`` flips it, an alias
+    stands for its own list. Aliases resolve once per query, iteratively (a chain of
+    thousands of aliases is fine) and an alias loop matches nothing, as in sudo."""
+
+    def __init__(
+        self, aliases: dict[str, tuple[Member, ...]], leaf: Callable[[Member], bool | None]
+    ) -> None:
+        self.aliases = aliases
+        self.leaf = leaf
+        self.cache: dict[str, object] = {}
+
+    def members(self, members: tuple[Member, ...]) -> bool | None:
+        for member in reversed(members):
+            verdict = self.member(member)
+            if verdict is not None:
+                return verdict
         return None
-    return not member.negated
+
+    def member(self, member: Member) -> bool | None:
+        if member.kind != "alias":
+            return self.leaf(member)
+        if member.value not in self.aliases:
+            return None  # an undefined alias matches nothing
+        inner = self.alias(member.value)
+        return None if inner is None else inner != member.negated
+
+    def alias(self, name: str) -> bool | None:
+        if name not in self.cache:
+            self.cache[name] = _CYCLE
+            stack: list[tuple[str, int]] = [(name, 0)]
+            while stack:
+                current, index = stack[-1]
+                members = self.aliases[current]
+                while index < len(members):
+                    value = members[index].value
+                    if (
+                        members[index].kind == "alias"
+                        and value in self.aliases
+                        and (value not in self.cache)
+                    ):
+                        break
+                    index += 1
+                if index < len(members):
+                    stack[-1] = (current, index + 1)
+                    dependency = members[index].value
+                    self.cache[dependency] = _CYCLE
+                    stack.append((dependency, 0))
+                    continue
+                stack.pop()
+                self.cache[current] = self.members(members)
+        resolved = self.cache[name]
+        return None if resolved is _CYCLE else resolved  # type: ignore[return-value]
 
 
-def _list_matches(
-    members: tuple[Member, ...],
-    aliases: dict[str, tuple[Member, ...]],
-    user: str,
-    uid: int | None,
-    groups: set[str] | frozenset[str],
-    gids: set[int],
-    depth: int,
-) -> bool | None:
-    """The last matching member decides (sudo's rule); None when none matches."""
-    for member in reversed(members):
-        verdict = _member_matches(member, aliases, user, uid, groups, gids, depth)
-        if verdict is not None:
-            return verdict
-    return None
+def _user_leaf(
+    user: str, uid: int | None, groups: set[str] | frozenset[str], gids: set[int]
+) -> Callable[[Member], bool | None]:
+    def leaf(member: Member) -> bool | None:
+        if member.kind == "all":
+            hit = True
+        elif member.kind == "name":
+            hit = member.value == user
+        elif member.kind == "uid":
+            hit = uid is not None and _parse_id(member.value) == uid
+        elif member.kind == "group":
+            hit = member.value in groups
+        elif member.kind == "gid":
+            parsed = _parse_id(member.value)
+            hit = parsed is not None and parsed in gids
+        else:
+            hit = False
+        return (not member.negated) if hit else None
+
+    return leaf
 
 
 def _parse_id(text: str) -> int | None:
@@ -190,6 +221,8 @@ class Token:
 
 
 BLANKS = " \t"
+PUNCTUATION = {"(": Token("("), ")": Token(")"), ",": Token(","), "=": Token("="),
+               ":": Token(":")}  # fmt: skip
 WORD_STOP = set('#>!=:,() \t\r\n\\"')
 TAGS = (
     "NOPASSWD",
@@ -293,6 +326,13 @@ class _Lexer:
             if m := NEWLINE.match(text, self.pos):
                 self.pos = m.end()
                 yield self._newline()
+                continue
+            if ch in "(),:" or (ch == "=" and not self.bol):
+                # punctuation: the common case, without the generic path's look-ups
+                self.pos += 1
+                self.bol = False
+                self.expect_path = self.expect_path and ch == "="
+                yield PUNCTUATION[ch]
                 continue
             if self.bol:
                 keyword = self._bol_keyword(start)
@@ -601,6 +641,8 @@ class _State:
     aliases: dict[str, dict[str, tuple[Member, ...]]] = field(default_factory=dict)
     stack: list[str] = field(default_factory=list)
     files: int = 0
+    lines: int = 0
+    tokens: int = 0
     hostname: str | None = None
 
 
@@ -786,9 +828,14 @@ def _parse_file(fs: GuestFS, path: str, state: _State, warnings: list[str], expl
         return
     lines = read_lines(fs, path, warnings)
     if lines is None:
-        if explicit and path != SUDOERS_PATH:
+        if explicit and path != SUDOERS_PATH and fs.lstat(path) is None:
             warnings.append(f"{safe_path(path)}: included sudoers file missing")
         return
+    if state.lines + len(lines) > MAX_TOTAL_LINES:
+        warnings.append(f"{safe_path(path)}: sudoers files over {MAX_TOTAL_LINES} lines in all, "
+                        "not read")  # fmt: skip
+        return
+    state.lines += len(lines)
     state.files += 1
     state.stack.append(path)
     errors = 0
@@ -796,6 +843,11 @@ def _parse_file(fs: GuestFS, path: str, state: _State, warnings: list[str], expl
         pending: list[Token] = []
         broken = False
         for token in itertools.chain(_Lexer("\n".join(lines)).tokens(), [Token("NL", "EOF")]):
+            state.tokens += 1
+            if state.tokens > MAX_TOTAL_TOKENS:
+                warnings.append(f"{safe_path(path)}: sudoers files over {MAX_TOTAL_TOKENS} "
+                                "tokens in all, the rest not read")  # fmt: skip
+                break
             if token.text == "EOF" and pending:
                 # A final backslash continued the last entry into the end of the file: sudo's
                 # parser cannot recover there and rejects the whole policy.
@@ -858,27 +910,17 @@ def _follow_include(
 # ---------------------------------------------------------------- decisions
 
 
-def _runs_as_root(spec: _CmndSpec, aliases: dict[str, tuple[Member, ...]]) -> bool:
+def _runs_as_root(spec: _CmndSpec, runas: _Resolver) -> bool:
     if spec.runas_myself:
         return False
     if spec.runas_users is None:
         return True  # no runas list: sudo's runas_default, root
-    verdict = _list_matches(spec.runas_users, aliases, "root", 0, ROOT_GROUPS, {0}, 0)
-    return verdict is True
+    return runas.members(spec.runas_users) is True
 
 
-def _command_verdict(
-    command: Member, aliases: dict[str, tuple[Member, ...]], depth: int = 0
-) -> bool | None:
-    """Whether the command member allows (True) or denies (False) an arbitrary command."""
-    if command.kind == "all":
-        return not command.negated
-    if command.kind == "alias" and depth < MAX_ALIAS_DEPTH and command.value in aliases:
-        for member in reversed(aliases[command.value]):
-            inner = _command_verdict(member, aliases, depth + 1)
-            if inner is not None:
-                return inner != command.negated
-    return None
+def _command_leaf(member: Member) -> bool | None:
+    """An arbitrary command matches ``ALL`` only (a path names one command)."""
+    return (not member.negated) if member.kind == "all" else None
 
 
 def _every_host(
@@ -925,16 +967,16 @@ def parse_sudoers(fs: GuestFS, warnings: list[str], path: str | None = None) -> 
         warnings.append(f"{safe_path(str(exc))}: ends inside an entry continued by a backslash: "
                         "sudo rejects the whole policy and grants nothing")  # fmt: skip
         return Sudoers(grants=(), user_aliases={})
-    runas_aliases = state.aliases.get("Runas_Alias", {})
-    cmnd_aliases = state.aliases.get("Cmnd_Alias", {})
+    runas = _Resolver(state.aliases.get("Runas_Alias", {}), _user_leaf("root", 0, ROOT_GROUPS, {0}))
+    commands = _Resolver(state.aliases.get("Cmnd_Alias", {}), _command_leaf)
     host_aliases = state.aliases.get("Host_Alias", {})
     grants: list[SudoGrant] = []
     for spec in state.specs:
         for privilege in spec.privileges:
             every_host = _every_host(privilege.hosts, host_aliases)
             for command in privilege.commands:
-                verdict = _command_verdict(command.command, cmnd_aliases)
-                if verdict is None or not _runs_as_root(command, runas_aliases):
+                verdict = commands.member(command.command)
+                if verdict is None or not _runs_as_root(command, runas):
                     continue
                 grants.append(SudoGrant(spec.users, spec.file, verdict, every_host))
     return Sudoers(grants=tuple(grants), user_aliases=dict(state.aliases.get("User_Alias", {})))
