@@ -57,7 +57,8 @@ def test_eight_mebibyte_single_line_passwd(debian_tree: Guest) -> None:
     debian_tree.write("/etc/passwd", "a" * (8 * 1024 * 1024))
     result = facts(debian_tree)
     assert result.users == ()
-    assert "/etc/passwd: 1 line(s) over 65536 characters skipped" in result.warnings
+    # glibc reads a line of any length; one without a colon is no entry.
+    assert "/etc/passwd: 1 malformed line(s) skipped" in result.warnings
     assert result.packages == baseline.packages and len(result.packages) > 100
     assert result.ssh == baseline.ssh and result.firewall == baseline.firewall
 
@@ -79,4 +80,5 @@ def test_binary_garbage_in_every_collected_file(guest: Guest) -> None:
     assert any(w.startswith("/var/lib/dpkg/status: no installed package") for w in
                result.warnings)
     assert all(user_warning in result.warnings for user_warning in (
-        "/etc/passwd: 129 malformed line(s) skipped", "/etc/shadow: 65 malformed line(s) skipped"))
+        # Lines end at \n only, as glibc splits them (not at \r, \v, \f or \x1c-\x1e).
+        "/etc/passwd: 64 malformed line(s) skipped", "/etc/shadow: 64 malformed line(s) skipped"))
