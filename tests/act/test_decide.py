@@ -221,6 +221,27 @@ def test_gate_check_decides_each_image_given_by_hand(site: dict[str, Path]) -> N
     assert [d["decision"] for d in json.loads(listed.stdout)] == ["allow", "allow", "refuse"]
     later = vmaudit_gate("decisions", "--state", str(site["state"]), "--since", "2999-01-01")
     assert later.returncode == 0 and "legacy" not in later.stdout.decode()
+    # the same list from vmaudit report
+    runner = CliRunner()
+    since = runner.invoke(
+        main,
+        [
+            "report",
+            "--power-on",
+            "--since",
+            "2000-01-01",
+            "-f",
+            "json",
+            "--state",
+            str(site["state"]),
+        ],
+    )
+    assert since.exit_code == 0, since.output
+    assert [d["decision"] for d in json.loads(since.output)] == ["allow", "allow", "refuse"]
+    none = runner.invoke(
+        main, ["report", "--power-on", "--since", "2999-01-01", "--state", str(site["state"])]
+    )
+    assert none.exit_code == 0 and "legacy" not in none.output
 
 
 @pytest.mark.appliance
@@ -269,3 +290,10 @@ def test_gates_and_scans_share_one_postgresql_state(tmp_path: Path, pg_server: S
     assert [(d["domain"], d["decision"]) for d in json.loads(listed.stdout)] == [
         ("legacy", "refuse")
     ]
+    # the central scan's report and the image's history, from the shared database
+    runner = CliRunner()
+    report = runner.invoke(main, ["report", "-f", "json", "--state", url])
+    assert report.exit_code == 0, report.output
+    assert [image["path"] for image in json.loads(report.output)["images"]] == [str(bad)]
+    history = runner.invoke(main, ["history", str(bad), "--state", url])
+    assert "power-on: refuse (libvirt)" in history.output
