@@ -260,3 +260,30 @@ def test_unit_enabled_only_when_systemd_would_start_it(guest: Guest) -> None:
         "/etc/systemd/system/custom.target",
     )
     assert firewall(guest, "nftables")[0].enabled is True
+
+
+def test_nftables_includes_over_the_byte_budget_leave_the_policy_unknown(guest: Guest) -> None:
+    guest.symlink(
+        "/etc/systemd/system/sysinit.target.wants/nftables.service",
+        "/lib/systemd/system/nftables.service",
+    )
+    guest.write("/etc/nftables.conf", 'include "/etc/nft.d/*.nft"\n' + NFT_DROP)
+    for index in range(5):
+        guest.write(f"/etc/nft.d/{index}.nft", "define X = 1\n" + "\n" * (4 * 1024 * 1024 - 20))
+    start = time.monotonic()
+    facts, warnings = firewall(guest, "nftables")
+    assert time.monotonic() - start < 60
+    assert facts.backends[0] == FirewallBackend("nftables", True, True, None)
+    assert warnings == [
+        "/etc/nftables.conf: over 16777216 bytes of nftables files in all: its policy is not known"
+    ]
+
+
+def test_sh_sourcing_keeps_later_equals_signs_and_is_linear() -> None:
+    from vmaudit.collect.shsource import source
+
+    assert source("A=b=c\nB=x==y # z\n", {}).variables == {"A": "b=c", "B": "x==y"}
+    start = time.monotonic()
+    result = source("A=1 " * 200_000 + "\n" + "\n" * 1_000_000 + "ENABLED=yes\n", {})
+    assert time.monotonic() - start < 30
+    assert result.variables["ENABLED"] == "yes" and result.variables["A"] == "1"

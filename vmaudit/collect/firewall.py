@@ -51,6 +51,7 @@ UNIT_DIRS = ("/etc/systemd/system", "/lib/systemd/system", "/usr/lib/systemd/sys
 CONFIG_CAP = 4 * 1024 * 1024
 MAX_NFT_FILES = 64
 MAX_NFT_DEPTH = 16  # nft's include depth limit
+MAX_NFT_BYTES = 16 * 1024 * 1024  # over all included files: bounds a hostile ruleset's cost
 
 
 @dataclass
@@ -197,6 +198,10 @@ class NftError(Exception):
     """nft would reject the file: it loads nothing."""
 
 
+class NftTooLarge(Exception):
+    """More than vmaudit reads: what nft would make of it is not known."""
+
+
 @dataclass(frozen=True)
 class _Tok:
     kind: str  # nl ; { } word str
@@ -225,6 +230,7 @@ class _NftLoader:
         self.fs = fs
         self.warnings = warnings
         self.files = 0
+        self.bytes = 0
         self.tables: dict[tuple[str, str], _Table] = {}
         self.defines: dict[str, list[str]] = {}
         self.stack: list[Iterator[_Tok]] = []
@@ -250,6 +256,14 @@ class _NftLoader:
             else:
                 yield _Tok(kind, match.group(), path, line)
         yield _Tok("nl", "\n", path, line)  # the end of a file ends its last statement
+
+    def read(self, path: str) -> str | None:
+        """A file's text, counted against the byte budget as soon as it is read."""
+        text = read_text(self.fs, path, self.warnings, cap=CONFIG_CAP)
+        self.bytes += len(text or "")
+        if self.bytes > MAX_NFT_BYTES:
+            raise NftTooLarge(f"over {MAX_NFT_BYTES} bytes of nftables files in all")
+        return text
 
     def push_file(self, path: str, text: str) -> None:
         self.files += 1
@@ -541,7 +555,7 @@ class _NftLoader:
         for path in paths:
             if self.files + len(texts) >= MAX_NFT_FILES:
                 raise NftError(f"over {MAX_NFT_FILES} included files")
-            text = read_text(self.fs, path, self.warnings, cap=CONFIG_CAP)
+            text = self.read(path)
             if text is None:
                 raise NftError(f"{safe_path(path)}: included file not found")
             texts.append((path, text))
@@ -554,10 +568,10 @@ class _NftLoader:
 def nft_load(fs: GuestFS, path: str, warnings: list[str]) -> dict[tuple[str, str], _Table] | None:
     """The tables ``nft -f path`` would leave, None when the file is missing; raises
     ``NftError`` when nft would reject it."""
-    text = read_text(fs, path, warnings, cap=CONFIG_CAP)
+    loader = _NftLoader(fs, warnings)
+    text = loader.read(path)
     if text is None:
         return None
-    loader = _NftLoader(fs, warnings)
     loader.push_file(path, text)
     loader.run()
     return loader.tables
@@ -583,6 +597,9 @@ def _nftables(ctx: _Context) -> FirewallBackend:
     enabled = ctx.unit_enabled(unit)
     try:
         tables = nft_load(ctx.fs, "/etc/nftables.conf", ctx.warnings)
+    except NftTooLarge as exc:
+        ctx.warnings.append(f"/etc/nftables.conf: {exc}: its policy is not known")
+        return FirewallBackend("nftables", True, enabled, None)
     except NftError as exc:
         ctx.warnings.append(f"/etc/nftables.conf: nft would reject it ({safe_path(str(exc))}): "
                             "no rules are loaded")  # fmt: skip

@@ -142,9 +142,9 @@ class _Parser:
                 value.append(self._dollar())
             else:
                 plain = PLAIN.match(text, self.pos)
-                assert plain is not None
-                value.append(plain.group())
-                self.pos = plain.end()
+                end = plain.end() if plain else self.pos + 1  # a second "=" stands for itself
+                value.append(text[self.pos : end])
+                self.pos = end
         return _Word("".join(value), text[start : self.pos], quoted_prefix)
 
     def _double_quoted(self) -> str:
