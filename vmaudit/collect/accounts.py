@@ -451,67 +451,94 @@ def _day(value: int) -> str | None:
     return None if value == UNSET else day_to_date(value)
 
 
+@dataclass(frozen=True)
+class _GroupIndex:
+    """The guest's groups as glibc answers for them: names by gid, members, getgrnam."""
+
+    name_of_gid: dict[int, str]
+    members: dict[str, list[int]]
+    gid_of_name: dict[str, int]
+
+    @classmethod
+    def of(cls, groups: list[GroupEntry]) -> _GroupIndex:
+        gid_of_name: dict[str, int] = {}
+        for group in groups:  # getgrnam: the first group of a name
+            if not _compat(group.name):
+                gid_of_name.setdefault(group.name, group.gid)
+        return cls(group_names(groups), memberships(groups), gid_of_name)
+
+    def names(self, gids: list[int]) -> list[str]:
+        """Group names of ``gids`` in order, each once."""
+        names: list[str] = []
+        for gid in gids:
+            if gid in self.name_of_gid and self.name_of_gid[gid] not in names:
+                names.append(self.name_of_gid[gid])
+        return names
+
+
 def collect_users(
     fs: GuestFS, now: datetime, sshd: SshdConfig, sudoers: Sudoers, warnings: list[str]
 ) -> list[User]:
     """Every passwd account with its password, login, group and admin facts."""
     shadow = read_shadow(fs, warnings)
-    groups = read_group(fs, warnings)
-    name_of_gid = group_names(groups)
-    members = memberships(groups)
-    gid_of_name: dict[str, int] = {}
-    for group in groups:  # getgrnam: the first group of a name
-        if not _compat(group.name):
-            gid_of_name.setdefault(group.name, group.gid)
+    index = _GroupIndex.of(read_group(fs, warnings))
     today = (now - datetime(1970, 1, 1, tzinfo=now.tzinfo)).days
+    return [_user(fs, entry, shadow, index, sshd, sudoers, today, warnings)
+            for entry in read_passwd(fs, warnings)]
 
-    users: list[User] = []
-    for entry in read_passwd(fs, warnings):
-        gids = user_gids(entry.name, entry.gid, members)
-        names: list[str] = []
-        for gid in gids:
-            if gid in name_of_gid and name_of_gid[gid] not in names:
-                names.append(name_of_gid[gid])
-        shown_names = [_shown(name) for name in names]
-        name = _shown(entry.name)
 
-        admin_via: list[str] = []
-        if entry.uid == 0:
-            admin_via.append("uid0")
-        admin_via += [
-            f"group:{group}" for group in ADMIN_GROUPS
-            if group in gid_of_name and gid_of_name[group] in gids
-        ]  # fmt: skip
-        admin_via += [
-            f"sudoers:{file}"
-            for file in sudoers.admin_files(name, entry.uid, set(shown_names), set(gids))
-        ]
+def _admin_via(entry: PasswdEntry, gids: list[int], group_names_shown: list[str],
+               index: _GroupIndex, sudoers: Sudoers) -> list[str]:
+    """Why the account is an admin: uid 0, an admin group, a sudoers grant."""
+    admin_via = ["uid0"] if entry.uid == 0 else []
+    admin_via += [
+        f"group:{group}" for group in ADMIN_GROUPS
+        if group in index.gid_of_name and index.gid_of_name[group] in gids
+    ]  # fmt: skip
+    admin_via += [
+        f"sudoers:{file}"
+        for file in sudoers.admin_files(_shown(entry.name), entry.uid, set(group_names_shown),
+                                        set(gids))
+    ]
+    return admin_via
 
-        sp = shadow.get(entry.name) if _shadowed(entry) else None
-        state = password_state(entry, shadow.get(entry.name))
-        # Every file some connection may consult: a Match Address block can give root's
-        # logins from elsewhere other files than the reported connection's.
-        files = sshd.any_keys_files or sshd.authorized_keys_files
-        keys = count_keys(fs, keys_paths(files, entry), warnings)
-        # sshd without PAM reads the shadow entry whenever there is one (shadow_pw).
-        field = shadow[entry.name].password if entry.name in shadow else entry.password
-        key_login = (
-            keys > 0 and sshd.installed
-            and not (entry.uid == 0 and sshd.permit_root_login == "no")
-            and (sshd.use_pam or not field.startswith("!"))
-        )  # fmt: skip
-        can_login = (
-            has_login_shell(fs, entry.shell)
-            and not is_expired(sp, today)
-            and (state in ("set", "empty") or key_login)
-        )
-        users.append(User(
-            name=name, uid=entry.uid, gid=entry.gid, shell=_shown(entry.shell) or None,
-            home=_shown(entry.home) or None, password=state,
-            last_change=_day(sp.last_change) if sp else None,
-            max_days=sp.max_days if sp and sp.max_days != UNSET else None,
-            expires=_day(sp.expire) if sp else None,
-            can_login=can_login, groups=tuple(shown_names), admin=bool(admin_via),
-            admin_via=tuple(admin_via), authorized_keys=keys,
-        ))  # fmt: skip
-    return users
+
+def _can_login(fs: GuestFS, entry: PasswdEntry, shadow: dict[str, ShadowEntry], state: str,
+               keys: int, sshd: SshdConfig, today: int) -> bool:
+    """A login shell, not expired, and a password or (through sshd) a key that opens it."""
+    # sshd without PAM reads the shadow entry whenever there is one (shadow_pw).
+    field = shadow[entry.name].password if entry.name in shadow else entry.password
+    key_login = (
+        keys > 0 and sshd.installed
+        and not (entry.uid == 0 and sshd.permit_root_login == "no")
+        and (sshd.use_pam or not field.startswith("!"))
+    )  # fmt: skip
+    sp = shadow.get(entry.name) if _shadowed(entry) else None
+    return (
+        has_login_shell(fs, entry.shell)
+        and not is_expired(sp, today)
+        and (state in ("set", "empty") or key_login)
+    )
+
+
+def _user(fs: GuestFS, entry: PasswdEntry, shadow: dict[str, ShadowEntry], index: _GroupIndex,
+          sshd: SshdConfig, sudoers: Sudoers, today: int, warnings: list[str]) -> User:
+    gids = user_gids(entry.name, entry.gid, index.members)
+    shown_names = [_shown(name) for name in index.names(gids)]
+    admin_via = _admin_via(entry, gids, shown_names, index, sudoers)
+    sp = shadow.get(entry.name) if _shadowed(entry) else None
+    state = password_state(entry, shadow.get(entry.name))
+    # Every file some connection may consult: a Match Address block can give root's
+    # logins from elsewhere other files than the reported connection's.
+    files = sshd.any_keys_files or sshd.authorized_keys_files
+    keys = count_keys(fs, keys_paths(files, entry), warnings)
+    return User(
+        name=_shown(entry.name), uid=entry.uid, gid=entry.gid,
+        shell=_shown(entry.shell) or None, home=_shown(entry.home) or None, password=state,
+        last_change=_day(sp.last_change) if sp else None,
+        max_days=sp.max_days if sp and sp.max_days != UNSET else None,
+        expires=_day(sp.expire) if sp else None,
+        can_login=_can_login(fs, entry, shadow, state, keys, sshd, today),
+        groups=tuple(shown_names), admin=bool(admin_via), admin_via=tuple(admin_via),
+        authorized_keys=keys,
+    )  # fmt: skip
