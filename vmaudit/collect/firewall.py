@@ -95,8 +95,13 @@ def _installed(ctx: _Context, names: tuple[str, ...], binaries: tuple[str, ...],
 
 # ---------------------------------------------------------------- ufw
 
-# What ufw-init holds before it sources ufw.conf: its own variables and "$1 $2" = "start quiet".
-UFW_INIT_VARIABLES = {"rootdir": "", "datadir": "", "DATA_DIR": "", "1": "start", "2": "quiet"}
+# What ufw-init holds before it sources ufw.conf: systemd's PATH, dash's own variables,
+# ufw-init's variables and "$1 $2" = "start quiet".
+UFW_INIT_VARIABLES = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "IFS": " \t\n", "PWD": "/", "OPTIND": "1",
+    "rootdir": "", "datadir": "", "DATA_DIR": "", "1": "start", "2": "quiet",
+}  # fmt: skip
 UFW_FUNCTIONS_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"
 
 
