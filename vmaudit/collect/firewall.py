@@ -22,7 +22,8 @@ Each file is read as its loader reads it at boot:
   ``COMMIT`` line; each ``*filter`` section starts from an empty table (INPUT accepts unless
   its own ``:INPUT`` line says otherwise); the first error (a section without ``COMMIT``,
   ``COMMIT `` with a blank, a ``\\r`` at a line's end, a bad policy, an indented line) stops
-  the load, and only the tables committed before it stay.
+  the load, and only the tables committed before it stay. Rule lines are not validated (a
+  rule iptables rejects stops the load there too).
 - firewalld: the default zone's target.
 
 A default inbound policy is ``deny`` only when both IPv4 and IPv6 input are dropped by

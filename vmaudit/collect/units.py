@@ -18,9 +18,13 @@ ignores the target), and not when it is a regular file or points to ``/dev/null`
 with default dependencies also require ``sysinit.target``. A unit wanted only by a target
 that nothing reachable pulls in (``systemctl enable`` into a custom target) does not start.
 
-Not modelled: the kernel command line (``systemd.unit=``), generators (sysv scripts, fstab),
-conditions (a unit pulled in whose ``Condition*=`` fails still counts as started), specifiers
-in dependency lists, and socket, timer, path and D-Bus activation after boot.
+Not modelled: the kernel command line (``systemd.unit=``), generators (sysv init scripts
+without a native unit, fstab, getty), implicit dependencies (the slices of template
+instances), conditions (a unit pulled in whose ``Condition*=`` fails still counts as
+started), a ``Requires=`` on a missing unit failing the whole boot transaction, specifiers in
+dependency lists, and socket, timer, path and D-Bus activation after boot. On a Debian 12
+host, the only units systemd's own boot transaction adds to these are generated ones and
+slices.
 """
 
 from __future__ import annotations
