@@ -20,12 +20,14 @@ from tests.act.gatehelpers import (
     vmaudit_gate,
     write_policy,
 )
+from tests.feeds.conftest import DSA_5724_1, write_json
 from tests.imaging import fingerprint
 from tests.pgserver import Server
 from vmaudit.act.domain import DiskSpec, GuestDisks
 from vmaudit.act.gate import Gate
 from vmaudit.act.policy import load_policy
 from vmaudit.cli import main
+from vmaudit.feeds import import_feeds
 from vmaudit.state import StateDB
 
 
@@ -297,3 +299,33 @@ def test_gates_and_scans_share_one_postgresql_state(tmp_path: Path, pg_server: S
     assert [image["path"] for image in json.loads(report.output)["images"]] == [str(bad)]
     history = runner.invoke(main, ["history", str(bad), "--state", url])
     assert "power-on: refuse (libvirt)" in history.output
+
+
+def test_cached_facts_are_judged_against_todays_feeds(tmp_path: Path) -> None:
+    store = tmp_path / "images"
+    old_ssh = {
+        **COMPLIANT,
+        "var/lib/dpkg/status": COMPLIANT["var/lib/dpkg/status"].replace(
+            "1:9.2p1-2+deb12u3", "1:9.2p1-2+deb12u2"
+        ),
+    }
+    image, tree = build_image(store, "bastion.img", old_ssh)
+    state = tmp_path / "state.db"
+    cache_facts(state, image, tree)  # scanned before the advisory was known
+    (tmp_path / "vulns.yaml").write_text(
+        "apiVersion: vmaudit/v1\nkind: Baseline\nmetadata: {name: vulns}\nvulnerabilities: {}\n"
+    )
+    policy_text = (
+        "apiVersion: vmaudit/v1\nkind: GatePolicy\nbaselines: [vulns.yaml]\nfail_on: medium\n"
+        f"state: {state}\ndatastores: [{store}]\nfeeds_db: feeds.db\n"
+    )
+    (tmp_path / "gate.yaml").write_text(policy_text)
+    xml = domain_xml("bastion", str(image))
+    code, err = hook(tmp_path / "gate.yaml", "bastion", xml)
+    assert code == 0, err  # no feeds imported yet: nothing to judge vuln.cve against
+    import_feeds(
+        [str(write_json(tmp_path / "dsa.json", DSA_5724_1))], tmp_path / "feeds.db", lambda _: None
+    )
+    code, err = hook(tmp_path / "gate.yaml", "bastion", xml)
+    assert code == 1
+    assert "vuln.cve (CVE-2024-6387)" in err and "(cached facts)" in err

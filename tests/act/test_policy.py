@@ -23,7 +23,7 @@ def test_a_full_policy_is_read_with_paths_relative_to_its_file(tmp_path: Path) -
     policy_file = tmp_path / "gate.yaml"
     policy_file.write_text(
         HEADER + "baselines: [default, mine.yaml]\ninventory: inv.yaml\nfail_on: high\n"
-        "timeout: 30\non_error: allow\nstate: sub/state.db\n"
+        "timeout: 30\non_error: allow\nstate: sub/state.db\nfeeds_db: feeds/vulns.db\n"
         "datastores: [/srv/images/, /var/lib/libvirt/images]\nexempt: [build-*]\n"
     )
     policy = load_policy(str(policy_file))
@@ -32,6 +32,7 @@ def test_a_full_policy_is_read_with_paths_relative_to_its_file(tmp_path: Path) -
     assert policy.inventory == str(tmp_path / "inv.yaml")
     assert (policy.fail_on, policy.timeout, policy.on_error) == ("high", 30, "allow")
     assert policy.state == str(tmp_path / "sub" / "state.db")
+    assert policy.feeds_db == str(tmp_path / "feeds" / "vulns.db")
     assert policy.datastores == ("/srv/images", "/var/lib/libvirt/images")
     assert policy.exempt == ("build-*",)
 

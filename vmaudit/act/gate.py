@@ -20,6 +20,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from vmaudit.act.domain import DiskSpec, GuestDisks
@@ -27,6 +28,7 @@ from vmaudit.act.policy import GatePolicy
 from vmaudit.discover.identity import Identity, image_identity
 from vmaudit.discover.walk import discover
 from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.feeds import default_feeds_path, open_feeds
 from vmaudit.judge.verdict import at_or_above
 from vmaudit.models import DiskRef, ImageRef, ImageResult
 from vmaudit.report.common import terminal_safe
@@ -171,12 +173,18 @@ class Gate:
         self.state_ref = state if state is not None else policy.state
         self.baselines = policy.load_baselines()
         self.inventory = policy.load_inventory()
+        # as a scan opens them (vmaudit.scan.load_judge): a missing feeds database means no
+        # vuln.cve finding, and is said in each decision's notices when a baseline asks for it
+        feeds_path = Path(policy.feeds_db) if policy.feeds_db else default_feeds_path()
+        self.feeds, notice = open_feeds(feeds_path)
+        wanted = any(b.vulnerabilities is not None for b in self.baselines)
+        self.feeds_notice = notice if wanted else None
 
     def decide(self, guest: GuestDisks, source: str) -> Decision:
         """Decide and record; never raises for what the guest's configuration holds."""
         now = _now()
         at = now.isoformat().replace("+00:00", "Z")
-        notices: list[str] = []
+        notices: list[str] = [self.feeds_notice] if self.feeds_notice else []
         disks = tuple(disk.describe() for disk in guest.disks)
         pattern = self._exempt(guest.name)
         try:
@@ -210,7 +218,14 @@ class Gate:
         return next((p for p in self.policy.exempt if fnmatch.fnmatchcase(name, p)), None)
 
     def _judge(self, now: datetime) -> Judge:
-        return Judge(self.baselines, self.inventory, self.policy.datastores, now)
+        return Judge(
+            self.baselines,
+            self.inventory,
+            self.policy.datastores,
+            now,
+            self.feeds,
+            self.feeds_notice,
+        )
 
     def _judged(
         self,
@@ -367,5 +382,3 @@ class Gate:
             [b.name for b in self.baselines],
             self.policy.fail_on,
         )
-
-

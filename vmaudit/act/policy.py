@@ -55,6 +55,19 @@ class _StateRef(Spec):
 
 
 @dataclass(frozen=True)
+class _RelativePath(Spec):
+    """A file path relative to the policy; it need not exist yet."""
+
+    describe: str = "path (relative to this file)"
+
+    def check(self, node: Any, walk: Walk, key: str) -> Any:
+        value = Str().check(node, walk, key)
+        if isinstance(value, Invalid):
+            return value
+        return str((walk.base_dir / value).resolve())
+
+
+@dataclass(frozen=True)
 class _AbsoluteDir(Spec):
     describe: str = "absolute folder path"
 
@@ -84,6 +97,9 @@ GATE_POLICY = Section(
             Enum(ON_ERROR), "What an image that cannot be audited in time gets (default refuse)."
         ),
         "state": Key(_StateRef(), "The state database shared with `vmaudit scan`."),
+        "feeds_db": Key(
+            _RelativePath(), "The vulnerability feeds database `vuln.cve` is judged against."
+        ),
         "datastores": Key(
             ListOf(_AbsoluteDir(), single_ok=True),
             "Folders a disk must lie in; any other disk is an error (on_error).",
@@ -106,6 +122,7 @@ class GatePolicy:
     timeout: int = 120
     on_error: str = "refuse"
     state: str | None = None  # None: vmaudit's default state database
+    feeds_db: str | None = None  # None: vmaudit's default feeds database
     datastores: tuple[str, ...] = DEFAULT_DATASTORES
     exempt: tuple[str, ...] = ()
     base_dir: str = field(default=".", compare=False)  # baselines named as files are found here
@@ -140,6 +157,7 @@ def validate_policy(path: str | Path) -> tuple[GatePolicy, list[Problem]]:
         timeout=int(document.get("timeout", 120)),
         on_error=document.get("on_error", "refuse"),
         state=document.get("state"),
+        feeds_db=document.get("feeds_db"),
         datastores=tuple(document.get("datastores", DEFAULT_DATASTORES)),
         exempt=tuple(document.get("exempt", ())),
         base_dir=str(base),
