@@ -43,17 +43,7 @@ pytestmark = pytest.mark.appliance
 
 
 def remediate(*args: str, env: dict[str, str]) -> Any:
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "vmaudit.act.remediate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    return vmaudit("remediate", *args, env=env)
 
 
 def digest(path: Path) -> tuple[str, int]:

@@ -12,13 +12,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.act.remedyguests import FILES, baseline_file, remedy_tree, run_env
+from tests.act.remedyguests import FILES, baseline_file, remedy_tree, run_env, vmaudit
 from tests.hostile.images import ext4_from_tree, luks_file, partitioned_disk
 from tests.imaging import convert, raw_disk_from_tree
 
@@ -26,14 +25,7 @@ pytestmark = pytest.mark.appliance
 
 
 def _remediate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "vmaudit.act.remediate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+    return vmaudit("remediate", *args, env=env)
 
 
 def _digest(path: Path) -> tuple[str, int]:

@@ -9,13 +9,14 @@ import dataclasses
 import hashlib
 import json
 import os
+import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from fixtures.windows.build import build_image, build_tree, guest
-from tests.act.remedyguests import guestfs_handle, run_env
+from tests.act.remedyguests import guestfs_handle, run_env, vmaudit
 from vmaudit.act.remediate import WINDOWS_RECORD
 from vmaudit.collect.windows_registry import Hive, open_hivex
 from vmaudit.collect.windows_sam import ACB_DISABLED, collect_sam_users
@@ -26,18 +27,8 @@ REPO = Path(__file__).resolve().parents[2]
 SAM = "/Windows/System32/config/SAM"
 
 
-def _remediate(*args: str, env: dict[str, str]) -> object:
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [sys.executable, "-m", "vmaudit.act.remediate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-        check=False,
-    )
+def _remediate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return vmaudit("remediate", *args, env=env)
 
 
 def _users(hive_file: Path) -> dict[str, User]:
@@ -72,8 +63,8 @@ def test_the_revoked_windows_account_reads_back_disabled_from_the_overlay_sam(
         env=run_env(tmp_path),
     )
 
-    assert proc.returncode == 0, proc.stderr  # type: ignore[attr-defined]
-    document = json.loads(proc.stdout)  # type: ignore[attr-defined]
+    assert proc.returncode == 0, proc.stderr
+    document = json.loads(proc.stdout)
     assert [(c["fix"], c["subject"]) for c in document["changes"]] == [
         ("lock-revoked", "contractor")
     ]

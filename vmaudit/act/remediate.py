@@ -1340,7 +1340,3 @@ def remediate_command(
         )
         raise SystemExit(EXIT_REFUSED) from None
     click.echo(render(outcome, fmt), nl=False)
-
-
-if __name__ == "__main__":
-    remediate_command()
