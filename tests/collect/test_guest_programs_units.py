@@ -266,6 +266,23 @@ SCENARIOS: list[tuple[str, list[Callable[[Guest], None]], set[str], str]] = [
         {"nftables.service"},
         "enabled",
     ),
+    # systemd 252: "Cannot add dependency job, ignoring: Unit ... not found" (or masked):
+    # the requiring unit still starts.
+    (
+        "Requires= a missing unit",
+        [write(f"{ETC}/nftables.service.d/x.conf", "[Unit]\nRequires=nonexistent.service\n")],
+        {"nftables.service", "ufw.service"},
+        "enabled",
+    ),
+    (
+        "Requires= a masked unit",
+        [
+            write(f"{ETC}/nftables.service.d/x.conf", "[Unit]\nRequires=firewalld.service\n"),
+            link("/dev/null", f"{ETC}/firewalld.service"),
+        ],
+        {"nftables.service", "ufw.service"},
+        "enabled",
+    ),
 ]
 
 
