@@ -179,3 +179,10 @@ def test_a_lock_the_guest_would_not_honour_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(Refused, match="locking mallory would not stop its logins"):
         verify_plan(plan, planned)
+
+
+def test_a_drop_in_with_too_many_entries_to_judge_one_by_one_is_refused(tmp_path: Path) -> None:
+    entries = "".join(f"mallory host{index}=(ALL) ALL\n" for index in range(201))
+    tree = remedy_tree(tmp_path / "tree", {**FILES, "etc/sudoers.d/90-contractors": entries})
+    with pytest.raises(Refused, match="holds 201 user specifications"):
+        _plan(tree, tmp_path, ("revoke-sudo",))

@@ -106,6 +106,7 @@ RECORD_SCHEMA = "vmaudit.remediation/v1"
 SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-vmaudit-remediate.conf"
 MAX_SUDOERS_FILES = 256  # a sudoers.d larger than this is refused, not planned over
 MAX_SUDOERS_BYTES = 1024 * 1024
+MAX_SUDOERS_ENTRIES = 200  # user specifications of one drop-in judged one by one
 REVOKED_RULES = ("account.revoked-active", "account.revoked-present")
 EXIT_REFUSED = 3
 SELINUX = "security.selinux"
@@ -477,6 +478,12 @@ def _plan_revoke_sudo(
         if any(len(line) > MAX_LINE for line in data.split(b"\n")):
             raise _refuse(f"{safe_path(path)} has a line over {MAX_LINE} characters")
         entries = sudoers_entries(data)
+        specs = sum(1 for entry in entries if entry.grants)
+        if specs > MAX_SUDOERS_ENTRIES:  # each is judged alone by a parse of the whole tree
+            raise _refuse(
+                f"{safe_path(path)} holds {specs} user specifications, over "
+                f"{MAX_SUDOERS_ENTRIES}: too many to revoke one by one; clean it by hand"
+            )
         lines = data.split(b"\n")
         spans: list[tuple[int, int]] = []
         notes: list[str] = []
