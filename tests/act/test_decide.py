@@ -329,3 +329,16 @@ def test_cached_facts_are_judged_against_todays_feeds(tmp_path: Path) -> None:
     code, err = hook(tmp_path / "gate.yaml", "bastion", xml)
     assert code == 1
     assert "vuln.cve (CVE-2024-6387)" in err and "(cached facts)" in err
+
+
+def test_a_state_database_that_cannot_be_used_is_on_errors_case(
+    tmp_path: Path, site: dict[str, Path]
+) -> None:
+    broken = tmp_path / "broken.db"
+    broken.write_bytes(b"\x00garbage" * 512)
+    policy = write_policy(tmp_path / "broken.yaml", [site["store"]], broken)
+    code, err = hook(policy, "clean", domain_xml("clean", str(site["good"])))
+    assert code == 1 and err.count("\n") == 1
+    assert "cannot be audited (refused by on_error: refuse)" in err
+    assert "is not an SQLite database" in err
+    assert broken.read_bytes() == b"\x00garbage" * 512
