@@ -22,9 +22,10 @@ from vmaudit import __version__
 from vmaudit.act.cli import gate
 from vmaudit.act.remediate import remediate_command
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
+from vmaudit.feeds.cli import feeds
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.judge.verdict import FailOn
-from vmaudit.models import ImageResult
+from vmaudit.models import ImageResult, ScanReport
 from vmaudit.report import Format
 from vmaudit.run.runner import Auditors
 from vmaudit.timeutil import parse_iso, utc_now
@@ -131,6 +132,12 @@ def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
         func)
 
 
+def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--feeds-db", "feeds_db", type=click.Path(dir_okay=False),
+                        help="Vulnerability feeds database (vmaudit feeds import)  "
+                             "[default: $XDG_DATA_HOME/vmaudit/feeds.db]")(func)
+
+
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE",
@@ -157,13 +164,14 @@ def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
               help="Datastore mounted at another path on the workers; repeatable")
 @click.option("--discover-on-workers", is_flag=True,
               help="With --scheduler: a worker walks the datastores, not this host")
+@_feeds_option
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True)
 def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | None, fmt: str,
          output: str | None, fail_on: str, jobs: int | None, timeout: float,
          state_path: str | None, no_cache: bool, excludes: tuple[str, ...], batch: int | None,
          scheduler: str | None, path_maps: tuple[str, ...], discover_on_workers: bool,
-         quiet: bool, verbose: bool) -> None:
+         feeds_db: str | None, quiet: bool, verbose: bool) -> None:
     """Discover images under each PATH, audit each, print the report."""
     from vmaudit.report import render
     from vmaudit.run.fleet import check_fleet_options
@@ -174,11 +182,14 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
         paths=paths, baselines=baselines or ("default",), inventory=inventory,
         fail_on=fail_on, jobs=jobs or (os.cpu_count() or 1), timeout=timeout,
         excludes=excludes, no_cache=no_cache, batch=batch, launch=LaunchOptions(),
+        feeds_db=feeds_db,
     )
     with config_errors():
         check_fleet_options(scheduler, path_maps, discover_on_workers)
         judge = load_judge(options, utc_now())
         cache = open_cache(state_path)
+    if judge.feeds_notice is not None:
+        _stderr(judge.feeds_notice, quiet)
     progress = Progress(quiet, verbose)
     try:
         with config_errors(), _auditors(options.jobs, scheduler, path_maps,
@@ -228,8 +239,8 @@ def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, An
 
 @main.command()
 @click.argument("image", type=click.Path())
-@click.option("-f", "--format", "fmt", type=click.Choice(["json", "table"]), default="json",
-              show_default=True)
+@click.option("-f", "--format", "fmt", type=click.Choice(["json", "table", "cyclonedx"]),
+              default="json", show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
 def inspect(image: str, fmt: str, timeout: float) -> None:
     """Print the facts read from one image (vmaudit.facts/v1), no baseline."""
@@ -244,6 +255,11 @@ def inspect(image: str, fmt: str, timeout: float) -> None:
         seen = True
         if fmt == "json":
             click.echo(json.dumps(facts, indent=2, ensure_ascii=False))
+        elif fmt == "cyclonedx":  # one CycloneDX BOM per guest, a line each
+            from vmaudit.baseline.factsio import facts_from_dict
+            from vmaudit.report.cyclonedx import bom, render_bom
+
+            click.echo(render_bom(bom(facts_from_dict(facts))))
         else:
             click.echo(render_facts(facts, color=use_color(sys.stdout)))
     raise SystemExit(exit_status if seen else 3)
@@ -316,9 +332,12 @@ def _open_state(state_path: str | None) -> Any:
 @click.option("--since", metavar="DATE", help="Only images scanned or changed since DATE")
 @click.option("--power-on", "power_on", is_flag=True,
               help="The power-on gate's decisions (since --since) instead of the last scan")
+@click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE",
+              help="Re-judge with these baselines  [default: the last scan's]")
+@_feeds_option
 @_state_options
 def report(fmt: str, output: str | None, since: str | None, power_on: bool,
-           state_path: str | None) -> None:
+           baselines: tuple[str, ...], feeds_db: str | None, state_path: str | None) -> None:
     """Print the last scan's report again from the state database, without opening an image."""
     from vmaudit.report import render
 
@@ -344,8 +363,24 @@ def report(fmt: str, output: str | None, since: str | None, power_on: bool,
             db.close()
         if last is None:
             raise ConfigError("no finished scan in the state database")
+        last = _rejudged(last, baselines, feeds_db)
     color = fmt == "table" and output is None and use_color(sys.stdout)
     emit(render(last, Format(fmt), color=color), output)
+
+
+def _rejudged(last: ScanReport, baselines: tuple[str, ...], feeds_db: str | None) -> ScanReport:
+    """The last scan judged again against the current feeds, when there are feeds."""
+    from vmaudit.feeds import default_feeds_path, open_feeds
+    from vmaudit.scan import ScanOptions, load_judge, rejudge
+
+    path = Path(feeds_db) if feeds_db else default_feeds_path()
+    matcher, notice = open_feeds(path)
+    if matcher is None:
+        if feeds_db is not None and notice is not None:
+            _stderr(notice)
+        return last  # no feeds: the report as it was recorded
+    options = ScanOptions(paths=(), baselines=baselines or last.baselines, feeds_db=str(path))
+    return rejudge(last, load_judge(options, parse_iso(last.started_at) or utc_now()))
 
 
 @main.command()
@@ -439,6 +474,7 @@ main.add_command(remediate_command)
 
 
 main.add_command(gate)  # the power-on gate's commands (vmaudit.act.cli)
+main.add_command(feeds)  # vulnerability feeds: import, list, show (vmaudit.feeds.cli)
 
 
 def run() -> None:

@@ -10,15 +10,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
 from vmaudit.errors import ErrorKind
+from vmaudit.feeds import default_feeds_path, open_feeds
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.judge.risk import score
-from vmaudit.judge.rules import evaluate
+from vmaudit.judge.rules import VulnerabilitySource, evaluate
 from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
     Business,
@@ -85,6 +87,7 @@ class ScanOptions:
     no_cache: bool = False
     batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
     launch: LaunchOptions = field(default_factory=LaunchOptions)
+    feeds_db: str | None = None  # the vulnerability feeds database; None: vmaudit's default
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class Judge:
     inventory: Inventory | None
     roots: tuple[str, ...]
     now: datetime
+    feeds: VulnerabilitySource | None = None  # vuln.cve is judged against it when given
+    feeds_notice: str | None = None  # why there are none, for the CLI to say once
 
     def business(self, image: ImageRef) -> Business:
         if self.inventory is None:
@@ -103,7 +108,7 @@ class Judge:
         return self.inventory.business_for(image.path, image.vm, root)
 
     def judge(self, image: ImageRef, facts: Facts, from_cache: bool) -> ImageResult:
-        evaluation = evaluate(facts, self.baselines, self.now)
+        evaluation = evaluate(facts, self.baselines, self.now, self.feeds)
         business = self.business(image)
         risk = score(evaluation.findings, facts.dormancy.days_idle, business.criticality)
         return ImageResult(image=image, facts=facts, error=None, findings=evaluation.findings,
@@ -135,7 +140,30 @@ def load_judge(options: ScanOptions, now: datetime) -> Judge:
     baselines = tuple(load_baseline(ref) for ref in options.baselines)
     inventory = load_inventory(options.inventory) if options.inventory else None
     roots = tuple(os.path.abspath(p) for p in options.paths)
-    return Judge(baselines, inventory, roots, now)
+    feeds_path = Path(options.feeds_db) if options.feeds_db else default_feeds_path()
+    feeds, notice = open_feeds(feeds_path)
+    if not any(b.vulnerabilities is not None for b in baselines):
+        notice = None  # no baseline asks for vulnerabilities: nothing to say
+    return Judge(baselines, inventory, roots, now, feeds, notice)
+
+
+def rejudge(report: ScanReport, judge: Judge) -> ScanReport:
+    """A stored report judged again with ``judge``'s baselines and feeds; no image is opened.
+
+    Each audited image keeps its facts and business mapping; findings, risk and the exit
+    code are recomputed. ``vmaudit report`` shows the last scan against the current feeds.
+    """
+    results = []
+    for stored in report.results:
+        if stored.facts is None:
+            results.append(stored)
+            continue
+        fresh = judge.judge(stored.image, stored.facts, stored.from_cache)
+        # scored with the business mapping stored with the scan, not today's inventory
+        risk = score(fresh.findings, stored.facts.dormancy.days_idle, stored.business.criticality)
+        results.append(replace(fresh, business=stored.business, risk=risk))
+    return replace(report, baselines=tuple(b.name for b in judge.baselines),
+                   results=tuple(results), exit_code=exit_code(results, report.fail_on))
 
 
 def skipped_ref(skipped: Skipped) -> ImageRef:

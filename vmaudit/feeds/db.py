@@ -63,11 +63,13 @@ CREATE INDEX IF NOT EXISTS windows_kb ON windows_fixes(kb);
 
 
 def default_feeds_path() -> Path:
-    """``$XDG_DATA_HOME/vmaudit/feeds.db`` (``~/.local/share`` when unset)."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
-        os.path.expanduser("~"), ".local", "share"
-    )
-    return Path(base) / "vmaudit" / "feeds.db"
+    """``$XDG_DATA_HOME/vmaudit/feeds.db``; XDG's default ``~/.local/share`` when unset.
+
+    As for the state database, a relative ``XDG_DATA_HOME`` is invalid and ignored.
+    """
+    configured = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(configured) if os.path.isabs(configured) else Path.home() / ".local" / "share"
+    return base / "vmaudit" / "feeds.db"
 
 
 @dataclass
