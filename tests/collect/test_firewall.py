@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from vmaudit.collect.firewall import collect_firewall
@@ -287,3 +288,32 @@ def test_sh_sourcing_keeps_later_equals_signs_and_is_linear() -> None:
     result = source("A=1 " * 200_000 + "\n" + "\n" * 1_000_000 + "ENABLED=yes\n", {})
     assert time.monotonic() - start < 30
     assert result.variables["ENABLED"] == "yes" and result.variables["A"] == "1"
+
+
+def test_hostile_unit_trees_neither_crash_nor_start_what_cannot_load(guest: Guest) -> None:
+    systemd_guest(guest)
+    etc = "/etc/systemd/system"
+    guest.symlink(f"{etc}/loop-a.service", "loop-b.service")
+    guest.symlink(f"{etc}/loop-b.service", "loop-a.service")
+    guest.symlink(f"{etc}/multi-user.target.wants/loop-a.service", "/nonexistent")
+    guest.write(f"{etc}/garbage.service", bytes(range(256)) * 64)
+    guest.write(f"{etc}/graphical.target.wants", "not a directory")
+    guest.mkdir(f"{etc}/dir.service")
+    with open(
+        os.path.join(os.fsencode(guest.root), b"etc/systemd/system/bad\xff.service"), "wb"
+    ) as handle:
+        handle.write(b"[Unit]\n")
+    # firewalld.service through a chain of 8 aliases: over systemd's 8 look-ups, it never loads
+    for index in range(7):
+        guest.symlink(f"{etc}/a{index}.service", f"{etc}/a{index + 1}.service")
+    guest.symlink(f"{etc}/a7.service", "/lib/systemd/system/firewalld.service")
+    guest.write("/lib/systemd/system/firewalld.service", "[Unit]\n")
+    guest.symlink(f"{etc}/sysinit.target.wants/a0.service", f"{etc}/a0.service")
+    guest.symlink(
+        f"{etc}/sysinit.target.wants/nftables.service", "/lib/systemd/system/nftables.service"
+    )
+    facts, _ = firewall(guest, "nftables", "firewalld")
+    assert [(b.name, b.enabled) for b in facts.backends] == [
+        ("nftables", True),
+        ("firewalld", False),
+    ]

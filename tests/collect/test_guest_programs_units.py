@@ -266,6 +266,26 @@ SCENARIOS: list[tuple[str, list[Callable[[Guest], None]], set[str], str]] = [
         {"nftables.service"},
         "enabled",
     ),
+    (
+        "a chain of 7 aliases still loads",
+        [link(f"{ETC}/a{i + 1}.service", f"{ETC}/a{i}.service") for i in range(6)]
+        + [
+            link(f"{LIB}/firewalld.service", f"{ETC}/a6.service"),
+            link(f"{ETC}/a0.service", f"{ETC}/multi-user.target.wants/a0.service"),
+        ],
+        {"nftables.service", "ufw.service", "firewalld.service"},
+        "enabled",
+    ),
+    (
+        "a chain of 8 aliases is one hop too many",
+        [link(f"{ETC}/a{i + 1}.service", f"{ETC}/a{i}.service") for i in range(7)]
+        + [
+            link(f"{LIB}/firewalld.service", f"{ETC}/a7.service"),
+            link(f"{ETC}/a0.service", f"{ETC}/multi-user.target.wants/a0.service"),
+        ],
+        {"nftables.service", "ufw.service"},
+        "enabled",
+    ),
     # systemd 252: "Cannot add dependency job, ignoring: Unit ... not found" (or masked):
     # the requiring unit still starts.
     (

@@ -61,7 +61,7 @@ UNIT_NAME = re.compile(
     r"[A-Za-z0-9:_.\\-]+(?:@[A-Za-z0-9:_.\\-]*)?\.(?:" + "|".join(UNIT_TYPES) + ")"
 )
 MAX_LINKS = 40  # the kernel's symlink limit
-MAX_ALIAS_HOPS = 64
+MAX_ALIAS_HOPS = 8  # systemd's FOLLOW_MAX: name look-ups along an alias chain
 MAX_UNITS = 10_000
 MAX_DIR_ENTRIES = 10_000
 UNIT_CAP = 1024 * 1024
