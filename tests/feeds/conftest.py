@@ -231,7 +231,15 @@ def windows_facts(
     hotfixes: tuple[str, ...] = (),
 ) -> Facts:
     os_info = OsInfo(
-        "windows", "windows", "10.0", product, "win", "x86_64", None, build, "ServerDatacenter",
+        "windows",
+        "windows",
+        "10.0",
+        product,
+        "win",
+        "x86_64",
+        None,
+        build,
+        "ServerDatacenter",
         installation_type,
     )
     return Facts(IMAGE, os_info, hotfixes=tuple(Hotfix(kb) for kb in hotfixes))

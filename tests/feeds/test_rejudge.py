@@ -45,8 +45,12 @@ def cached_datastore(tmp_path: Path) -> tuple[Path, Path, Path]:
     cache.begin(["vulns"], started)
     result = ImageResult(image, facts, None)
     cache.record(result)
-    cache.finish(ScanReport("2026-11-01T00:00:00Z", "2026-11-01T00:01:00Z", ("vulns",), "high",
-                            (result,), 0), [str(datastore)])
+    cache.finish(
+        ScanReport(
+            "2026-11-01T00:00:00Z", "2026-11-01T00:01:00Z", ("vulns",), "high", (result,), 0
+        ),
+        [str(datastore)],
+    )
     cache.close()
     baseline = tmp_path / "vulns.yaml"
     baseline.write_text(BASELINE, "utf-8")
@@ -54,12 +58,14 @@ def cached_datastore(tmp_path: Path) -> tuple[Path, Path, Path]:
 
 
 def test_scan_after_a_feeds_import_judges_the_cache_without_opening_an_image(
-        tmp_path: Path, cached_datastore: tuple[Path, Path, Path]) -> None:
+    tmp_path: Path, cached_datastore: tuple[Path, Path, Path]
+) -> None:
     datastore, state, baseline = cached_datastore
     feeds = tmp_path / "feeds.db"
     import_feeds([str(write_json(tmp_path / "dsa.json", DSA_5724_1))], feeds, lambda _: None)
-    options = ScanOptions(paths=(str(datastore),), baselines=(str(baseline),), jobs=1,
-                          feeds_db=str(feeds))
+    options = ScanOptions(
+        paths=(str(datastore),), baselines=(str(baseline),), jobs=1, feeds_db=str(feeds)
+    )
     cache = StateCache(StateDB(state))
     try:
         report = run_scan(options, cache=cache)
@@ -72,7 +78,8 @@ def test_scan_after_a_feeds_import_judges_the_cache_without_opening_an_image(
 
 
 def test_report_rejudges_the_last_scan_against_current_feeds(
-        tmp_path: Path, cached_datastore: tuple[Path, Path, Path]) -> None:
+    tmp_path: Path, cached_datastore: tuple[Path, Path, Path]
+) -> None:
     _, state, baseline = cached_datastore
     db = StateDB(state)
     try:
@@ -82,8 +89,10 @@ def test_report_rejudges_the_last_scan_against_current_feeds(
     assert last is not None and last.results[0].findings == ()
     feeds = tmp_path / "feeds.db"
     import_feeds([str(write_json(tmp_path / "dsa.json", DSA_5724_1))], feeds, lambda _: None)
-    judge = load_judge(ScanOptions(paths=(), baselines=(str(baseline),), feeds_db=str(feeds)),
-                       datetime(2026, 11, 1, tzinfo=UTC))
+    judge = load_judge(
+        ScanOptions(paths=(), baselines=(str(baseline),), feeds_db=str(feeds)),
+        datetime(2026, 11, 1, tzinfo=UTC),
+    )
     again = rejudge(last, judge)
     (result,) = again.results
     assert [f.subject for f in result.findings] == ["CVE-2024-6387"]
@@ -92,12 +101,19 @@ def test_report_rejudges_the_last_scan_against_current_feeds(
 
 
 def _vmaudit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmaudit.cli", *args], capture_output=True,
-                          text=True, check=False, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "vmaudit.cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        env=env,
+    )
 
 
 def test_cli_feeds_import_then_scan_and_report_show_the_cve(
-        tmp_path: Path, cached_datastore: tuple[Path, Path, Path]) -> None:
+    tmp_path: Path, cached_datastore: tuple[Path, Path, Path]
+) -> None:
     datastore, state, baseline = cached_datastore
     env = {**os.environ, "XDG_DATA_HOME": str(tmp_path / "data")}  # never the user's feeds
     feeds = str(tmp_path / "feeds.db")
@@ -106,8 +122,14 @@ def test_cli_feeds_import_then_scan_and_report_show_the_cve(
     assert before.returncode == 0, before.stderr
     assert "no vulnerability feeds" in before.stderr  # one notice, not an error
     assert json.loads(before.stdout)["images"][0]["findings"] == []
-    imported = _vmaudit("feeds", "import", str(write_json(tmp_path / "dsa.json", DSA_5724_1)),
-                        "--db", feeds, env=env)
+    imported = _vmaudit(
+        "feeds",
+        "import",
+        str(write_json(tmp_path / "dsa.json", DSA_5724_1)),
+        "--db",
+        feeds,
+        env=env,
+    )
     assert imported.returncode == 0, imported.stderr
     after = _vmaudit(*scan, "--feeds-db", feeds, env=env)
     assert after.returncode == 0, after.stderr
