@@ -203,3 +203,38 @@ def test_a_database_file_that_is_not_sqlite_is_a_config_error(
     with pytest.raises(Exception, match="not a vmaudit feeds database"):
         import_feeds([str(write_json(tmp_path / "r.json", DSA_5724_1))], not_db, notice)
     assert not_db.read_bytes() == b"this is not sqlite" * 100
+
+
+def test_deeply_nested_cvrf_element_is_read_without_crashing(
+    tmp_path: Path, db: Path, notice: Notice
+) -> None:
+    depth = 200_000
+    doc = tmp_path / "deep.xml"
+    doc.write_bytes(
+        b'<cvrf:cvrfdoc xmlns:cvrf="http://www.icasi.org/CVRF/schema/cvrf/1.1" '
+        b'xmlns:vuln="http://www.icasi.org/CVRF/schema/vuln/1.1"><cvrf:DocumentTracking>'
+        b"<cvrf:Identification><cvrf:ID>2024-Jul</cvrf:ID></cvrf:Identification>"
+        b"</cvrf:DocumentTracking><vuln:Vulnerability>"
+        + b"<a>" * depth
+        + b"</a>" * depth
+        + b"<vuln:CVE>CVE-2024-1</vuln:CVE></vuln:Vulnerability></cvrf:cvrfdoc>"
+    )
+    (result,) = import_feeds([str(doc)], db, notice)
+    assert result.counts.added == 0  # no Windows fix: nothing to store, and no crash
+
+
+def test_a_vulnerability_of_too_many_elements_is_refused(
+    tmp_path: Path, db: Path, notice: Notice
+) -> None:
+    doc = tmp_path / "wide.xml"
+    doc.write_bytes(
+        b'<cvrf:cvrfdoc xmlns:cvrf="http://www.icasi.org/CVRF/schema/cvrf/1.1" '
+        b'xmlns:vuln="http://www.icasi.org/CVRF/schema/vuln/1.1"><cvrf:DocumentTracking>'
+        b"<cvrf:Identification><cvrf:ID>2024-Jul</cvrf:ID></cvrf:Identification>"
+        b"</cvrf:DocumentTracking><vuln:Vulnerability><vuln:CVE>CVE-2024-2</vuln:CVE>"
+        + b"<b/>" * 600_000
+        + b"</vuln:Vulnerability></cvrf:cvrfdoc>"
+    )
+    error = _refused([doc], db, notice)
+    assert error.record == "2024-Jul/CVE-2024-2"
+    assert "descendants" in error.problem

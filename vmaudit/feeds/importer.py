@@ -150,6 +150,7 @@ def _zip_records(path: str, formats: set[str], notice: Notice) -> Iterator[Parse
         members = archive.infolist()
         if len(members) > MAX_MEMBERS:
             raise FeedError(path, None, f"more than {MAX_MEMBERS} members")
+        total = 0  # decompressed bytes over all members: a zip bomb stops here
         for member in members:
             if member.is_dir():
                 continue
@@ -163,6 +164,9 @@ def _zip_records(path: str, formats: set[str], notice: Notice) -> Iterator[Parse
                 raise FeedError(where, None, str(exc)) from None
             if len(data) > RECORD_CAP:
                 raise FeedError(where, None, f"a member larger than {RECORD_CAP} bytes")
+            total += len(data)
+            if total > STREAM_CAP:
+                raise FeedError(path, None, f"more than {STREAM_CAP} bytes once decompressed")
             yield from _records(where, io.BufferedReader(io.BytesIO(data)), formats, notice)
 
 
