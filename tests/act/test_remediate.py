@@ -33,7 +33,7 @@ from tests.act.remedyguests import (
 )
 from tests.hostile.images import ext4_from_tree, partitioned_disk
 from tests.imaging import convert, raw_disk_from_tree
-from vmaudit.act.remediate import LINUX_RECORD, SSHD_DROP_IN
+from vmaudit.act.fixes import LINUX_RECORD, SSHD_DROP_IN
 from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.collect.accounts import parse_shadow_line

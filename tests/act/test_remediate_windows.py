@@ -17,7 +17,7 @@ import pytest
 
 from fixtures.windows.build import build_image, build_tree, guest
 from tests.act.remedyguests import guestfs_handle, run_env, vmaudit
-from vmaudit.act.remediate import WINDOWS_RECORD
+from vmaudit.act.fixes import WINDOWS_RECORD
 from vmaudit.collect.windows_registry import Hive, open_hivex
 from vmaudit.collect.windows_sam import ACB_DISABLED, collect_sam_users
 from vmaudit.models import User

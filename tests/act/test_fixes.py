@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.act.remedyguests import FILES, MALLORY_HASH, SUDOERS_DROP_IN, remedy_tree
-from vmaudit.act.remediate import (
+from vmaudit.act.fixes import (
     SSHD_DROP_IN,
     Fix,
     PendingFS,
