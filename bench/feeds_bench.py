@@ -124,11 +124,12 @@ def main() -> int:
         assert matcher is not None
         baseline = Baseline("bench", "", "bench", settings={"vulnerabilities": {}})
         facts = guests(args.images, per_guest=400)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         findings = 0
         for guest in facts:
             findings += len(evaluate(guest, [baseline], NOW, matcher).findings)
         judge_seconds = time.perf_counter() - started
+        judge_cpu = time.process_time() - cpu_started  # what a shared, loaded host hides
 
     print(
         f"CVRF import: {len(MONTHS)} months, {cvrf_records} Windows advisories in "
@@ -141,7 +142,7 @@ def main() -> int:
     print(
         f"re-judge: {args.images:,} cached images x 400 packages against "
         f"{result.counts.added + cvrf_records:,} advisories in {judge_seconds:.2f} s "
-        f"({findings:,} findings; goal < 5 s)"
+        f"({judge_cpu:.2f} s of CPU; {findings:,} findings; goal < 5 s)"
     )
     return 0 if judge_seconds < 5 else 1
 

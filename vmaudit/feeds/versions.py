@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from debian.debian_support import Version as DebianVersion
 from rpm_vercmp import vercmp as _rpm_segment_compare
@@ -195,9 +196,12 @@ class Ordering:
     valid: Callable[[str], bool]
 
 
-DPKG = Ordering("dpkg", dpkg_compare, _dpkg_valid)
-RPM = Ordering("rpm", rpm_compare, _rpm_valid)
-APK = Ordering("apk", apk_compare, apk_valid)
+# Comparisons repeat across a fleet (each image's version against the same fixed
+# versions): each ordering's answers are memoised, the answer itself always the library's.
+COMPARE_CACHE = 1 << 18
+DPKG = Ordering("dpkg", lru_cache(maxsize=COMPARE_CACHE)(dpkg_compare), _dpkg_valid)
+RPM = Ordering("rpm", lru_cache(maxsize=COMPARE_CACHE)(rpm_compare), _rpm_valid)
+APK = Ordering("apk", lru_cache(maxsize=COMPARE_CACHE)(apk_compare), apk_valid)
 
 # The ecosystem key's family (before the first ':') -> its ordering.
 ORDERINGS: dict[str, Ordering] = {
