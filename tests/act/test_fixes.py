@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -186,3 +187,25 @@ def test_a_drop_in_with_too_many_entries_to_judge_one_by_one_is_refused(tmp_path
     tree = remedy_tree(tmp_path / "tree", {**FILES, "etc/sudoers.d/90-contractors": entries})
     with pytest.raises(Refused, match="holds 201 user specifications"):
         _plan(tree, tmp_path, ("revoke-sudo",))
+
+
+def test_a_change_list_with_undecodable_guest_paths_still_encodes() -> None:
+    from vmaudit.act.fixes import Change
+    from vmaudit.act.remediate import Outcome, render
+
+    path = "/home/caf\udce9/.ssh/authorized_keys"
+    outcome = Outcome(
+        "/x/guest.qcow2",
+        (),
+        True,
+        ("remove-keys",),
+        (Change("remove-keys", "caf\ufffd", path, "edited", "1 key(s)"),),
+        (),
+        (),
+        (),
+        None,
+        "2026-12-01T10:00:00Z",
+    )
+    record = render(outcome, "json").encode()
+    assert json.loads(record)["changes"][0]["path"] == "/home/caf\\xe9/.ssh/authorized_keys"
+    assert "caf\\udce9" in render(outcome, "table")

@@ -110,8 +110,9 @@ class Outcome:
             "overlays": list(self.overlays),
             "dry_run": self.dry_run,
             "fixes": list(self.fixes),
-            "changes": [vars(c) for c in self.changes],
-            "left": [vars(item) for item in self.left],
+            # Guest paths may hold bytes that are not UTF-8: escaped, as in every message.
+            "changes": [{k: safe_path(v) for k, v in vars(c).items()} for c in self.changes],
+            "left": [{k: safe_path(v) for k, v in vars(item).items()} for item in self.left],
             "findings_fixed": [{"rule": r, "subject": s} for r, s in self.fixed],
             "findings_remaining": [{"rule": r, "subject": s} for r, s in self.remaining],
             "record": self.record,
