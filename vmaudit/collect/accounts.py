@@ -43,18 +43,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
+from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import (
     DEFAULT_CAP,
     GuestFS,
     guest_lines,
     is_file,
-    read_bytes,
     read_text,
     safe_path,
 )
 from vmaudit.models import PasswordState, User
 
-from .common import day_to_date
+from .common import SectionFailed, day_to_date
 
 if TYPE_CHECKING:
     from .sshd import SshdConfig
@@ -249,7 +249,8 @@ def parse_group_line(line: str) -> GroupEntry | None:
 CHUNK = 1024 * 1024  # characters split at once: the lines of a huge file never all coexist
 
 
-def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool) -> Iterator[str]:
+def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool,
+               required: bool = False) -> Iterator[str]:
     """The lines ``__nss_readline`` hands to the parser, quirks included.
 
     fgets keeps the newline and the C string ends at a NUL; leading blanks are skipped by a
@@ -260,8 +261,16 @@ def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool) ->
     No line-length cap: glibc has none, and the file cap already bounds the work; lines are
     split a chunk at a time, so a file of millions of tiny lines stays small in memory.
     """
-    data = read_bytes(fs, path, warnings, cap=DEFAULT_CAP, missing_ok=missing_ok)
-    if data is None:
+    try:
+        data = fs.read(path, DEFAULT_CAP)
+    except GuestFileError as exc:
+        if missing_ok and exc.reason == "not found":
+            return
+        if required:
+            # A file that is there but cannot be read (or a passwd that is not there) would
+            # read as "no accounts": the section failed, its rules are not judged.
+            raise SectionFailed(f"{safe_path(path)} unreadable: {exc.reason}") from None
+        warnings.append(f"{safe_path(path)}: {exc.reason}")
         return
     text = data.decode("utf-8", errors="surrogateescape")
     del data
@@ -301,6 +310,7 @@ def _entries(
     colons: int,
     warnings: list[str],
     missing_ok: bool = True,
+    required: bool = False,
 ) -> list[E]:
     """The entries glibc accepts, in file order; the rejected lines are one warning.
 
@@ -309,7 +319,7 @@ def _entries(
     """
     entries: list[E] = []
     rejected = 0
-    for line in _nss_lines(fs, path, warnings, missing_ok):
+    for line in _nss_lines(fs, path, warnings, missing_ok, required):
         if line.count(":") < colons and line[0] not in ("+", "-"):
             rejected += 1
             continue
@@ -326,11 +336,15 @@ def _entries(
     return entries
 
 
-def read_passwd(fs: GuestFS, warnings: list[str]) -> list[PasswdEntry]:
-    """The accounts ``getpwnam`` can return: compat references out, the first of a name."""
+def read_passwd(fs: GuestFS, warnings: list[str], required: bool = False) -> list[PasswdEntry]:
+    """The accounts ``getpwnam`` can return: compat references out, the first of a name.
+
+    ``required``: a passwd that cannot be read is ``SectionFailed``, not an empty list.
+    """
     entries: list[PasswdEntry] = []
     seen: set[str] = set()
-    for entry in _entries(fs, "/etc/passwd", parse_passwd_line, 3, warnings, missing_ok=False):
+    for entry in _entries(fs, "/etc/passwd", parse_passwd_line, 3, warnings, missing_ok=False,
+                          required=required):
         if _compat(entry.name) or entry.name in seen:
             continue
         seen.add(entry.name)
@@ -338,10 +352,15 @@ def read_passwd(fs: GuestFS, warnings: list[str]) -> list[PasswdEntry]:
     return entries
 
 
-def read_shadow(fs: GuestFS, warnings: list[str]) -> dict[str, ShadowEntry]:
-    """Shadow entries by name as ``getspnam`` finds them (the first of a name)."""
+def read_shadow(fs: GuestFS, warnings: list[str], required: bool = False,
+                ) -> dict[str, ShadowEntry]:
+    """Shadow entries by name as ``getspnam`` finds them (the first of a name).
+
+    ``required``: a shadow that is there but cannot be read is ``SectionFailed``.
+    """
     entries: dict[str, ShadowEntry] = {}
-    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, 4, warnings):
+    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, 4, warnings,
+                          required=required):
         if not _compat(entry.name):
             entries.setdefault(entry.name, entry)
     return entries
@@ -480,11 +499,11 @@ def collect_users(
     fs: GuestFS, now: datetime, sshd: SshdConfig, sudoers: Sudoers, warnings: list[str]
 ) -> list[User]:
     """Every passwd account with its password, login, group and admin facts."""
-    shadow = read_shadow(fs, warnings)
+    passwd = read_passwd(fs, warnings, required=True)
+    shadow = read_shadow(fs, warnings, required=True)
     index = _GroupIndex.of(read_group(fs, warnings))
     today = (now - datetime(1970, 1, 1, tzinfo=now.tzinfo)).days
-    return [_user(fs, entry, shadow, index, sshd, sudoers, today, warnings)
-            for entry in read_passwd(fs, warnings)]
+    return [_user(fs, entry, shadow, index, sshd, sudoers, today, warnings) for entry in passwd]
 
 
 def _admin_via(entry: PasswdEntry, gids: list[int], group_names_shown: list[str],
