@@ -209,3 +209,19 @@ def test_a_change_list_with_undecodable_guest_paths_still_encodes() -> None:
     record = render(outcome, "json").encode()
     assert json.loads(record)["changes"][0]["path"] == "/home/caf\\xe9/.ssh/authorized_keys"
     assert "caf\\udce9" in render(outcome, "table")
+
+
+def test_keys_under_a_home_that_is_not_utf8_are_left_and_said(tmp_path: Path) -> None:
+    tree = remedy_tree(tmp_path / "tree")
+    passwd = (tree / "etc/passwd").read_bytes().replace(b"/home/mallory", b"/home/m\xe9")
+    (tree / "etc/passwd").write_bytes(passwd)
+    home = os.path.join(os.fsencode(tree), b"home", b"m\xe9", b".ssh")
+    os.makedirs(home)
+    with open(os.path.join(home, b"authorized_keys"), "wb") as handle:
+        handle.write(b"ssh-ed25519 AAAA m@x\n")
+    _facts, plan = _plan(tree, tmp_path, ("remove-keys",))
+
+    assert [c.subject for c in plan.changes] == ["eve"]
+    assert {(item.subject, "cannot name" in item.reason) for item in plan.left} == {
+        ("mallory", True)
+    }  # each AuthorizedKeysFile path under that home

@@ -320,6 +320,16 @@ def _plan_remove_keys(
         if user.name not in why or user.authorized_keys == 0 or user.name not in entries:
             continue
         for path in keys_paths(sshd.authorized_keys_files, entries[user.name]):
+            if not path.isprintable() or path != path.encode("utf-8", "replace").decode():
+                # libguestfs names guest files in UTF-8 only
+                plan.left.append(
+                    Left(
+                        "remove-keys",
+                        user.name,
+                        f"{safe_path(path)}: a path libguestfs cannot name",
+                    )
+                )
+                continue
             try:
                 data = _read(fs, plan, path, KEYS_CAP)
             except VmauditError as exc:
