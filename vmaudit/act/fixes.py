@@ -235,6 +235,11 @@ def _read(
         raise _refuse(f"{safe_path(path)}: {exc.reason}") from None
 
 
+def _nameable(path: str) -> bool:
+    """Whether libguestfs can name the path: it passes guest names as UTF-8 only."""
+    return path.isprintable() and path == path.encode("utf-8", "replace").decode()
+
+
 def _days(now: datetime) -> int:
     return (now.astimezone(UTC).date() - datetime(1970, 1, 1, tzinfo=UTC).date()).days
 
@@ -320,8 +325,7 @@ def _plan_remove_keys(
         if user.name not in why or user.authorized_keys == 0 or user.name not in entries:
             continue
         for path in keys_paths(sshd.authorized_keys_files, entries[user.name]):
-            if not path.isprintable() or path != path.encode("utf-8", "replace").decode():
-                # libguestfs names guest files in UTF-8 only
+            if not _nameable(path):
                 plan.left.append(
                     Left(
                         "remove-keys",
@@ -442,6 +446,12 @@ def _plan_revoke_sudo(
         return
     users = _sudo_users(fs)
     for path in files:
+        if not _nameable(path):
+            plan.left.extend(
+                Left("revoke-sudo", name, f"{safe_path(path)}: a path libguestfs cannot name")
+                for name in sorted(unapproved)
+            )
+            continue
         data = _read(fs, plan, path, MAX_SUDOERS_BYTES)
         if data is None:
             continue
