@@ -10,6 +10,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 import zstandard
 
 from tests.feeds.conftest import (
@@ -22,6 +23,7 @@ from tests.feeds.conftest import (
 )
 from vmaudit.feeds.db import list_sources, open_read, show
 from vmaudit.feeds.importer import import_feeds
+from vmaudit.feeds.records import FeedError
 
 Notice = Callable[[str], None]
 
@@ -168,3 +170,48 @@ def test_feeds_list_names_each_source_format_scope_and_counts(
     assert cvrf.format == "msrc-cvrf"
     assert "Windows Server 2019" in cvrf.scope
     assert cvrf.records == cvrf.counts.added > 0
+
+
+def _big_tracker(sources: int) -> str:
+    """Tracker JSON past the one-record cap (16 MiB), so it is read member by member."""
+    parts = []
+    for number in range(sources):
+        releases = {
+            "bookworm": {
+                "status": "resolved",
+                "fixed_version": f"1.{number}-1+deb12u1",
+                "urgency": "low",
+                "repositories": {"bookworm": "1.0-1"},
+            },
+            "bullseye": {
+                "status": "open",
+                "urgency": "unimportant",
+                "repositories": {"bullseye": "0.9-1"},
+            },
+        }
+        entry = {f"CVE-2024-{10000 + number}": {"description": "x" * 300, "releases": releases}}
+        parts.append(f'"src{number}": {json.dumps(entry)}')
+    return "{" + ",\n".join(parts) + "}"
+
+
+def test_a_tracker_larger_than_one_record_is_streamed(
+    tmp_path: Path, db: Path, notice: Notice
+) -> None:
+    text = _big_tracker(40_000)
+    assert len(text) > 16 * 1024 * 1024
+    tracker = tmp_path / "tracker.json"
+    tracker.write_text(text, "utf-8")
+    (result,) = import_feeds([str(tracker)], db, notice)
+    assert result.formats == {"debian-tracker"}
+    assert result.counts.added == 40_000
+    (stored,) = _show(db, "CVE-2024-49999")
+    assert [(a["ecosystem"], a["package"]) for a in stored["affected"]] == [  # type: ignore[union-attr]
+        ("Debian:11", "src39999"),
+        ("Debian:12", "src39999"),
+    ]
+    cut = tmp_path / "cut.json"
+    cut.write_text(text[: len(text) - 5000], "utf-8")
+    with pytest.raises(FeedError) as caught:
+        import_feeds([str(cut)], tmp_path / "other.db", notice)
+    assert caught.value.record is not None and caught.value.record.startswith("src399")
+    assert "truncated" in caught.value.problem
