@@ -6,6 +6,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from tests.feeds.conftest import (
     ALPINE_OSV,
     DSA_5586_1,
@@ -19,7 +21,8 @@ from tests.feeds.conftest import (
     write_json,
 )
 from vmaudit.feeds.importer import import_feeds
-from vmaudit.feeds.match import FeedsMatcher, VulnMatch
+from vmaudit.feeds.match import FeedsMatcher, VulnMatch, affected_fix
+from vmaudit.feeds.versions import DPKG
 
 Notice = Callable[[str], None]
 
@@ -184,3 +187,44 @@ def test_rhel_by_sourcerpm_with_rpm_ordering_and_cvss(
     assert (match.severity, match.cvss) == ("high", 8.1)
     assert rhel("8.7p1-38.el9_4.1") == ()
     assert rhel("8.7p1-38.el9_4.2") == ()
+
+
+@pytest.mark.parametrize(
+    ("installed", "expected"),
+    [
+        ("1.0-1", (False, None)),  # below introduced
+        ("1.2-1", (True, "1.5-1")),
+        ("1.5-1", (False, None)),  # fixed
+        ("2.0-1", (True, None)),  # a second range, last_affected 2.3-1, no fix yet
+        ("2.3-1", (True, None)),
+        ("2.4-1", (False, None)),  # past last_affected
+        ("3.1-1", (False, None)),  # limit
+        ("0.9-7", (True, None)),  # listed in versions
+    ],
+)
+def test_osv_range_events(installed: str, expected: tuple[bool, str | None]) -> None:
+    ranges = (
+        (("introduced", "1.1-1"), ("fixed", "1.5-1")),
+        (("introduced", "2.0-1"), ("last_affected", "2.3-1")),
+        (("introduced", "3.0-1"), ("limit", "3.1-1")),
+    )
+    assert affected_fix(installed, ranges, ("0.9-7",), DPKG.compare) == expected
+
+
+def test_records_of_other_ecosystems_are_counted_and_not_stored(
+    tmp_path: Path, db: Path, notice: Notice
+) -> None:
+    pypi = dict(
+        DSA_5724_1,
+        id="GHSA-xxxx-yyyy-zzzz",
+        affected=[
+            {
+                "package": {"ecosystem": "PyPI", "name": "requests"},
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.32.0"}]}
+                ],
+            }
+        ],
+    )
+    (result,) = import_feeds([str(write_json(tmp_path / "ghsa.json", pypi))], db, notice)
+    assert (result.counts.added, result.counts.skipped) == (0, 1)
