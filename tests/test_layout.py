@@ -33,6 +33,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("vmaudit.scan", "vmaudit.watch", "vmaudit.act"),
     ("vmaudit.cli",),
 ]
+# Formatters only render: they read the models and the judge's vocabulary, nothing else.
+REPORT_MAY_IMPORT = ("vmaudit", "vmaudit.models", "vmaudit.errors", "vmaudit.timeutil",
+                     "vmaudit.text", "vmaudit.judge", "vmaudit.report")
 
 
 
@@ -146,3 +149,15 @@ def test_no_module_imports_a_later_stage(module: str) -> None:
                     if layer_of(target) > layer_of(module))
     assert upward == [], f"{module} imports later stages"
 
+
+def test_formatters_import_only_models_and_the_judge() -> None:
+    graph = import_graph()
+    reaching = {
+        (module, target)
+        for module, targets in graph.items() if module.startswith("vmaudit.report")
+        for target in targets
+        if not any(target == allowed or target.startswith(allowed + ".")
+                   for allowed in REPORT_MAY_IMPORT if allowed != "vmaudit")
+        and target != "vmaudit"
+    }
+    assert sorted(reaching) == []

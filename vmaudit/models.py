@@ -349,6 +349,50 @@ class ImageResult:
         return self.error is None and not failed
 
 
+# ---------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """``appeared``, ``modified`` (``changes`` says what) or ``disappeared``."""
+
+    kind: str
+    at: str
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PowerOn:
+    """One power-on decision of the gate (vmaudit.act), as recorded.
+
+    ``image`` is the guest's image key path when the decision concerned one; ``details``
+    holds the disks, the findings that refused, the error that ``on_error`` was applied to.
+    """
+
+    at: str
+    source: str  # libvirt | proxmox | check
+    domain: str | None
+    decision: str  # allow | refuse
+    reason: str
+    image: str | None
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One scan as seen by one image; ``status`` is audited, error or absent (disappeared)."""
+
+    scan_id: int
+    scan_started_at: str
+    recorded_at: str | None
+    status: str
+    risk: Risk | None
+    findings_count: int
+    from_cache: bool
+    error: ImageError | None
+    events: tuple[HistoryEvent, ...]
+
+
 WatchKind = Literal["appeared", "modified", "disappeared"]
 
 

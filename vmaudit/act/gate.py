@@ -30,11 +30,11 @@ from vmaudit.discover.walk import discover
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.feeds import default_feeds_path, open_feeds
 from vmaudit.judge.verdict import at_or_above
-from vmaudit.models import DiskRef, ImageRef, ImageResult
+from vmaudit.models import DiskRef, ImageRef, ImageResult, PowerOn
 from vmaudit.report.common import terminal_safe
 from vmaudit.run.runner import Runner
 from vmaudit.scan import Judge
-from vmaudit.state import PowerOn, StateDB, StateError, open_state
+from vmaudit.state import StateDB, StateError, open_state
 
 MAX_REASON = 600  # libvirt shows the hook's stderr in one error line
 MAX_LISTED = 8  # findings named in a refusal; the rest are counted

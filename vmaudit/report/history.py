@@ -13,9 +13,8 @@ from typing import Any
 
 from tabulate import tabulate
 
-from vmaudit.models import to_jsonable
+from vmaudit.models import HistoryEntry, HistoryEvent, to_jsonable
 from vmaudit.report.common import exposure_text, score_text, terminal_safe
-from vmaudit.state import HistoryEntry, HistoryEvent
 
 CAPPED = "unknown (capped score of schema v2)"
 

@@ -7,9 +7,8 @@ from collections.abc import Sequence
 
 from tabulate import tabulate
 
-from vmaudit.models import to_jsonable
+from vmaudit.models import PowerOn, to_jsonable
 from vmaudit.report.common import terminal_safe
-from vmaudit.state import PowerOn
 
 
 def render_power_ons(decisions: Sequence[PowerOn], fmt: str) -> str:

@@ -6,9 +6,6 @@
 """
 
 from vmaudit.state.db import (
-    HistoryEntry,
-    HistoryEvent,
-    PowerOn,
     StateDB,
     StateError,
     default_state_path,
@@ -17,9 +14,6 @@ from vmaudit.state.db import (
 from vmaudit.state.diff import diff_facts
 
 __all__ = [
-    "HistoryEntry",
-    "HistoryEvent",
-    "PowerOn",
     "StateDB",
     "StateError",
     "default_state_path",

@@ -16,7 +16,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -27,9 +27,10 @@ from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.judge.risk import FORMULA
 from vmaudit.models import (
     Facts,
-    ImageError,
+    HistoryEntry,
+    HistoryEvent,
     ImageResult,
-    Risk,
+    PowerOn,
     ScanReport,
     image_ref_from_dict,
 )
@@ -81,47 +82,6 @@ def _as_aware(moment: datetime) -> datetime:
 
 def _parse_time(text: str) -> datetime:
     return _as_aware(datetime.fromisoformat(text))
-
-
-@dataclass(frozen=True)
-class HistoryEvent:
-    """``appeared``, ``modified`` (``changes`` says what) or ``disappeared``."""
-
-    kind: str
-    at: str
-    changes: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PowerOn:
-    """One power-on decision of the gate (vmaudit.act), as recorded.
-
-    ``image`` is the guest's image key path when the decision concerned one; ``details``
-    holds the disks, the findings that refused, the error that ``on_error`` was applied to.
-    """
-
-    at: str
-    source: str  # libvirt | proxmox | check
-    domain: str | None
-    decision: str  # allow | refuse
-    reason: str
-    image: str | None
-    details: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One scan as seen by one image; ``status`` is audited, error or absent (disappeared)."""
-
-    scan_id: int
-    scan_started_at: str
-    recorded_at: str | None
-    status: str
-    risk: Risk | None
-    findings_count: int
-    from_cache: bool
-    error: ImageError | None
-    events: tuple[HistoryEvent, ...]
 
 
 def _check_file(path: Path) -> None:
