@@ -44,15 +44,20 @@ lint: setup
 
 DEMO_SCAN := $(VENV)/bin/vmaudit scan build/datastore --inventory fixtures/inventory.yaml \
 	-b default -b fixtures/demo-baseline.yaml -b fixtures/demo-windows-baseline.yaml \
-	--state build/demo-state.db
+	--state build/demo-state.db --feeds-db build/demo-feeds.db
+# The demo's feeds: OSV records built from the shared extracts' facts, and the real MSRC
+# CVRF months where the shared folder is beside the checkout.
+DEMO_FEEDS := fixtures/feeds/osv $(wildcard ../shared/vulndata/windows/msrc-cvrf/*.xml.zst)
 
 demo: fixtures
+	$(VENV)/bin/vmaudit feeds import $(DEMO_FEEDS) --db build/demo-feeds.db
 	$(DEMO_SCAN); rc=$$?; \
 	  echo "vmaudit scan exit code: $$rc (1 = findings at or above --fail-on, the demo's point)"; \
 	  test $$rc -le 1
 
 bench: fixtures
 	$(PY) bench/bench.py --fleet
+	$(PY) bench/feeds_bench.py
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
