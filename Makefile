@@ -40,6 +40,7 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check vmaudit tests fixtures bench
+	$(VENV)/bin/ruff format --check vmaudit tests fixtures bench
 	$(VENV)/bin/mypy --strict
 
 DEMO_SCAN := $(VENV)/bin/vmaudit scan build/datastore --inventory fixtures/inventory.yaml \

@@ -28,10 +28,13 @@ VMAUDIT = [sys.executable, "-m", "vmaudit.cli"]
 
 def kvm_works() -> bool:
     """Whether a plain (KVM) launch works here; virt-inspector does not fall back by itself."""
-    probe = ("import guestfs\ng=guestfs.GuestFS()\ng.set_backend('direct')\n"
-             "g.add_drive_scratch(16*1024*1024)\ng.launch()\ng.close()\n")
-    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, check=False,
-                          timeout=600)
+    probe = (
+        "import guestfs\ng=guestfs.GuestFS()\ng.set_backend('direct')\n"
+        "g.add_drive_scratch(16*1024*1024)\ng.launch()\ng.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, check=False, timeout=600
+    )
     return proc.returncode == 0
 
 
@@ -43,15 +46,33 @@ def virt_inspector(image: ImageRef, env: dict[str, str]) -> float:
     proc = subprocess.run(args, capture_output=True, env=env, check=False)
     elapsed = time.monotonic() - started
     if proc.returncode != 0:
-        print(f"  virt-inspector failed on {image.path}: "
-              f"{proc.stderr.decode(errors='replace').strip()[-200:]}", file=sys.stderr)
+        print(
+            f"  virt-inspector failed on {image.path}: "
+            f"{proc.stderr.decode(errors='replace').strip()[-200:]}",
+            file=sys.stderr,
+        )
     return elapsed
 
 
 def vmaudit_scan(datastore: str, state: str, extra: list[str]) -> float:
     started = time.monotonic()
-    proc = subprocess.run([*VMAUDIT, "scan", datastore, "--state", state, "--format", "json",
-                           "--fail-on", "never", "-q", *extra], capture_output=True, check=False)
+    proc = subprocess.run(
+        [
+            *VMAUDIT,
+            "scan",
+            datastore,
+            "--state",
+            state,
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "-q",
+            *extra,
+        ],
+        capture_output=True,
+        check=False,
+    )
     elapsed = time.monotonic() - started
     if proc.returncode not in (0, 3):
         print(proc.stderr.decode(errors="replace")[-2000:], file=sys.stderr)
@@ -63,16 +84,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("datastore", nargs="?", default=str(REPO / "build" / "datastore"))
     parser.add_argument("--skip-peer", action="store_true", help="do not run virt-inspector")
-    parser.add_argument("--fleet", action="store_true",
-                        help="also scan through a local Dask cluster")
+    parser.add_argument(
+        "--fleet", action="store_true", help="also scan through a local Dask cluster"
+    )
     args = parser.parse_args()
 
     images = discover([args.datastore]).images
     count = len(images)
     if count < 8:
         raise SystemExit(f"the benchmark wants at least 8 images, found {count}")
-    print(f"datastore: {args.datastore}: {count} images "
-          f"({', '.join(sorted({i.format for i in images}))})")
+    print(
+        f"datastore: {args.datastore}: {count} images "
+        f"({', '.join(sorted({i.format for i in images}))})"
+    )
     env = dict(os.environ)
     if not kvm_works():
         env["LIBGUESTFS_BACKEND_SETTINGS"] = "force_tcg"
@@ -91,12 +115,13 @@ def main() -> None:
         if args.fleet:
             fleet_state = os.path.join(tmp, "fleet.db")
             started = time.monotonic()
-            fleet_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                       "fleet_bench.py")
-            subprocess.run([sys.executable, fleet_bench, args.datastore,
-                            "--state", fleet_state], check=True, capture_output=True)
-            rows.append(("vmaudit scan via a local Dask cluster, cold",
-                         time.monotonic() - started))
+            fleet_bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fleet_bench.py")
+            subprocess.run(
+                [sys.executable, fleet_bench, args.datastore, "--state", fleet_state],
+                check=True,
+                capture_output=True,
+            )
+            rows.append(("vmaudit scan via a local Dask cluster, cold", time.monotonic() - started))
 
     print(f"{'what':<46} {'total s':>9} {'s/image':>9}")
     for label, seconds in rows:
@@ -104,10 +129,14 @@ def main() -> None:
     timings = dict(rows)
     if "virt-inspector, one run per image" in timings:
         ratio = cold / timings["virt-inspector, one run per image"]
-        print(f"cold / virt-inspector: {ratio:.3f}  (goal <= 0.25: "
-              f"{'met' if ratio <= 0.25 else 'NOT met'})")
-    print(f"warm / cold:           {warm / cold:.4f}  (goal < 0.02: "
-          f"{'met' if warm / cold < 0.02 else 'NOT met'})")
+        print(
+            f"cold / virt-inspector: {ratio:.3f}  (goal <= 0.25: "
+            f"{'met' if ratio <= 0.25 else 'NOT met'})"
+        )
+    print(
+        f"warm / cold:           {warm / cold:.4f}  (goal < 0.02: "
+        f"{'met' if warm / cold < 0.02 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

@@ -147,8 +147,18 @@ def main() -> int:
         results = [ImageResult(ImageRef(f.image.path, "qcow2", ()), f, None) for f in facts]
         for stored in results:
             state.record_result(scan_id, stored, None)
-        state.finish_scan(scan_id, ScanReport("2026-12-01T00:00:00Z", "2026-12-01T00:10:00Z",
-                                              ("bench",), "high", tuple(results), 0), [])
+        state.finish_scan(
+            scan_id,
+            ScanReport(
+                "2026-12-01T00:00:00Z",
+                "2026-12-01T00:10:00Z",
+                ("bench",),
+                "high",
+                tuple(results),
+                0,
+            ),
+            [],
+        )
         started = time.perf_counter()
         last = state.last_report()
         read_seconds = time.perf_counter() - started

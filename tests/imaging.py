@@ -53,14 +53,20 @@ def raw_disk_from_tree(tree: Path, out: Path, size_mb: int = 48) -> Path:
     fs = out.with_suffix(".fs")
     with open(fs, "wb") as handle:
         handle.truncate((size_mb - 2) * 1024 * 1024)
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-d", str(tree), str(fs)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-L", "root", "-d", str(tree), str(fs)],
+        check=True,
+        capture_output=True,
+    )
     with open(out, "wb") as handle:
         handle.truncate(size_mb * 1024 * 1024)
-    subprocess.run(["sfdisk", "-q", str(out)], input=b"start=2048, type=83\n", check=True,
-                   capture_output=True)
-    subprocess.run(["dd", f"if={fs}", f"of={out}", "bs=1M", "seek=1", "conv=notrunc",
-                    "status=none"], check=True)
+    subprocess.run(
+        ["sfdisk", "-q", str(out)], input=b"start=2048, type=83\n", check=True, capture_output=True
+    )
+    subprocess.run(
+        ["dd", f"if={fs}", f"of={out}", "bs=1M", "seek=1", "conv=notrunc", "status=none"],
+        check=True,
+    )
     fs.unlink()
     return out
 
@@ -77,8 +83,11 @@ def convert(raw: Path, fmt: str, out: Path) -> Path:
     if fmt == "raw":
         shutil.copyfile(raw, out)
     else:
-        subprocess.run(["qemu-img", "convert", *CONVERT_ARGS[fmt], str(raw), str(out)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["qemu-img", "convert", *CONVERT_ARGS[fmt], str(raw), str(out)],
+            check=True,
+            capture_output=True,
+        )
     return out
 
 
@@ -120,18 +129,21 @@ def differencing_vhd(parent_raw: Path, child_raw: Path, parent_name: str, out: P
     """A VHD differencing disk holding exactly the sectors where ``child_raw`` differs from
     ``parent_raw``, naming ``parent_name`` as its parent. qemu cannot write one, so a
     dynamic VHD made by ``qemu-img convert`` is cut down to those sectors and retyped."""
-    subprocess.run(["qemu-img", "convert", "-O", "vpc", "-o", "force_size=on", str(child_raw),
-                    str(out)], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "vpc", "-o", "force_size=on", str(child_raw), str(out)],
+        check=True,
+        capture_output=True,
+    )
     data = bytearray(out.read_bytes())
     parent = parent_raw.read_bytes()
     child = child_raw.read_bytes()
     dyn = struct.unpack(">Q", data[16:24])[0]
-    table, = struct.unpack(">Q", data[dyn + 16 : dyn + 24])
+    (table,) = struct.unpack(">Q", data[dyn + 16 : dyn + 24])
     entries, block_size = struct.unpack(">II", data[dyn + 28 : dyn + 36])
     bitmap_bytes = -(-(block_size // 512 // 8) // 512) * 512
     for index in range(entries):
         entry = table + 4 * index
-        offset, = struct.unpack(">I", data[entry : entry + 4])
+        (offset,) = struct.unpack(">I", data[entry : entry + 4])
         if offset == 0xFFFFFFFF:
             continue
         base = index * block_size

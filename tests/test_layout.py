@@ -18,8 +18,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "vmaudit"
 
 # Stages in pipeline order: a module may import its own stage and the ones before it.
 LAYERS: list[tuple[str, ...]] = [
-    ("vmaudit", "vmaudit.models", "vmaudit.errors", "vmaudit.timeutil", "vmaudit.text",
-     "vmaudit.versions"),
+    (
+        "vmaudit",
+        "vmaudit.models",
+        "vmaudit.errors",
+        "vmaudit.timeutil",
+        "vmaudit.text",
+        "vmaudit.versions",
+    ),
     ("vmaudit.discover",),
     ("vmaudit.guest",),
     ("vmaudit.collect",),
@@ -34,9 +40,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("vmaudit.cli",),
 ]
 # Formatters only render: they read the models and the judge's vocabulary, nothing else.
-REPORT_MAY_IMPORT = ("vmaudit", "vmaudit.models", "vmaudit.errors", "vmaudit.timeutil",
-                     "vmaudit.text", "vmaudit.judge", "vmaudit.report")
-
+REPORT_MAY_IMPORT = (
+    "vmaudit",
+    "vmaudit.models",
+    "vmaudit.errors",
+    "vmaudit.timeutil",
+    "vmaudit.text",
+    "vmaudit.judge",
+    "vmaudit.report",
+)
 
 
 @cache
@@ -81,8 +93,9 @@ def import_graph() -> dict[str, set[str]]:
                 if base not in modules:
                     continue
                 for alias in node.names:
-                    graph[name].add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules
-                                    else base)
+                    graph[name].add(
+                        f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    )
     for name in graph:
         graph[name].discard(name)
     return graph
@@ -145,8 +158,9 @@ def test_every_module_belongs_to_a_stage() -> None:
 
 @pytest.mark.parametrize("module", sorted(module_names()))
 def test_no_module_imports_a_later_stage(module: str) -> None:
-    upward = sorted(target for target in import_graph()[module]
-                    if layer_of(target) > layer_of(module))
+    upward = sorted(
+        target for target in import_graph()[module] if layer_of(target) > layer_of(module)
+    )
     assert upward == [], f"{module} imports later stages"
 
 
@@ -154,10 +168,14 @@ def test_formatters_import_only_models_and_the_judge() -> None:
     graph = import_graph()
     reaching = {
         (module, target)
-        for module, targets in graph.items() if module.startswith("vmaudit.report")
+        for module, targets in graph.items()
+        if module.startswith("vmaudit.report")
         for target in targets
-        if not any(target == allowed or target.startswith(allowed + ".")
-                   for allowed in REPORT_MAY_IMPORT if allowed != "vmaudit")
+        if not any(
+            target == allowed or target.startswith(allowed + ".")
+            for allowed in REPORT_MAY_IMPORT
+            if allowed != "vmaudit"
+        )
         and target != "vmaudit"
     }
     assert sorted(reaching) == []

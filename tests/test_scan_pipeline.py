@@ -83,14 +83,19 @@ def store(tmp_path: Path) -> Path:
 
 def cache_for(store: Path) -> MemoryCache:
     risky, clean = store / "risky" / "risky.qcow2", store / "clean" / "clean.qcow2"
-    return MemoryCache({str(risky): rule_facts("account.extra-uid0", "fail", risky),
-                        str(clean): rule_facts("account.extra-uid0", "pass", clean)})
+    return MemoryCache(
+        {
+            str(risky): rule_facts("account.extra-uid0", "fail", risky),
+            str(clean): rule_facts("account.extra-uid0", "pass", clean),
+        }
+    )
 
 
 def test_cached_images_are_judged_without_an_audit(store: Path) -> None:
     cache = cache_for(store)
-    report = run_scan(ScanOptions(paths=(str(store),), fail_on="high"), cache=cache,
-                      auditors=auditors())
+    report = run_scan(
+        ScanOptions(paths=(str(store),), fail_on="high"), cache=cache, auditors=auditors()
+    )
     by_name = {Path(r.image.path).parent.name: r for r in report.results}
     assert set(by_name) == {"risky", "clean", "broken"}
     assert by_name["risky"].from_cache and by_name["clean"].from_cache
@@ -101,8 +106,9 @@ def test_cached_images_are_judged_without_an_audit(store: Path) -> None:
 
 def test_an_unopenable_image_is_an_error_row_recorded_like_the_others(store: Path) -> None:
     cache = cache_for(store)
-    report = run_scan(ScanOptions(paths=(str(store),), fail_on="never"), cache=cache,
-                      auditors=auditors())
+    report = run_scan(
+        ScanOptions(paths=(str(store),), fail_on="never"), cache=cache, auditors=auditors()
+    )
     broken = next(r for r in report.results if "broken" in r.image.path)
     assert broken.status == "error" and broken.facts is None
     assert broken.error is not None and broken.error.kind is ErrorKind.CORRUPT_IMAGE
@@ -113,12 +119,16 @@ def test_an_unopenable_image_is_an_error_row_recorded_like_the_others(store: Pat
 
 def test_a_changed_baseline_rejudges_the_cached_facts(store: Path, tmp_path: Path) -> None:
     relaxed = tmp_path / "relaxed.yaml"
-    relaxed.write_text("apiVersion: vmaudit/v1\nkind: Baseline\nmetadata:\n  name: relaxed\n"
-                       "accounts:\n  forbid_extra_uid0: false\n")
-    strict = run_scan(ScanOptions(paths=(str(store),)), cache=cache_for(store),
-                      auditors=auditors())
-    loose = run_scan(ScanOptions(paths=(str(store),), baselines=(str(relaxed),)),
-                     cache=cache_for(store), auditors=auditors())
+    relaxed.write_text(
+        "apiVersion: vmaudit/v1\nkind: Baseline\nmetadata:\n  name: relaxed\n"
+        "accounts:\n  forbid_extra_uid0: false\n"
+    )
+    strict = run_scan(ScanOptions(paths=(str(store),)), cache=cache_for(store), auditors=auditors())
+    loose = run_scan(
+        ScanOptions(paths=(str(store),), baselines=(str(relaxed),)),
+        cache=cache_for(store),
+        auditors=auditors(),
+    )
 
     def rules(report: ScanReport) -> set[str]:
         return {f.rule for r in report.results if "risky" in r.image.path for f in r.findings}
@@ -137,6 +147,9 @@ def test_with_no_cache_every_image_goes_to_the_auditors(store: Path) -> None:
 
     found: Callable[[Sequence[str], Sequence[str]], DiscoveryResult] = discover
     with pytest.raises(RuntimeError, match="no appliance"):
-        run_scan(ScanOptions(paths=(str(store),), no_cache=True), cache=cache_for(store),
-                 auditors=Auditors(found, 1, Recording()))  # type: ignore[arg-type]
+        run_scan(
+            ScanOptions(paths=(str(store),), no_cache=True),
+            cache=cache_for(store),
+            auditors=Auditors(found, 1, Recording()),
+        )  # type: ignore[arg-type]
     assert sorted(Path(p).parent.name for batch in asked for p in batch) == ["clean", "risky"]

@@ -87,9 +87,14 @@ class Progress:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
             console = Console(stderr=True, no_color="NO_COLOR" in os.environ)
-            self.bar = Progress(TextColumn("auditing"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.description}"), console=console,
-                                transient=True)
+            self.bar = Progress(
+                TextColumn("auditing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                console=console,
+                transient=True,
+            )
 
     def discovered(self, total: int) -> None:
         if self.bar is not None:
@@ -126,52 +131,114 @@ def main() -> None:
 
 
 def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--state", "state_path", type=click.Path(dir_okay=False),
-                        help="State database: a file, or postgresql://USER@HOST/DB  "
-                             "[default: $XDG_STATE_HOME/vmaudit/state.db]")(
-        func)
+    return click.option(
+        "--state",
+        "state_path",
+        type=click.Path(dir_okay=False),
+        help="State database: a file, or postgresql://USER@HOST/DB  "
+        "[default: $XDG_STATE_HOME/vmaudit/state.db]",
+    )(func)
 
 
 def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--feeds-db", "feeds_db", type=click.Path(dir_okay=False),
-                        help="Vulnerability feeds database (vmaudit feeds import)  "
-                             "[default: $XDG_DATA_HOME/vmaudit/feeds.db]")(func)
+    return click.option(
+        "--feeds-db",
+        "feeds_db",
+        type=click.Path(dir_okay=False),
+        help="Vulnerability feeds database (vmaudit feeds import)  "
+        "[default: $XDG_DATA_HOME/vmaudit/feeds.db]",
+    )(func)
 
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE",
-              help="Baseline to apply; repeatable, applied together  [default: default]")
-@click.option("-i", "--inventory", type=click.Path(dir_okay=False),
-              help="YAML mapping of images to business applications")
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
-              show_default=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the report there (atomically) instead of stdout")
+@click.option(
+    "-b",
+    "--baseline",
+    "baselines",
+    multiple=True,
+    metavar="NAME|FILE",
+    help="Baseline to apply; repeatable, applied together  [default: default]",
+)
+@click.option(
+    "-i",
+    "--inventory",
+    type=click.Path(dir_okay=False),
+    help="YAML mapping of images to business applications",
+)
+@click.option(
+    "-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the report there (atomically) instead of stdout",
+)
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="high", show_default=True)
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
-              help="Images audited in parallel  [default: number of CPUs]")
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
-              help="Wall-clock seconds for one image")
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images audited in parallel  [default: number of CPUs]",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=600,
+    show_default=True,
+    help="Wall-clock seconds for one image",
+)
 @_state_options
 @click.option("--no-cache", is_flag=True, help="Open every image even when unchanged")
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Paths to skip")
-@click.option("--batch", type=click.IntRange(min=1), default=None,
-              help="Images whose disks share one appliance (1 = one appliance per image)")
-@click.option("--scheduler", metavar="ADDRESS",
-              help="Run the audits on a Dask cluster (tcp://HOST:8786) instead of local processes")
-@click.option("--path-map", "path_maps", multiple=True, metavar="LOCAL=REMOTE",
-              help="Datastore mounted at another path on the workers; repeatable")
-@click.option("--discover-on-workers", is_flag=True,
-              help="With --scheduler: a worker walks the datastores, not this host")
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Images whose disks share one appliance (1 = one appliance per image)",
+)
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run the audits on a Dask cluster (tcp://HOST:8786) instead of local processes",
+)
+@click.option(
+    "--path-map",
+    "path_maps",
+    multiple=True,
+    metavar="LOCAL=REMOTE",
+    help="Datastore mounted at another path on the workers; repeatable",
+)
+@click.option(
+    "--discover-on-workers",
+    is_flag=True,
+    help="With --scheduler: a worker walks the datastores, not this host",
+)
 @_feeds_option
 @click.option("-q", "--quiet", is_flag=True)
 @click.option("-v", "--verbose", is_flag=True)
-def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | None, fmt: str,
-         output: str | None, fail_on: str, jobs: int | None, timeout: float,
-         state_path: str | None, no_cache: bool, excludes: tuple[str, ...], batch: int | None,
-         scheduler: str | None, path_maps: tuple[str, ...], discover_on_workers: bool,
-         feeds_db: str | None, quiet: bool, verbose: bool) -> None:
+def scan(
+    paths: tuple[str, ...],
+    baselines: tuple[str, ...],
+    inventory: str | None,
+    fmt: str,
+    output: str | None,
+    fail_on: str,
+    jobs: int | None,
+    timeout: float,
+    state_path: str | None,
+    no_cache: bool,
+    excludes: tuple[str, ...],
+    batch: int | None,
+    scheduler: str | None,
+    path_maps: tuple[str, ...],
+    discover_on_workers: bool,
+    feeds_db: str | None,
+    quiet: bool,
+    verbose: bool,
+) -> None:
     """Discover images under each PATH, audit each, print the report."""
     from vmaudit.report import render
     from vmaudit.run.fleet import check_fleet_options
@@ -179,9 +246,16 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
     from vmaudit.state.cache import open_cache
 
     options = ScanOptions(
-        paths=paths, baselines=baselines or ("default",), inventory=inventory,
-        fail_on=fail_on, jobs=jobs or (os.cpu_count() or 1), timeout=timeout,
-        excludes=excludes, no_cache=no_cache, batch=batch, launch=LaunchOptions(),
+        paths=paths,
+        baselines=baselines or ("default",),
+        inventory=inventory,
+        fail_on=fail_on,
+        jobs=jobs or (os.cpu_count() or 1),
+        timeout=timeout,
+        excludes=excludes,
+        no_cache=no_cache,
+        batch=batch,
+        launch=LaunchOptions(),
         feeds_db=feeds_db,
     )
     with config_errors():
@@ -192,8 +266,12 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
         _stderr(judge.feeds_notice, quiet)
     progress = Progress(quiet, verbose)
     try:
-        with config_errors(), _auditors(options.jobs, scheduler, path_maps,
-                                        discover_on_workers, progress.notice) as auditors:
+        with (
+            config_errors(),
+            _auditors(
+                options.jobs, scheduler, path_maps, discover_on_workers, progress.notice
+            ) as auditors,
+        ):
             report = run_scan(options, progress, cache=cache, judge=judge, auditors=auditors)
     finally:
         progress.close()
@@ -204,8 +282,13 @@ def scan(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | No
 
 
 @contextmanager
-def _auditors(jobs: int, scheduler: str | None, path_maps: tuple[str, ...],
-              discover_on_workers: bool, notice: Callable[[str], None]) -> Iterator[Auditors]:
+def _auditors(
+    jobs: int,
+    scheduler: str | None,
+    path_maps: tuple[str, ...],
+    discover_on_workers: bool,
+    notice: Callable[[str], None],
+) -> Iterator[Auditors]:
     """Local worker processes, or the Dask fleet at ``scheduler`` for as long as the scan runs."""
     if scheduler is None:
         yield Auditors.local(jobs)
@@ -239,8 +322,14 @@ def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, An
 
 @main.command()
 @click.argument("image", type=click.Path())
-@click.option("-f", "--format", "fmt", type=click.Choice(["json", "table", "cyclonedx"]),
-              default="json", show_default=True)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "table", "cyclonedx"]),
+    default="json",
+    show_default=True,
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
 def inspect(image: str, fmt: str, timeout: float) -> None:
     """Print the facts read from one image (vmaudit.facts/v1), no baseline."""
@@ -308,8 +397,10 @@ def _parse_since(text: str | None) -> datetime | None:
         return None
     moment = parse_iso(text)
     if moment is None:
-        raise click.BadParameter(f"{text!r} is not an ISO date (2026-11-01 or "
-                                 "2026-11-01T12:00:00Z)", param_hint="--since")
+        raise click.BadParameter(
+            f"{text!r} is not an ISO date (2026-11-01 or 2026-11-01T12:00:00Z)",
+            param_hint="--since",
+        )
     return moment
 
 
@@ -326,18 +417,36 @@ def _open_state(state_path: str | None) -> Any:
 
 
 @main.command()
-@click.option("-f", "--format", "fmt", type=click.Choice(FORMATS), default="table",
-              show_default=True)
+@click.option(
+    "-f", "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False))
 @click.option("--since", metavar="DATE", help="Only images scanned or changed since DATE")
-@click.option("--power-on", "power_on", is_flag=True,
-              help="The power-on gate's decisions (since --since) instead of the last scan")
-@click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE",
-              help="Re-judge with these baselines  [default: the last scan's]")
+@click.option(
+    "--power-on",
+    "power_on",
+    is_flag=True,
+    help="The power-on gate's decisions (since --since) instead of the last scan",
+)
+@click.option(
+    "-b",
+    "--baseline",
+    "baselines",
+    multiple=True,
+    metavar="NAME|FILE",
+    help="Re-judge with these baselines  [default: the last scan's]",
+)
 @_feeds_option
 @_state_options
-def report(fmt: str, output: str | None, since: str | None, power_on: bool,
-           baselines: tuple[str, ...], feeds_db: str | None, state_path: str | None) -> None:
+def report(
+    fmt: str,
+    output: str | None,
+    since: str | None,
+    power_on: bool,
+    baselines: tuple[str, ...],
+    feeds_db: str | None,
+    state_path: str | None,
+) -> None:
     """Print the last scan's report again from the state database, without opening an image."""
     from vmaudit.report import render
 
@@ -385,8 +494,14 @@ def _rejudged(last: ScanReport, baselines: tuple[str, ...], feeds_db: str | None
 
 @main.command()
 @click.argument("image", type=click.Path())
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
 @_state_options
 def history(image: str, fmt: str, state_path: str | None) -> None:
     """The image's recorded scans: when, what changed, risk over time."""
@@ -408,18 +523,42 @@ def history(image: str, fmt: str, state_path: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE")
 @click.option("-i", "--inventory", type=click.Path(dir_okay=False))
-@click.option("-f", "--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5, show_default=True,
-              help="Seconds between polls")
-@click.option("--settle", type=click.FloatRange(min=0), default=30, show_default=True,
-              help="Seconds an image must stay unchanged before it is audited")
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json"]),
+    default="table",
+    show_default=True,
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=5,
+    show_default=True,
+    help="Seconds between polls",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(min=0),
+    default=30,
+    show_default=True,
+    help="Seconds an image must stay unchanged before it is audited",
+)
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB")
 @_state_options
-def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | None, fmt: str,
-          interval: float, settle: float, timeout: float, excludes: tuple[str, ...],
-          state_path: str | None) -> None:
+def watch(
+    paths: tuple[str, ...],
+    baselines: tuple[str, ...],
+    inventory: str | None,
+    fmt: str,
+    interval: float,
+    settle: float,
+    timeout: float,
+    excludes: tuple[str, ...],
+    state_path: str | None,
+) -> None:
     """Watch datastores; audit an image as soon as it appears or changes and is quiet."""
     from vmaudit.discover.walk import discover
     from vmaudit.report.events import render_event
@@ -428,14 +567,23 @@ def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | N
     from vmaudit.state.cache import open_cache
     from vmaudit.watch import Watcher
 
-    options = ScanOptions(paths=paths, baselines=baselines or ("default",), inventory=inventory,
-                          excludes=excludes, timeout=timeout)
+    options = ScanOptions(
+        paths=paths,
+        baselines=baselines or ("default",),
+        inventory=inventory,
+        excludes=excludes,
+        timeout=timeout,
+    )
     with config_errors():
         judge = load_judge(options, utc_now())
         cache = open_cache(state_path)
     runner = Runner(jobs=1, timeout=timeout, on_notice=_stderr)
-    watcher = Watcher(list(paths), lambda roots: discover(roots, excludes).images,
-                      interval=interval, settle=settle)
+    watcher = Watcher(
+        list(paths),
+        lambda roots: discover(roots, excludes).images,
+        interval=interval,
+        settle=settle,
+    )
     try:
         for event in watcher.events():
             result = None
@@ -451,8 +599,12 @@ def watch(paths: tuple[str, ...], baselines: tuple[str, ...], inventory: str | N
 
 @baselines.command("capture")
 @click.argument("image", type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Write the baseline there (atomically) instead of stdout")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the baseline there (atomically) instead of stdout",
+)
 @click.option("--name", help="metadata.name of the baseline  [default: golden-<image>]")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
 def baselines_capture(image: str, output: str | None, name: str | None, timeout: float) -> None:

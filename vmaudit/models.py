@@ -90,8 +90,11 @@ def _decode(hint: Any, data: Any, where: str) -> Any:
             raise CodecError(f"{where}: {data!r} is not a {hint.__name__}") from None
     if hint is float and isinstance(data, int) and not isinstance(data, bool):
         return float(data)
-    if isinstance(hint, type) and isinstance(data, hint) and not (
-            hint is int and isinstance(data, bool)):
+    if (
+        isinstance(hint, type)
+        and isinstance(data, hint)
+        and not (hint is int and isinstance(data, bool))
+    ):
         return data
     raise CodecError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {data!r:.60}")
 

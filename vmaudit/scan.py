@@ -111,10 +111,17 @@ class Judge:
         evaluation = evaluate(facts, self.baselines, self.now, self.feeds)
         business = self.business(image)
         risk = score(evaluation.findings, facts.dormancy.days_idle, business.criticality)
-        return ImageResult(image=image, facts=facts, error=None, findings=evaluation.findings,
-                           risk=risk, business=business, from_cache=from_cache,
-                           rules_evaluated=evaluation.rules_evaluated,
-                           not_judged=evaluation.not_judged)
+        return ImageResult(
+            image=image,
+            facts=facts,
+            error=None,
+            findings=evaluation.findings,
+            risk=risk,
+            business=business,
+            from_cache=from_cache,
+            rules_evaluated=evaluation.rules_evaluated,
+            not_judged=evaluation.not_judged,
+        )
 
     def outcome(self, image: ImageRef, outcome: RawOutcome) -> ImageResult:
         """An audit's outcome for ``image`` judged: its facts, or its error."""
@@ -162,8 +169,12 @@ def rejudge(report: ScanReport, judge: Judge) -> ScanReport:
         # scored with the business mapping stored with the scan, not today's inventory
         risk = score(fresh.findings, stored.facts.dormancy.days_idle, stored.business.criticality)
         results.append(replace(fresh, business=stored.business, risk=risk))
-    return replace(report, baselines=tuple(b.name for b in judge.baselines),
-                   results=tuple(results), exit_code=exit_code(results, report.fail_on))
+    return replace(
+        report,
+        baselines=tuple(b.name for b in judge.baselines),
+        results=tuple(results),
+        exit_code=exit_code(results, report.fail_on),
+    )
 
 
 def skipped_ref(skipped: Skipped) -> ImageRef:
@@ -185,12 +196,17 @@ def run_scan(
     observer = observer or SilentObserver()
     started = utc_now()
     judge = judge or load_judge(options, started)
-    return _scan(options, observer, cache, judge, started,
-                 auditors or Auditors.local(options.jobs))
+    return _scan(options, observer, cache, judge, started, auditors or Auditors.local(options.jobs))
 
 
-def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None, judge: Judge,
-          started: datetime, auditors: Auditors) -> ScanReport:
+def _scan(
+    options: ScanOptions,
+    observer: ScanObserver,
+    cache: FactsCache | None,
+    judge: Judge,
+    started: datetime,
+    auditors: Auditors,
+) -> ScanReport:
     found = auditors.discover(options.paths, options.excludes)
     observer.discovered(len(found.images) + len(found.skipped))
     if cache is not None:
@@ -212,9 +228,14 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
             done(judge.judge(image, facts, from_cache=True))
         else:
             to_audit.append(image)
-    runner = Runner(options.jobs, options.timeout, options.launch, on_notice=observer.notice,
-                    batch=batch_size(options.batch, len(to_audit), auditors.capacity),
-                    executor=auditors.executor)
+    runner = Runner(
+        options.jobs,
+        options.timeout,
+        options.launch,
+        on_notice=observer.notice,
+        batch=batch_size(options.batch, len(to_audit), auditors.capacity),
+        executor=auditors.executor,
+    )
     for outcome in runner.run(to_audit, started):
         done(judge.outcome(outcome.image, outcome))
     results.sort(key=lambda r: r.image.path)
@@ -231,8 +252,9 @@ def _scan(options: ScanOptions, observer: ScanObserver, cache: FactsCache | None
     return report
 
 
-def audit_one(image: ImageRef, runner: Runner, judge: Judge,
-              cache: FactsCache | None = None) -> ScanReport:
+def audit_one(
+    image: ImageRef, runner: Runner, judge: Judge, cache: FactsCache | None = None
+) -> ScanReport:
     """One image audited now (``vmaudit watch``), recorded in the state as a one-image scan."""
     started = utc_now()
     judge = replace(judge, now=started)  # a long watch judges each image on its own day
@@ -241,9 +263,14 @@ def audit_one(image: ImageRef, runner: Runner, judge: Judge,
     result = judge.outcome(image, runner.run_one(image, started))
     if cache is not None:
         cache.record(result)
-    report = ScanReport(started_at=iso_utc(started), finished_at=iso_utc(utc_now()),
-                        baselines=tuple(b.name for b in judge.baselines), fail_on="never",
-                        results=(result,), exit_code=exit_code([result], "never"))
+    report = ScanReport(
+        started_at=iso_utc(started),
+        finished_at=iso_utc(utc_now()),
+        baselines=tuple(b.name for b in judge.baselines),
+        fail_on="never",
+        results=(result,),
+        exit_code=exit_code([result], "never"),
+    )
     if cache is not None:
         cache.finish(report, [])
     return report

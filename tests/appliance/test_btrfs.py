@@ -20,8 +20,10 @@ def btrfs_guest(tmp: Path) -> Path:
     """Built in an appliance of the test's own: btrfs subvolumes need a mounted filesystem,
     and guest filesystems are never mounted on the host."""
     files = dict(MINI_FILES)
-    files["etc/fstab"] = (f"UUID={UUID} / btrfs defaults,subvol=@ 0 0\n"
-                          f"UUID={UUID} /home btrfs defaults,subvol=@home 0 0\n")
+    files["etc/fstab"] = (
+        f"UUID={UUID} / btrfs defaults,subvol=@ 0 0\n"
+        f"UUID={UUID} /home btrfs defaults,subvol=@home 0 0\n"
+    )
     files["etc/hostname"] = "btrfs-01\n"
     tree = write_tree(tmp / "tree", files)
     home = tree / "home"

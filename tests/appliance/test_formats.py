@@ -23,8 +23,19 @@ def test_same_guest_in_every_format_gives_the_same_os(tmp_path: Path) -> None:
         convert(raw, fmt, store / f"guest.{SUFFIX[fmt]}")
     before = fingerprint(store)
 
-    proc = vmaudit("scan", str(store), "--format", "json", "--fail-on", "never",
-                   "--batch", str(len(FORMATS)), "-j", "1", env=scan_env(tmp_path))
+    proc = vmaudit(
+        "scan",
+        str(store),
+        "--format",
+        "json",
+        "--fail-on",
+        "never",
+        "--batch",
+        str(len(FORMATS)),
+        "-j",
+        "1",
+        env=scan_env(tmp_path),
+    )
 
     assert proc.returncode == 0, proc.stderr
     images = json.loads(proc.stdout)["images"]
@@ -32,6 +43,10 @@ def test_same_guest_in_every_format_gives_the_same_os(tmp_path: Path) -> None:
     assert all(i["status"] == "audited" for i in images), images
     oses = {json.dumps(i["os"], sort_keys=True) for i in images}
     assert len(oses) == 1
-    assert json.loads(oses.pop()) == {"type": "linux", "distro": "debian", "version": "12.8",
-                                      "hostname": "mini-01"}
+    assert json.loads(oses.pop()) == {
+        "type": "linux",
+        "distro": "debian",
+        "version": "12.8",
+        "hostname": "mini-01",
+    }
     assert fingerprint(store) == before

@@ -32,8 +32,22 @@ def changed_tree(dest: Path) -> Path:
     run("useradd", "-R", root, "-m", "-s", "/bin/bash", "bob")
     run("passwd", "-R", root, "-d", "bob")
     run("chage", "-R", root, "-M", "30", "-E", "2030-01-01", "alice")
-    run("useradd", "-R", root, "-o", "-u", "0", "-g", "0", "-M", "-d", "/root", "-s",
-        "/bin/bash", "toor")
+    run(
+        "useradd",
+        "-R",
+        root,
+        "-o",
+        "-u",
+        "0",
+        "-g",
+        "0",
+        "-M",
+        "-d",
+        "/root",
+        "-s",
+        "/bin/bash",
+        "toor",
+    )
     (dest / "etc" / "hostname").write_text("tree-vs-image\n")
     (dest / "etc" / "fstab").write_text("LABEL=root / ext4 errors=remount-ro 0 1\n")
     (dest / "etc" / "ufw" / "ufw.conf").write_text("ENABLED=yes\nLOGLEVEL=low\n")

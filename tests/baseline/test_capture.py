@@ -40,8 +40,15 @@ EXTRA_ADMIN = "deploy"  # exists in the web-01 overlay, not an admin there
 
 
 def _image(path: str) -> ImageInfo:
-    return ImageInfo(path, "qcow2", 1, (NOW - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                     "0" * 64, None, (path,))
+    return ImageInfo(
+        path,
+        "qcow2",
+        1,
+        (NOW - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "0" * 64,
+        None,
+        (path,),
+    )
 
 
 def _facts(root: Path, label: str = LABEL) -> Facts:
@@ -51,8 +58,9 @@ def _facts(root: Path, label: str = LABEL) -> Facts:
 def _rootfs() -> Path:
     if shutil.which("debootstrap") is None and not os.path.exists("/usr/sbin/debootstrap"):
         pytest.skip("debootstrap is not installed (make setup installs it)")
-    spec = importlib.util.spec_from_file_location("vmaudit_fixture_rootfs",
-                                                  REPO / "fixtures" / "rootfs.py")
+    spec = importlib.util.spec_from_file_location(
+        "vmaudit_fixture_rootfs", REPO / "fixtures" / "rootfs.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -92,8 +100,9 @@ def _set_version(status: str, package: str, version: str) -> str:
     stanzas = status.split("\n\n")
     hits = [i for i, s in enumerate(stanzas) if re.search(rf"^Package: {package}$", s, re.M)]
     assert len(hits) == 1, f"{package} once in the dpkg status"
-    stanzas[hits[0]] = re.sub(r"^Version: .*$", f"Version: {version}", stanzas[hits[0]],
-                              count=1, flags=re.M)
+    stanzas[hits[0]] = re.sub(
+        r"^Version: .*$", f"Version: {version}", stanzas[hits[0]], count=1, flags=re.M
+    )
     return "\n\n".join(stanzas)
 
 
@@ -171,8 +180,7 @@ def test_capture_records_the_template_as_it_is(golden: Facts, captured: Path) ->
     assert {"openssh-server", "ufw"} <= set(document["packages"]["required"])
 
 
-def test_match_covers_point_releases_of_the_same_major_only(golden: Facts,
-                                                            captured: Path) -> None:
+def test_match_covers_point_releases_of_the_same_major_only(golden: Facts, captured: Path) -> None:
     baseline = load_baseline(str(captured))
     assert baseline.match.fits(replace(golden, os=replace(golden.os, version="12.20")))
     assert not baseline.match.fits(replace(golden, os=replace(golden.os, version="13.1")))
@@ -282,8 +290,7 @@ def test_a_windows_golden_image_keeps_its_hotfixes_and_build(tmp_path: Path) -> 
     sys.path.insert(0, str(REPO))
     from fixtures.windows.build import build_tree, guest
 
-    root = build_tree(guest("win2019-patched"), tmp_path / "win" / "root",
-                      NOW - timedelta(hours=1))
+    root = build_tree(guest("win2019-patched"), tmp_path / "win" / "root", NOW - timedelta(hours=1))
     facts = _facts(root, "/ds/win2019.vhdx")
     assert facts.os.type == "windows"
     path = tmp_path / "win.yaml"

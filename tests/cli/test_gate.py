@@ -41,19 +41,27 @@ def template(folder: Path, with_telnetd: bool) -> Path:
 
 
 @pytest.mark.appliance
-def test_ci_gate_fails_on_an_out_of_baseline_template_and_passes_once_fixed(
-        tmp_path: Path) -> None:
+def test_ci_gate_fails_on_an_out_of_baseline_template_and_passes_once_fixed(tmp_path: Path) -> None:
     (tmp_path / "mybaseline.yaml").write_text(BASELINE)
     template(tmp_path, with_telnetd=True)
-    args = ("scan", str(tmp_path / "templates"), "-b", str(tmp_path / "mybaseline.yaml"),
-            "--format", "junit", "-o", str(tmp_path / "report.xml"))
+    args = (
+        "scan",
+        str(tmp_path / "templates"),
+        "-b",
+        str(tmp_path / "mybaseline.yaml"),
+        "--format",
+        "junit",
+        "-o",
+        str(tmp_path / "report.xml"),
+    )
 
     failing = vmaudit(*args, env=scan_env(tmp_path))
     assert failing.returncode == 1, failing.stderr
     assert failing.stdout == ""  # the report went to the file
     suites = ET.parse(tmp_path / "report.xml").getroot()
-    failures = [case.get("name") for case in suites.iter("testcase")
-                if case.find("failure") is not None]
+    failures = [
+        case.get("name") for case in suites.iter("testcase") if case.find("failure") is not None
+    ]
     assert failures == ["package.forbidden"]
 
     template(tmp_path, with_telnetd=False)
@@ -66,20 +74,24 @@ def test_ci_gate_fails_on_an_out_of_baseline_template_and_passes_once_fixed(
 
 def test_invalid_baseline_is_exit_2_and_nothing_is_scanned(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text(BASELINE.replace("forbidden", "forbiden"))
-    proc = vmaudit("scan", str(tmp_path), "-b", str(tmp_path / "bad.yaml"),
-                   env=scan_env(tmp_path))
+    proc = vmaudit("scan", str(tmp_path), "-b", str(tmp_path / "bad.yaml"), env=scan_env(tmp_path))
     assert proc.returncode == 2
     assert "bad.yaml:9" in proc.stderr and "forbiden" in proc.stderr
     assert proc.stdout == ""
 
 
 def test_missing_inventory_and_unknown_option_are_exit_2(tmp_path: Path) -> None:
-    assert vmaudit("scan", str(tmp_path), "-i", str(tmp_path / "nope.yaml"),
-                   env=scan_env(tmp_path)).returncode == 2
-    assert vmaudit("scan", str(tmp_path), "--frobnicate",
-                   env=scan_env(tmp_path)).returncode == 2
-    assert vmaudit("scan", str(tmp_path), "--fail-on", "sometimes",
-                   env=scan_env(tmp_path)).returncode == 2
+    assert (
+        vmaudit(
+            "scan", str(tmp_path), "-i", str(tmp_path / "nope.yaml"), env=scan_env(tmp_path)
+        ).returncode
+        == 2
+    )
+    assert vmaudit("scan", str(tmp_path), "--frobnicate", env=scan_env(tmp_path)).returncode == 2
+    assert (
+        vmaudit("scan", str(tmp_path), "--fail-on", "sometimes", env=scan_env(tmp_path)).returncode
+        == 2
+    )
 
 
 def test_only_unauditable_images_is_exit_3(tmp_path: Path) -> None:
@@ -98,7 +110,8 @@ def test_empty_folder_is_exit_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "image,vm,os,hostname,application,owner,criticality,risk_score,risk_level,days_idle,"
-        "rule,severity,subject,message,baseline"]
+        "rule,severity,subject,message,baseline"
+    ]
 
 
 def test_baselines_validate_reports_every_problem_and_exits_2(tmp_path: Path) -> None:
@@ -115,7 +128,10 @@ def test_baselines_list_and_show(tmp_path: Path) -> None:
     listed = vmaudit("baselines", "list")
     assert listed.returncode == 0
     assert [line.split()[0] for line in listed.stdout.splitlines()] == [
-        "cis-linux-l1", "default", "windows-default"]
+        "cis-linux-l1",
+        "default",
+        "windows-default",
+    ]
     (tmp_path / "child.yaml").write_text(BASELINE.replace("match:", "extends: [default]\nmatch:"))
     shown = vmaudit("baselines", "show", str(tmp_path / "child.yaml"))
     assert shown.returncode == 0
@@ -127,8 +143,7 @@ def test_corrupt_state_database_is_exit_2_and_left_untouched(tmp_path: Path) -> 
     state.write_bytes(b"SQLite format 3\x00" + bytes(range(256)) * 8)
     before = state.read_bytes()
     (tmp_path / "store").mkdir()
-    proc = vmaudit("scan", str(tmp_path / "store"), "--state", str(state),
-                   env=scan_env(tmp_path))
+    proc = vmaudit("scan", str(tmp_path / "store"), "--state", str(state), env=scan_env(tmp_path))
     assert proc.returncode == 2
     assert str(state) in proc.stderr
     assert state.read_bytes() == before

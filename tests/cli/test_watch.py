@@ -30,17 +30,35 @@ def next_event(lines: queue.Queue[str], timeout: float = 400) -> dict[str, Any]:
 
 
 @pytest.mark.appliance
-def test_watch_audits_appeared_and_modified_images_and_reports_gone_ones(
-        tmp_path: Path) -> None:
-    source = convert(raw_disk_from_tree(write_tree(tmp_path / "tree"), tmp_path / "g.raw"),
-                     "qcow2", tmp_path / "g.qcow2")
+def test_watch_audits_appeared_and_modified_images_and_reports_gone_ones(tmp_path: Path) -> None:
+    source = convert(
+        raw_disk_from_tree(write_tree(tmp_path / "tree"), tmp_path / "g.raw"),
+        "qcow2",
+        tmp_path / "g.qcow2",
+    )
     store = tmp_path / "store"
     store.mkdir()
     env = scan_env(tmp_path)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "vmaudit.cli", "watch", str(store), "--format", "json",
-         "--interval", "0.2", "--settle", "1", "--state", str(tmp_path / "state.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "vmaudit.cli",
+            "watch",
+            str(store),
+            "--format",
+            "json",
+            "--interval",
+            "0.2",
+            "--settle",
+            "1",
+            "--state",
+            str(tmp_path / "state.db"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_reader, args=(proc.stdout, lines), daemon=True).start()
@@ -51,8 +69,9 @@ def test_watch_audits_appeared_and_modified_images_and_reports_gone_ones(
         appeared = next_event(lines)
         assert (appeared["event"], appeared["path"]) == ("appeared", str(image))
         assert appeared["status"] == "audited" and appeared["hostname"] == "mini-01"
-        assert ("account.extra-uid0", "toor") in {(f["rule"], f["subject"])
-                                                  for f in appeared["findings"]}
+        assert ("account.extra-uid0", "toor") in {
+            (f["rule"], f["subject"]) for f in appeared["findings"]
+        }
 
         os.utime(image, (time.time(), time.time() + 5))
         modified = next_event(lines)
@@ -66,9 +85,21 @@ def test_watch_audits_appeared_and_modified_images_and_reports_gone_ones(
         proc.wait(timeout=60)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     assert qemu_processes_mentioning(str(tmp_path / "tmpdir")) == []
-    history = subprocess.run([sys.executable, "-m", "vmaudit.cli", "history",
-                              str(store / "new-vm.qcow2"), "--state",
-                              str(tmp_path / "state.db"), "--format", "json"],
-                             capture_output=True, text=True, check=True)
+    history = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmaudit.cli",
+            "history",
+            str(store / "new-vm.qcow2"),
+            "--state",
+            str(tmp_path / "state.db"),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     kinds = [e["kind"] for entry in json.loads(history.stdout) for e in entry["events"]]
     assert kinds[:2] == ["appeared", "modified"]

@@ -60,13 +60,21 @@ def guest(tmp_path: Path) -> Guest:
 
 
 def image_info(mtime: str = "2024-01-15T10:00:00Z") -> ImageInfo:
-    return ImageInfo(path="/datastore/vm.qcow2", format="qcow2", size_bytes=0, mtime=mtime,
-                     sha256_head="0" * 64, vm=None, disks=("/datastore/vm.qcow2",))
+    return ImageInfo(
+        path="/datastore/vm.qcow2",
+        format="qcow2",
+        size_bytes=0,
+        mtime=mtime,
+        sha256_head="0" * 64,
+        vm=None,
+        disks=("/datastore/vm.qcow2",),
+    )
 
 
 def _load_rootfs_module() -> object:
-    spec = importlib.util.spec_from_file_location("vmaudit_fixture_rootfs",
-                                                  REPO / "fixtures" / "rootfs.py")
+    spec = importlib.util.spec_from_file_location(
+        "vmaudit_fixture_rootfs", REPO / "fixtures" / "rootfs.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -43,8 +43,7 @@ def test_a_shadow_that_cannot_be_read_fails_accounts_and_its_rules(guest: Guest)
     assert result.failed_sections() == {"accounts": "/etc/shadow unreadable: not a regular file"}
     assert result.users == ()
     judged = evaluate(result, [load_baseline("default")], NOW)
-    assert {e.rule for e in judged.not_judged} >= {"account.extra-uid0",
-                                                   "account.empty-password"}
+    assert {e.rule for e in judged.not_judged} >= {"account.extra-uid0", "account.empty-password"}
     assert not {f.rule for f in judged.findings} & {e.rule for e in judged.not_judged}
 
 

@@ -46,9 +46,16 @@ def users(result: Facts) -> dict[str, User]:
 def dpkg_query(guest: Guest) -> list[tuple[str, str]]:
     """(db:Status-Status, "name version arch") of every package dpkg-query -W lists."""
     out = subprocess.run(
-        ["dpkg-query", f"--admindir={guest.host('/var/lib/dpkg')}", "-W", "-f",
-         "${db:Status-Status} ${Package} ${Version} ${Architecture}\\n"],
-        check=True, capture_output=True, text=True,
+        [
+            "dpkg-query",
+            f"--admindir={guest.host('/var/lib/dpkg')}",
+            "-W",
+            "-f",
+            "${db:Status-Status} ${Package} ${Version} ${Architecture}\\n",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return [(line.split(" ", 1)[0], line.split(" ", 1)[1]) for line in out.splitlines()]
 
@@ -75,21 +82,30 @@ def test_package_states_agree_with_dpkg_query_after_removals(debian_tree: Guest)
     status = debian_tree.host("/var/lib/dpkg/status")
     text = status.read_text()
     # As `dpkg --remove ufw` and `apt-mark`/an interrupted configure would leave them.
-    text = text.replace("Package: ufw\nStatus: install ok installed",
-                        "Package: ufw\nStatus: deinstall ok config-files")
-    text = text.replace("Package: sudo\nStatus: install ok installed",
-                        "Package: sudo\nStatus: deinstall ok installed")
-    text = text.replace("Package: less\nStatus: install ok installed",
-                        "Package: less\nStatus: install ok half-configured")
+    text = text.replace(
+        "Package: ufw\nStatus: install ok installed",
+        "Package: ufw\nStatus: deinstall ok config-files",
+    )
+    text = text.replace(
+        "Package: sudo\nStatus: install ok installed",
+        "Package: sudo\nStatus: deinstall ok installed",
+    )
+    text = text.replace(
+        "Package: less\nStatus: install ok installed",
+        "Package: less\nStatus: install ok half-configured",
+    )
     status.write_text(text)
     listed = dpkg_query(debian_tree)
     assert {s for s, entry in listed if entry.startswith(("ufw ", "sudo ", "less "))} >= {
-        "config-files", "installed"}
+        "config-files",
+        "installed",
+    }
     result = facts(debian_tree)
     names = {p.name for p in result.packages}
     assert "ufw" not in names and {"sudo", "openssh-server"} <= names
     assert sorted(f"{p.name} {p.version} {p.arch}" for p in result.packages) == sorted(
-        entry for state, entry in listed if state != "config-files")
+        entry for state, entry in listed if state != "config-files"
+    )
 
 
 def test_accounts_changed_with_shadow_tools(debian_tree: Guest) -> None:
@@ -103,8 +119,22 @@ def test_accounts_changed_with_shadow_tools(debian_tree: Guest) -> None:
     run("useradd", "-R", root, "-m", "-s", "/bin/bash", "carol")
     subprocess.run(["chpasswd", "-R", root], input=b"carol:x1\n", check=True)
     run("chage", "-R", root, "-E", "2020-01-01", "carol")
-    run("useradd", "-R", root, "-o", "-u", "0", "-g", "0", "-M", "-d", "/root", "-s",
-        "/bin/bash", "toor")
+    run(
+        "useradd",
+        "-R",
+        root,
+        "-o",
+        "-u",
+        "0",
+        "-g",
+        "0",
+        "-M",
+        "-d",
+        "/root",
+        "-s",
+        "/bin/bash",
+        "toor",
+    )
     run("useradd", "-R", root, "-r", "-s", "/usr/sbin/nologin", "svc")
     run("passwd", "-R", root, "-l", "root")
     keys = debian_tree.host("/home/alice/.ssh/authorized_keys")
@@ -114,7 +144,11 @@ def test_accounts_changed_with_shadow_tools(debian_tree: Guest) -> None:
     found = users(facts(debian_tree))
     alice, bob, carol, toor = found["alice"], found["bob"], found["carol"], found["toor"]
     assert (alice.password, alice.last_change, alice.max_days, alice.can_login) == (
-        "set", "2024-01-15", 90, True)
+        "set",
+        "2024-01-15",
+        90,
+        True,
+    )
     assert alice.groups == ("alice", "sudo")
     assert alice.admin_via == ("group:sudo", "sudoers:/etc/sudoers")
     assert alice.authorized_keys == 1
@@ -128,20 +162,42 @@ def test_accounts_changed_with_shadow_tools(debian_tree: Guest) -> None:
 
 def test_ssh_firewall_and_dormancy_on_the_tree(debian_tree: Guest) -> None:
     before = facts(debian_tree)
-    assert (before.ssh.installed, before.ssh.permit_root_login,
-            before.ssh.password_authentication) == (True, "prohibit-password", True)
+    assert (
+        before.ssh.installed,
+        before.ssh.permit_root_login,
+        before.ssh.password_authentication,
+    ) == (True, "prohibit-password", True)
     assert [(b.name, b.enabled, b.default_inbound) for b in before.firewall.backends] == [
-        ("ufw", False, "deny")]
+        ("ufw", False, "deny")
+    ]
     assert before.dormancy.last_update is not None  # debootstrap's own dpkg.log
 
-    debian_tree.write("/etc/ssh/sshd_config.d/50-cloud-init.conf",
-                      "PermitRootLogin yes\nPasswordAuthentication no\n")
+    debian_tree.write(
+        "/etc/ssh/sshd_config.d/50-cloud-init.conf",
+        "PermitRootLogin yes\nPasswordAuthentication no\n",
+    )
     conf = debian_tree.host("/etc/ufw/ufw.conf")
     conf.write_text(conf.read_text().replace("ENABLED=no", "ENABLED=yes"))
     boot = int(datetime(2025, 3, 1, 6, 0, tzinfo=UTC).timestamp())
-    debian_tree.write("/var/log/wtmp", struct.pack("<ii32s4s32s256shhiii16s20s", 2, 0, b"~",
-                                                   b"~~", b"reboot", b"6.1.0", 0, 0, 0, boot, 0,
-                                                   b"", b""))
+    debian_tree.write(
+        "/var/log/wtmp",
+        struct.pack(
+            "<ii32s4s32s256shhiii16s20s",
+            2,
+            0,
+            b"~",
+            b"~~",
+            b"reboot",
+            b"6.1.0",
+            0,
+            0,
+            0,
+            boot,
+            0,
+            b"",
+            b"",
+        ),
+    )
     after = facts(debian_tree)
     assert (after.ssh.permit_root_login, after.ssh.password_authentication) == ("yes", False)
     assert after.firewall.enabled is True

@@ -66,10 +66,23 @@ def test_eight_mebibyte_single_line_passwd(debian_tree: Guest) -> None:
 def test_binary_garbage_in_every_collected_file(guest: Guest) -> None:
     garbage = bytes(range(256)) * 64
     guest.write("/etc/os-release", b"ID=debian\n" + garbage)
-    for path in ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/sudoers",
-                 "/etc/ssh/sshd_config", "/var/lib/dpkg/status", "/etc/ufw/ufw.conf",
-                 "/etc/default/ufw", "/var/log/wtmp", "/var/log/lastlog", "/var/log/dpkg.log",
-                 "/etc/localtime", "/etc/hostname", "/etc/nftables.conf", "/bin/sh"):
+    for path in (
+        "/etc/passwd",
+        "/etc/shadow",
+        "/etc/group",
+        "/etc/sudoers",
+        "/etc/ssh/sshd_config",
+        "/var/lib/dpkg/status",
+        "/etc/ufw/ufw.conf",
+        "/etc/default/ufw",
+        "/var/log/wtmp",
+        "/var/log/lastlog",
+        "/var/log/dpkg.log",
+        "/etc/localtime",
+        "/etc/hostname",
+        "/etc/nftables.conf",
+        "/bin/sh",
+    ):
         guest.write(path, garbage)
     guest.write("/usr/sbin/ufw", garbage)
     result = facts(guest)
@@ -77,8 +90,12 @@ def test_binary_garbage_in_every_collected_file(guest: Guest) -> None:
     assert result.packages == ()
     assert all("collection failed" not in warning for warning in result.warnings)
     assert any(w.startswith("/var/log/wtmp:") for w in result.warnings)
-    assert any(w.startswith("/var/lib/dpkg/status: no installed package") for w in
-               result.warnings)
-    assert all(user_warning in result.warnings for user_warning in (
-        # Lines end at \n only, as glibc splits them (not at \r, \v, \f or \x1c-\x1e).
-        "/etc/passwd: 64 malformed line(s) skipped", "/etc/shadow: 64 malformed line(s) skipped"))
+    assert any(w.startswith("/var/lib/dpkg/status: no installed package") for w in result.warnings)
+    assert all(
+        user_warning in result.warnings
+        for user_warning in (
+            # Lines end at \n only, as glibc splits them (not at \r, \v, \f or \x1c-\x1e).
+            "/etc/passwd: 64 malformed line(s) skipped",
+            "/etc/shadow: 64 malformed line(s) skipped",
+        )
+    )

@@ -19,16 +19,22 @@ from .conftest import Guest
 
 
 def stanza(name: str, status: str, version: str = "1.0-1", extra: str = "") -> str:
-    return (f"Package: {name}\nStatus: {status}\nPriority: optional\nArchitecture: amd64\n"
-            f"{extra}Version: {version}\nDescription: test\n more text\n .\n")
+    return (
+        f"Package: {name}\nStatus: {status}\nPriority: optional\nArchitecture: amd64\n"
+        f"{extra}Version: {version}\nDescription: test\n more text\n .\n"
+    )
 
 
 def test_dpkg_states_counted_as_installed(guest: Guest) -> None:
     states = {
-        "ok": "install ok installed", "rm": "deinstall ok installed",
-        "hc": "install ok half-configured", "tw": "install ok triggers-awaited",
-        "tp": "install ok triggers-pending", "up": "install ok unpacked",
-        "hi": "install reinstreq half-installed", "cf": "deinstall ok config-files",
+        "ok": "install ok installed",
+        "rm": "deinstall ok installed",
+        "hc": "install ok half-configured",
+        "tw": "install ok triggers-awaited",
+        "tp": "install ok triggers-pending",
+        "up": "install ok unpacked",
+        "hi": "install reinstreq half-installed",
+        "cf": "deinstall ok config-files",
         "ni": "purge ok not-installed",
     }
     guest.write("/var/lib/dpkg/status", "\n".join(stanza(n, s) for n, s in states.items()))
@@ -39,10 +45,17 @@ def test_dpkg_states_counted_as_installed(guest: Guest) -> None:
 
 
 def test_dpkg_source_field_without_version_and_default(guest: Guest) -> None:
-    guest.write("/var/lib/dpkg/status",
-                stanza("libssl3", "install ok installed", "3.0.15-1~deb12u1",
-                       "Source: openssl (3.0.15-1~deb12u1)\n")
-                + "\n" + stanza("bash", "install ok installed", "5.2.15-2+b7"))
+    guest.write(
+        "/var/lib/dpkg/status",
+        stanza(
+            "libssl3",
+            "install ok installed",
+            "3.0.15-1~deb12u1",
+            "Source: openssl (3.0.15-1~deb12u1)\n",
+        )
+        + "\n"
+        + stanza("bash", "install ok installed", "5.2.15-2+b7"),
+    )
     assert dpkg.collect_dpkg(guest.fs, []) == [
         Package("libssl3", "3.0.15-1~deb12u1", "amd64", "openssl"),
         Package("bash", "5.2.15-2+b7", "amd64", "bash"),
@@ -52,18 +65,24 @@ def test_dpkg_source_field_without_version_and_default(guest: Guest) -> None:
 def test_dpkg_tolerates_a_one_megabyte_field(guest: Guest) -> None:
     huge = "Description: " + "x" * (1024 * 1024) + "\n"
     conffiles = "Conffiles:\n" + "".join(f" /etc/f{i} {'0' * 32}\n" for i in range(20000))
-    guest.write("/var/lib/dpkg/status",
-                stanza("big", "install ok installed", extra=huge + conffiles)
-                + "\n" + stanza("next", "install ok installed"))
+    guest.write(
+        "/var/lib/dpkg/status",
+        stanza("big", "install ok installed", extra=huge + conffiles)
+        + "\n"
+        + stanza("next", "install ok installed"),
+    )
     warnings: list[str] = []
     assert [p.name for p in dpkg.collect_dpkg(guest.fs, warnings)] == ["big", "next"]
     assert warnings == []
 
 
 def test_dpkg_overlong_version_drops_that_package_with_warning(guest: Guest) -> None:
-    guest.write("/var/lib/dpkg/status",
-                stanza("bad", "install ok installed", "1" * 100_000) + "\n"
-                + stanza("good", "install ok installed"))
+    guest.write(
+        "/var/lib/dpkg/status",
+        stanza("bad", "install ok installed", "1" * 100_000)
+        + "\n"
+        + stanza("good", "install ok installed"),
+    )
     warnings: list[str] = []
     assert [p.name for p in dpkg.collect_dpkg(guest.fs, warnings)] == ["good"]
     assert warnings == ["/var/lib/dpkg/status: 1 field(s) over 4096 bytes ignored"]
@@ -78,11 +97,13 @@ def test_dpkg_missing_status_is_a_warning(guest: Guest) -> None:
 def test_dpkg_log_last_update_in_guest_time_zone(guest: Guest) -> None:
     from zoneinfo import ZoneInfo
 
-    guest.write("/var/log/dpkg.log",
-                "2024-03-01 09:00:00 status installed a:amd64 1\n"
-                "2024-03-02 10:30:00 upgrade b:amd64 1 2\n"
-                "2024-03-02 10:31:00 status half-configured b:amd64 2\n"
-                "2024-03-02 10:31:00 status unpacked b:amd64 2\n")
+    guest.write(
+        "/var/log/dpkg.log",
+        "2024-03-01 09:00:00 status installed a:amd64 1\n"
+        "2024-03-02 10:30:00 upgrade b:amd64 1 2\n"
+        "2024-03-02 10:31:00 status half-configured b:amd64 2\n"
+        "2024-03-02 10:31:00 status unpacked b:amd64 2\n",
+    )
     moment = dpkg.last_update(guest.fs, ZoneInfo("Europe/Paris"), [])
     assert moment == datetime(2024, 3, 2, 9, 30, tzinfo=UTC)
 
@@ -91,15 +112,18 @@ def test_dpkg_log_falls_back_to_rotated_gzip(guest: Guest) -> None:
     import gzip
 
     guest.write("/var/log/dpkg.log", "2024-05-01 00:00:00 startup archives unpack\n")
-    guest.write("/var/log/dpkg.log.2.gz",
-                gzip.compress(b"2023-12-24 18:00:00 status installed x:amd64 1\n"))
+    guest.write(
+        "/var/log/dpkg.log.2.gz", gzip.compress(b"2023-12-24 18:00:00 status installed x:amd64 1\n")
+    )
     assert dpkg.last_update(guest.fs, UTC, []) == datetime(2023, 12, 24, 18, tzinfo=UTC)
 
 
 def test_apk_installed_database(guest: Guest) -> None:
-    guest.write("/lib/apk/db/installed",
-                "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\no:musl\n\n"
-                "P:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\n")
+    guest.write(
+        "/lib/apk/db/installed",
+        "C:Q1abc=\nP:musl\nV:1.2.4-r2\nA:x86_64\no:musl\n\n"
+        "P:libcrypto3\nV:3.1.4-r5\nA:x86_64\no:openssl\n",
+    )
     assert collect_apk(guest.fs, []) == [
         Package("musl", "1.2.4-r2", "x86_64", "musl"),
         Package("libcrypto3", "3.1.4-r5", "x86_64", "openssl"),
@@ -131,25 +155,51 @@ needs_rpm = pytest.mark.skipif(
 
 def build_rpmdb(tmp_path: Path, dbpath: Path) -> None:
     """Build two real rpms with rpmbuild and register them in an rpmdb with rpm --justdb."""
-    packages = [("hello-vm", "1.2.3", "4.el9", "Epoch: 2\n"),
-                ("openssl-libs", "3.0.7", "25.el9", "")]
+    packages = [
+        ("hello-vm", "1.2.3", "4.el9", "Epoch: 2\n"),
+        ("openssl-libs", "3.0.7", "25.el9", ""),
+    ]
     dbpath.mkdir(parents=True)
     subprocess.run(["rpm", "--dbpath", str(dbpath), "--initdb"], check=True)
     for name, version, release, epoch in packages:
         spec = tmp_path / f"{name}.spec"
         spec.write_text(SPEC.format(name=name, version=version, release=release, epoch=epoch))
-        subprocess.run(["rpmbuild", "-bb", "--define", f"_topdir {tmp_path / 'top'}", str(spec)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["rpmbuild", "-bb", "--define", f"_topdir {tmp_path / 'top'}", str(spec)],
+            check=True,
+            capture_output=True,
+        )
     built = sorted(str(p) for p in (tmp_path / "top" / "RPMS").rglob("*.rpm"))
-    subprocess.run(["rpm", "--dbpath", str(dbpath), "-i", "--justdb", "--nodeps", "--ignoreos",
-                    "--ignorearch", *built], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "rpm",
+            "--dbpath",
+            str(dbpath),
+            "-i",
+            "--justdb",
+            "--nodeps",
+            "--ignoreos",
+            "--ignorearch",
+            *built,
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def rpm_query(dbpath: Path) -> list[str]:
     out = subprocess.run(
-        ["rpm", "--dbpath", str(dbpath), "-qa", "--qf",
-         "%{NAME} %|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE} %{ARCH} %{INSTALLTIME}\\n"],
-        check=True, capture_output=True, text=True,
+        [
+            "rpm",
+            "--dbpath",
+            str(dbpath),
+            "-qa",
+            "--qf",
+            "%{NAME} %|EPOCH?{%{EPOCH}:}|%{VERSION}-%{RELEASE} %{ARCH} %{INSTALLTIME}\\n",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     return sorted(out.splitlines())
 
@@ -164,7 +214,8 @@ def test_rpmdb_built_by_rpm_decodes_like_rpm_queries_it(guest: Guest, tmp_path: 
     assert db.last_install is not None
     theirs = [row.rsplit(" ", 1) for row in rpm_query(dbpath)]
     assert sorted(f"{p.name} {p.version} {p.arch}" for p in db.packages) == [
-        package for package, _ in theirs]
+        package for package, _ in theirs
+    ]
     assert int(db.last_install.timestamp()) == max(int(time) for _, time in theirs)
     by_name = {p.name: p for p in db.packages}
     assert by_name["hello-vm"] == Package("hello-vm", "2:1.2.3-4.el9", "noarch", "hello-vm")

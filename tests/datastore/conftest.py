@@ -20,8 +20,14 @@ from fixtures.build import build_datastore
 
 REPO = Path(__file__).resolve().parents[2]
 DATASTORE = REPO / "build" / "datastore"
-BASELINES = ["-b", "default", "-b", str(REPO / "fixtures" / "demo-baseline.yaml"),
-             "-b", str(REPO / "fixtures" / "demo-windows-baseline.yaml")]
+BASELINES = [
+    "-b",
+    "default",
+    "-b",
+    str(REPO / "fixtures" / "demo-baseline.yaml"),
+    "-b",
+    str(REPO / "fixtures" / "demo-windows-baseline.yaml"),
+]
 INVENTORY = ["-i", str(REPO / "fixtures" / "inventory.yaml")]
 
 
@@ -40,9 +46,24 @@ class Scan:
 def run_scan(state: Path, *extra: str, paths: tuple[str, ...] = (str(DATASTORE),)) -> Scan:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "vmaudit.cli", "scan", *paths, *BASELINES, *INVENTORY,
-         "--state", str(state), "--format", "json", *extra],
-        capture_output=True, text=True, check=False, timeout=1800,
+        [
+            sys.executable,
+            "-m",
+            "vmaudit.cli",
+            "scan",
+            *paths,
+            *BASELINES,
+            *INVENTORY,
+            "--state",
+            str(state),
+            "--format",
+            "json",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
     )
     elapsed = time.monotonic() - started
     assert proc.returncode in (0, 1, 3), proc.stderr

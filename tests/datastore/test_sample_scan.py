@@ -34,11 +34,17 @@ def test_every_image_is_audited_and_every_rule_fires_and_passes(first_scan: Scan
     assert first_scan.exit_code == 1
     payroll = first_scan.image("payroll-db-07")
     assert payroll["risk"] == {"score": 100.0, "level": "critical", "exposure": 1776.0}
-    assert payroll["business"] == {"application": "payroll", "owner": "finance-it",
-                                   "criticality": "critical"}
+    assert payroll["business"] == {
+        "application": "payroll",
+        "owner": "finance-it",
+        "criticality": "critical",
+    }
     assert {(f["rule"], f["subject"]) for f in payroll["findings"]} >= {
-        ("account.extra-uid0", "toor"), ("account.empty-password", "reports"),
-        ("account.revoked-active", "jdoe"), ("ssh.root-login", "sshd")}
+        ("account.extra-uid0", "toor"),
+        ("account.empty-password", "reports"),
+        ("account.revoked-active", "jdoe"),
+        ("ssh.root-login", "sshd"),
+    }
 
 
 def test_vm_with_two_disks_and_snapshot_chain_are_one_guest_each(first_scan: Scan) -> None:
@@ -48,14 +54,27 @@ def test_vm_with_two_disks_and_snapshot_chain_are_one_guest_each(first_scan: Sca
     assert crm["path"].endswith("crm-app-01.vmx")
     assert crm["findings"] == []  # the snapshot leaf is patched; its base is not
     paths = [i["path"] for i in first_scan.report["images"]]
-    assert not any(p.endswith(("crm-app-01.vmdk", "base.qcow2", "legacy-erp_1.vmdk"))
-                   for p in paths)
+    assert not any(
+        p.endswith(("crm-app-01.vmdk", "base.qcow2", "legacy-erp_1.vmdk")) for p in paths
+    )
 
 
 def test_windows_and_linux_side_by_side_in_one_risk_table(first_scan: Scan) -> None:
-    proc = subprocess.run([sys.executable, "-m", "vmaudit.cli", "report", "--format", "table",
-                           "--state", str(first_scan.state)], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vmaudit.cli",
+            "report",
+            "--format",
+            "table",
+            "--state",
+            str(first_scan.state),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "windows 10.0" in proc.stdout and "debian 12" in proc.stdout
     assert "win2016" in proc.stdout and "payroll-db" in proc.stdout
 
@@ -74,21 +93,25 @@ def test_rescan_of_unchanged_datastore_opens_no_image(first_scan: Scan, tmp_path
     assert judged(second) == judged(first_scan)
 
 
-def test_changed_baseline_changes_findings_without_opening(first_scan: Scan,
-                                                           tmp_path: Path) -> None:
+def test_changed_baseline_changes_findings_without_opening(
+    first_scan: Scan, tmp_path: Path
+) -> None:
     state = tmp_path / "state.db"
     shutil.copy(first_scan.state, state)
     strict = tmp_path / "strict.yaml"
-    strict.write_text("apiVersion: vmaudit/v1\nkind: Baseline\nmetadata: {name: strict}\n"
-                      "match: {os: linux}\npackages:\n  forbidden: [sudo]\n")
+    strict.write_text(
+        "apiVersion: vmaudit/v1\nkind: Baseline\nmetadata: {name: strict}\n"
+        "match: {os: linux}\npackages:\n  forbidden: [sudo]\n"
+    )
     again = run_scan(state, "-b", str(strict))
     assert again.report["summary"]["from_cache"] == 12
     web = next(i for i in again.report["images"] if "web-01" in i["path"])
     assert ("package.forbidden", "sudo") in {(f["rule"], f["subject"]) for f in web["findings"]}
 
 
-def test_touched_image_alone_is_read_again_and_recorded_modified(first_scan: Scan,
-                                                                 tmp_path: Path) -> None:
+def test_touched_image_alone_is_read_again_and_recorded_modified(
+    first_scan: Scan, tmp_path: Path
+) -> None:
     state = tmp_path / "state.db"
     shutil.copy(first_scan.state, state)
     image = Path(first_scan.image("web-01")["path"])
@@ -105,15 +128,16 @@ def test_touched_image_alone_is_read_again_and_recorded_modified(first_scan: Sca
     assert events.count("modified") == 1
 
 
-def test_batched_and_unbatched_scans_give_identical_facts(first_scan: Scan,
-                                                          tmp_path: Path) -> None:
+def test_batched_and_unbatched_scans_give_identical_facts(first_scan: Scan, tmp_path: Path) -> None:
     """The shared cold scan ran batched; this one opens one appliance per image."""
     unbatched = run_scan(tmp_path / "state.db", "--batch", "1", "--no-cache")
     for scan in (first_scan, unbatched):  # an image in error has no findings to compare
-        assert [(i["path"], i.get("error")) for i in scan.report["images"]
-                if i["status"] != "audited"] == []
+        assert [
+            (i["path"], i.get("error")) for i in scan.report["images"] if i["status"] != "audited"
+        ] == []
     assert [i["findings"] for i in unbatched.report["images"]] == [
-        i["findings"] for i in first_scan.report["images"]]
+        i["findings"] for i in first_scan.report["images"]
+    ]
     images = discover([str(REPO / "build" / "datastore")]).images
     with StateDB(first_scan.state) as batched_db, StateDB(tmp_path / "state.db") as single_db:
         for image in images:
@@ -126,6 +150,7 @@ def test_batched_and_unbatched_scans_give_identical_facts(first_scan: Scan,
 def test_windows_guests_facts_from_the_appliance(first_scan: Scan) -> None:
     images = {i.path: i for i in discover([str(REPO / "build" / "datastore")]).images}
     with StateDB(first_scan.state) as db:
+
         def facts(folder: str) -> Facts:
             path = first_scan.image(folder)["path"]
             found = db.lookup_facts(image_identity(images[path]))
@@ -134,7 +159,10 @@ def test_windows_guests_facts_from_the_appliance(first_scan: Scan) -> None:
 
         dormant, patched = facts("win2016-dormant"), facts("win2019-patched")
     assert (dormant.os.product, dormant.os.build, dormant.os.hostname) == (
-        "Windows Server 2016 Datacenter", "14393.4169", "erp-legacy-02")
+        "Windows Server 2016 Datacenter",
+        "14393.4169",
+        "erp-legacy-02",
+    )
     assert patched.os.build == "17763.5576" and patched.os.edition == "ServerStandard"
     assert {"KB5005112"} <= {h.id for h in patched.hotfixes}
     assert "KB5005112" not in {h.id for h in dormant.hotfixes}
@@ -143,6 +171,5 @@ def test_windows_guests_facts_from_the_appliance(first_scan: Scan) -> None:
     assert {u.name: u.rid for u in dormant.users}["Administrator"] == 500
     profiles = {b.name: b.enabled for b in dormant.firewall.backends}
     assert profiles == {"Domain": True, "Private": True, "Public": False}
-    assert dormant.packages and all(p.publisher is not None or p.version for p in
-                                    dormant.packages)
+    assert dormant.packages and all(p.publisher is not None or p.version for p in dormant.packages)
     assert dormant.dormancy.days_idle is not None and dormant.dormancy.days_idle > 365

@@ -14,6 +14,7 @@ def raw_with_mbr(path: Path, size: int = 4 * 1024 * 1024) -> Path:
     """A raw disk holding just an MBR partition table."""
     with open(path, "wb") as handle:
         handle.truncate(size)
-    subprocess.run(["sfdisk", "-q", str(path)], input=b"start=2048, type=83\n", check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["sfdisk", "-q", str(path)], input=b"start=2048, type=83\n", check=True, capture_output=True
+    )
     return path

@@ -33,8 +33,9 @@ def leaves(result: object) -> list[str]:
         ("a.vhdx", ["-f", "vhdx"], "vhdx"),
     ],
 )
-def test_format_is_read_from_content(tmp_path: Path, name: str, args: list[str],
-                                     expected: str) -> None:
+def test_format_is_read_from_content(
+    tmp_path: Path, name: str, args: list[str], expected: str
+) -> None:
     qemu_img("create", *args, str(tmp_path / name), "16M")
     assert sniff(str(tmp_path / name)).format == expected
     result = discover([str(tmp_path)])
@@ -43,10 +44,18 @@ def test_format_is_read_from_content(tmp_path: Path, name: str, args: list[str],
 
 def test_stream_optimized_and_flat_vmdk(tmp_path: Path) -> None:
     raw = raw_with_mbr(tmp_path / "src.raw")
-    qemu_img("convert", "-O", "vmdk", "-o", "subformat=streamOptimized", str(raw),
-             str(tmp_path / "stream.vmdk"))
-    qemu_img("create", "-f", "vmdk", "-o", "subformat=monolithicFlat", str(tmp_path / "flat.vmdk"),
-             "8M")
+    qemu_img(
+        "convert",
+        "-O",
+        "vmdk",
+        "-o",
+        "subformat=streamOptimized",
+        str(raw),
+        str(tmp_path / "stream.vmdk"),
+    )
+    qemu_img(
+        "create", "-f", "vmdk", "-o", "subformat=monolithicFlat", str(tmp_path / "flat.vmdk"), "8M"
+    )
     result = discover([str(tmp_path)])
     assert leaves(result) == ["flat.vmdk", "src.raw", "stream.vmdk"]
     flat = next(i for i in result.images if i.path.endswith("flat.vmdk"))
@@ -74,39 +83,77 @@ def test_garbage_with_image_names_is_reported(tmp_path: Path) -> None:
     (tmp_path / "trunc.vhdx").write_bytes(b"vhdx")
     result = discover([str(tmp_path)])
     assert result.images == []
-    assert kinds(result) == {"empty.qcow2": "corrupt-image", "random.vmdk": "corrupt-image",
-                             "trunc.vhdx": "corrupt-image"}
+    assert kinds(result) == {
+        "empty.qcow2": "corrupt-image",
+        "random.vmdk": "corrupt-image",
+        "trunc.vhdx": "corrupt-image",
+    }
 
 
 def test_qcow2_chain_is_audited_once_at_its_leaf(tmp_path: Path) -> None:
     qemu_img("create", "-f", "qcow2", str(tmp_path / "base.qcow2"), "16M")
-    qemu_img("create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2",
-             str(tmp_path / "leaf.qcow2"))
+    qemu_img(
+        "create", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", str(tmp_path / "leaf.qcow2")
+    )
     result = discover([str(tmp_path)])
     assert leaves(result) == ["leaf.qcow2"]
     assert [os.path.basename(p) for p in result.images[0].disks[0].chain] == [
-        "leaf.qcow2", "base.qcow2"]
+        "leaf.qcow2",
+        "base.qcow2",
+    ]
 
 
 def test_backing_file_outside_the_folder_is_refused(tmp_path: Path) -> None:
     (tmp_path / "vm").mkdir()
     qemu_img("create", "-f", "qcow2", str(tmp_path / "base.qcow2"), "16M")
-    qemu_img("create", "-f", "qcow2", "-u", "-b", "../base.qcow2", "-F", "qcow2",
-             str(tmp_path / "vm" / "leaf.qcow2"), "16M")
-    qemu_img("create", "-f", "qcow2", "-u", "-b", "/etc/passwd", "-F", "raw",
-             str(tmp_path / "vm" / "host.qcow2"), "16M")
-    qemu_img("create", "-f", "qcow2", "-u", "-b", "nbd://127.0.0.1:10809/x", "-F", "raw",
-             str(tmp_path / "vm" / "nbd.qcow2"), "16M")
+    qemu_img(
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "../base.qcow2",
+        "-F",
+        "qcow2",
+        str(tmp_path / "vm" / "leaf.qcow2"),
+        "16M",
+    )
+    qemu_img(
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "/etc/passwd",
+        "-F",
+        "raw",
+        str(tmp_path / "vm" / "host.qcow2"),
+        "16M",
+    )
+    qemu_img(
+        "create",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        "nbd://127.0.0.1:10809/x",
+        "-F",
+        "raw",
+        str(tmp_path / "vm" / "nbd.qcow2"),
+        "16M",
+    )
     result = discover([str(tmp_path / "vm")])
     assert result.images == []
-    assert kinds(result) == {"leaf.qcow2": "unsafe-backing-file",
-                             "host.qcow2": "unsafe-backing-file",
-                             "nbd.qcow2": "unsafe-backing-file"}
+    assert kinds(result) == {
+        "leaf.qcow2": "unsafe-backing-file",
+        "host.qcow2": "unsafe-backing-file",
+        "nbd.qcow2": "unsafe-backing-file",
+    }
 
 
 def test_vmdk_extent_naming_a_host_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "evil.vmdk").write_text(
-        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
         'createType="monolithicFlat"\n\nRW 2048 FLAT "/etc/passwd" 0\n'
     )
     result = discover([str(tmp_path)])
@@ -150,8 +197,7 @@ def test_symlink_fifo_and_folder_named_like_images_are_reported(tmp_path: Path) 
     os.symlink(tmp_path, tmp_path / "loop")  # a symlink loop of folders is never entered
     result = discover([str(tmp_path)])
     assert leaves(result) == ["real.qcow2"]
-    assert kinds(result) == {"link.qcow2": "not-a-regular-file",
-                             "pipe.qcow2": "not-a-regular-file"}
+    assert kinds(result) == {"link.qcow2": "not-a-regular-file", "pipe.qcow2": "not-a-regular-file"}
 
 
 def test_symlink_given_directly_is_reported_not_followed(tmp_path: Path) -> None:
@@ -164,8 +210,9 @@ def test_symlink_given_directly_is_reported_not_followed(tmp_path: Path) -> None
 
 def test_vmx_groups_disks_and_snapshot_delta(tmp_path: Path) -> None:
     qemu_img("create", "-f", "vmdk", str(tmp_path / "sys.vmdk"), "16M")
-    qemu_img("create", "-f", "vmdk", "-b", "sys.vmdk", "-F", "vmdk",
-             str(tmp_path / "sys-000001.vmdk"))
+    qemu_img(
+        "create", "-f", "vmdk", "-b", "sys.vmdk", "-F", "vmdk", str(tmp_path / "sys-000001.vmdk")
+    )
     qemu_img("create", "-f", "vmdk", str(tmp_path / "data.vmdk"), "16M")
     (tmp_path / "erp.vmx").write_text(
         'displayName = "legacy-erp"\n'

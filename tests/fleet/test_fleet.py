@@ -37,8 +37,11 @@ DEADLY = "deadly"
 
 
 def image(path: str) -> ImageRef:
-    return ImageRef(path=path, format="qcow2",
-                    disks=(DiskRef(path, "qcow2", chain=(path,), chain_formats=("qcow2",)),))
+    return ImageRef(
+        path=path,
+        format="qcow2",
+        disks=(DiskRef(path, "qcow2", chain=(path,), chain_formats=("qcow2",)),),
+    )
 
 
 class EchoRunner(Runner):
@@ -48,8 +51,7 @@ class EchoRunner(Runner):
     def run_batch(self, images: Sequence[ImageRef], now: datetime) -> list[RawOutcome]:
         if any(DEADLY in i.path for i in images):
             os.kill(os.getpid(), signal.SIGKILL)
-        return [RawOutcome(i, seen_facts(i.path, [d.path for d in i.disks]), None)
-                for i in images]
+        return [RawOutcome(i, seen_facts(i.path, [d.path for d in i.disks]), None) for i in images]
 
 
 def seen_facts(path: str, disks: Sequence[str]) -> Facts:
@@ -85,8 +87,13 @@ def test_longest_mapped_folder_wins_and_translation_round_trips() -> None:
 
 @pytest.fixture
 def threads_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                      dashboard_address=":0", local_directory=str(tmp_path)) as cluster:
+    with LocalCluster(
+        n_workers=2,
+        processes=False,
+        threads_per_worker=1,
+        dashboard_address=":0",
+        local_directory=str(tmp_path),
+    ) as cluster:
         yield cluster
 
 
@@ -97,38 +104,59 @@ def test_plain_workers_get_tasks_without_resources(threads_cluster: LocalCluster
 
 
 def test_declared_appliances_are_requested_and_counted(tmp_path: Path) -> None:
-    with LocalCluster(n_workers=2, processes=False, threads_per_worker=1,
-                      resources={"appliance": 3}, dashboard_address=":0",
-                      local_directory=str(tmp_path)) as cluster, \
-            Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2,
+            processes=False,
+            threads_per_worker=1,
+            resources={"appliance": 3},
+            dashboard_address=":0",
+            local_directory=str(tmp_path),
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         assert appliance_resources(client) == {"appliance": 1}
         assert capacity(client) == 6
 
 
 def test_workers_see_their_paths_and_the_report_keeps_the_clients(
-        threads_cluster: LocalCluster) -> None:
+    threads_cluster: LocalCluster,
+) -> None:
     paths = PathTranslator([PathMap("/client/ds", "/worker/ds")])
     images = [image(f"/client/ds/vm{n}/disk.qcow2") for n in range(3)]
     with Client(threads_cluster, set_as_default=False) as client:
-        runner = EchoRunner(jobs=1, timeout=60, batch=2,
-                            executor=FleetExecutor(client, paths, lambda message: None))
+        runner = EchoRunner(
+            jobs=1, timeout=60, batch=2, executor=FleetExecutor(client, paths, lambda message: None)
+        )
         outcomes = sorted(runner.run(images, NOW), key=lambda o: o.image.path)
     assert [o.image for o in outcomes] == images
     assert [o.facts for o in outcomes] == [seen_facts(i.path, [i.path]) for i in images]
 
 
-def test_an_image_that_kills_workers_is_an_error_row_and_spares_its_batch(
-        tmp_path: Path) -> None:
+def test_an_image_that_kills_workers_is_an_error_row_and_spares_its_batch(tmp_path: Path) -> None:
     images = [image("/ds/good.qcow2"), image(f"/ds/{DEADLY}.qcow2")]
     # One task on the worker at a time: a queued task would share the dying worker's blame.
-    config = {"distributed.scheduler.allowed-failures": 0,
-              "distributed.scheduler.worker-saturation": 1.0}
-    with dask.config.set(config), \
-            LocalCluster(n_workers=1, processes=True, threads_per_worker=1,
-                         dashboard_address=":0", local_directory=str(tmp_path)) as cluster, \
-            Client(cluster, set_as_default=False) as client:
-        runner = EchoRunner(jobs=1, timeout=60, batch=2,
-                            executor=FleetExecutor(client, PathTranslator(), lambda m: None))
+    config = {
+        "distributed.scheduler.allowed-failures": 0,
+        "distributed.scheduler.worker-saturation": 1.0,
+    }
+    with (
+        dask.config.set(config),
+        LocalCluster(
+            n_workers=1,
+            processes=True,
+            threads_per_worker=1,
+            dashboard_address=":0",
+            local_directory=str(tmp_path),
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        runner = EchoRunner(
+            jobs=1,
+            timeout=60,
+            batch=2,
+            executor=FleetExecutor(client, PathTranslator(), lambda m: None),
+        )
         outcomes = {o.image.path: o for o in runner.run(images, NOW)}
     good, deadly = outcomes["/ds/good.qcow2"], outcomes[f"/ds/{DEADLY}.qcow2"]
     assert good.error is None and good.facts is not None
@@ -138,17 +166,22 @@ def test_an_image_that_kills_workers_is_an_error_row_and_spares_its_batch(
 
 
 def test_an_unreachable_scheduler_is_a_configuration_error() -> None:
-    with pytest.raises(ConfigError, match="cannot reach the Dask scheduler"), \
-            connect("tcp://127.0.0.1:1", timeout="1s"):
+    with (
+        pytest.raises(ConfigError, match="cannot reach the Dask scheduler"),
+        connect("tcp://127.0.0.1:1", timeout="1s"),
+    ):
         pass
 
 
 def test_workers_discover_their_view_and_the_client_gets_its_paths(
-        threads_cluster: LocalCluster, tmp_path: Path) -> None:
+    threads_cluster: LocalCluster, tmp_path: Path
+) -> None:
     on_workers = tmp_path / "mounted-here"
     (on_workers / "vm").mkdir(parents=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(on_workers / "vm" / "a.qcow2"),
-                    "1M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(on_workers / "vm" / "a.qcow2"), "1M"],
+        check=True,
+    )
     (on_workers / "vm" / "notes.txt").write_text("not an image\n")
     client_view = tmp_path / "not-mounted-on-the-client"
     maps = [PathMap(str(client_view), str(on_workers))]

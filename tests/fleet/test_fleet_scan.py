@@ -74,9 +74,14 @@ def children_running_audits(parent: int) -> list[int]:
 def cluster(workspace: Path) -> Iterator[LocalCluster]:
     workers_tmp = workspace / "workers-tmp"
     workers_tmp.mkdir()
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1,
-                      dashboard_address=":0", local_directory=str(workspace / "dask"),
-                      env={"TMPDIR": str(workers_tmp)}) as local_cluster:
+    with LocalCluster(
+        n_workers=2,
+        processes=True,
+        threads_per_worker=1,
+        dashboard_address=":0",
+        local_directory=str(workspace / "dask"),
+        env={"TMPDIR": str(workers_tmp)},
+    ) as local_cluster:
         try:
             yield local_cluster
         finally:
@@ -104,8 +109,9 @@ SCAN = ("--format", "json", "--fail-on", "never", "--no-cache")
 
 @pytest.fixture(scope="module")
 def local_report(workspace: Path) -> dict[str, Any]:
-    proc = vmaudit("scan", str(workspace / "store"), *SCAN, "--batch", "2",
-                   env=env_for(workspace, "local"))
+    proc = vmaudit(
+        "scan", str(workspace / "store"), *SCAN, "--batch", "2", env=env_for(workspace, "local")
+    )
     assert proc.returncode == 0, proc.stderr
     report = without_timestamps(proc.stdout)
     assert [i["status"] for i in report["images"]] == ["audited", "audited"]
@@ -127,10 +133,23 @@ def fleet_run(workspace: Path, cluster: LocalCluster) -> FleetRun:
     with Client(cluster, set_as_default=False) as client:
         worker_pids = set(client.run(os.getpid).values())
         scan = subprocess.Popen(
-            [sys.executable, "-m", "vmaudit.cli", "scan", str(workspace / "store"), *SCAN,
-             "--batch", "1", "--scheduler", cluster.scheduler_address],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=env_for(workspace, "fleet"))
+            [
+                sys.executable,
+                "-m",
+                "vmaudit.cli",
+                "scan",
+                str(workspace / "store"),
+                *SCAN,
+                "--batch",
+                "1",
+                "--scheduler",
+                cluster.scheduler_address,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env_for(workspace, "fleet"),
+        )
         try:
             victim, audits = _first_worker_auditing(worker_pids, scan)
             os.kill(victim, signal.SIGKILL)
@@ -152,16 +171,20 @@ def test_a_worker_killed_mid_audit_loses_no_image(fleet_run: FleetRun) -> None:
     assert fleet_run.returncode == 0, fleet_run.stderr
     report = json.loads(fleet_run.stdout)
     assert [(i["status"], i["os"]["hostname"]) for i in report["images"]] == [
-        ("audited", "mini-01"), ("audited", "mini-02")]
+        ("audited", "mini-01"),
+        ("audited", "mini-02"),
+    ]
 
 
 def test_fleet_scan_reports_what_a_local_scan_reports(
-        fleet_run: FleetRun, local_report: dict[str, Any]) -> None:
+    fleet_run: FleetRun, local_report: dict[str, Any]
+) -> None:
     assert without_timestamps(fleet_run.stdout) == local_report
 
 
-def _first_worker_auditing(worker_pids: set[int],
-                           scan: subprocess.Popen[str]) -> tuple[int, list[int]]:
+def _first_worker_auditing(
+    worker_pids: set[int], scan: subprocess.Popen[str]
+) -> tuple[int, list[int]]:
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and scan.poll() is None:
         for pid in worker_pids:

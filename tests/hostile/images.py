@@ -44,8 +44,9 @@ def secret_file(path: Path, size: int = MIB) -> Path:
     return path
 
 
-def ext4_from_tree(tree: Path, out: Path, size_mb: int, label: str,
-                   inodes: int | None = None) -> Path:
+def ext4_from_tree(
+    tree: Path, out: Path, size_mb: int, label: str, inodes: int | None = None
+) -> Path:
     with open(out, "wb") as handle:
         handle.truncate(size_mb * MIB)
     extra = ["-N", str(inodes)] if inodes else []
@@ -65,14 +66,22 @@ def partitioned_disk(out: Path, partitions: list[Path], part_type: str = "83") -
     run("sfdisk", "-q", str(out), stdin=script.encode())
     start = 1
     for part, size in zip(partitions, sizes, strict=True):
-        run("dd", f"if={part}", f"of={out}", "bs=1M", f"seek={start}", "conv=notrunc,sparse",
-            "status=none")
+        run(
+            "dd",
+            f"if={part}",
+            f"of={out}",
+            "bs=1M",
+            f"seek={start}",
+            "conv=notrunc,sparse",
+            "status=none",
+        )
         start += size
     return out
 
 
-def guest_disk(tree: Path, out: Path, label: str, size_mb: int = 40,
-               inodes: int | None = None) -> Path:
+def guest_disk(
+    tree: Path, out: Path, label: str, size_mb: int = 40, inodes: int | None = None
+) -> Path:
     """A raw MBR disk whose one ext4 partition, labelled ``label``, holds ``tree``.
 
     Each guest gets a label of its own, named by its fstab: guests sharing one appliance
@@ -107,8 +116,11 @@ def mini_guest(work: Path, out: Path, name: str) -> Path:
 def slow_to_list_guest(work: Path, out: Path, name: str, entries: int = 60000) -> Path:
     """The mini guest with a /etc/sudoers.d of ``entries`` names that sudo skips (they hold
     a dot): listing it keeps the appliance busy for seconds, long enough to be caught."""
-    files = {**MINI_FILES, "etc/hostname": f"{name}\n",
-             "etc/sudoers": "root ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n"}
+    files = {
+        **MINI_FILES,
+        "etc/hostname": f"{name}\n",
+        "etc/sudoers": "root ALL=(ALL:ALL) ALL\n@includedir /etc/sudoers.d\n",
+    }
     tree = write_tree(work / f"{name}-tree", files)
     folder = tree / "etc" / "sudoers.d"
     folder.mkdir(parents=True, exist_ok=True)
@@ -143,8 +155,20 @@ def luks_file(out: Path, size_mb: int = 20) -> Path:
         handle.truncate(size_mb * MIB)
     key = out.with_suffix(".key")
     key.write_bytes(b"correct horse battery staple")
-    run("cryptsetup", "luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
-        "--pbkdf-force-iterations", "1000", "--key-file", str(key), str(out))
+    run(
+        "cryptsetup",
+        "luksFormat",
+        "--batch-mode",
+        "--type",
+        "luks2",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        str(key),
+        str(out),
+    )
     key.unlink()
     return out
 
@@ -160,8 +184,11 @@ def two_os_guest(work: Path, out: Path) -> Path:
     """Two partitions, each the root of a Linux system with its own hostname and label."""
     parts = []
     for name in ("first-os", "second-os"):
-        files = {**MINI_FILES, "etc/hostname": f"{name}\n",
-                 "etc/fstab": f"LABEL={name} / ext4 errors=remount-ro 0 1\n"}
+        files = {
+            **MINI_FILES,
+            "etc/hostname": f"{name}\n",
+            "etc/fstab": f"LABEL={name} / ext4 errors=remount-ro 0 1\n",
+        }
         tree = write_tree(work / f"{name}-tree", files)
         parts.append(ext4_from_tree(tree, work / f"{name}.ext4", 24, name))
     return convert(partitioned_disk(work / "two.raw", parts), "qcow2", out)
@@ -209,15 +236,19 @@ def content_guest(work: Path, out: Path) -> Path:
     spreadsheet formulas in the hostname and user names."""
     files = dict(MINI_FILES)
     files["etc/hostname"] = ESC_HOSTNAME + "\n"
-    files["etc/passwd"] += (f"{FORMULA_USER}:x:0:0::/root:/bin/bash\n"
-                            f"{ESC_USER}:x:0:0::/root:/bin/bash\n")
-    files["etc/sudoers"] = ("root ALL=(ALL:ALL) ALL\n@include /etc/sudoers\n"
-                            "#include /etc/sudoers\n@includedir /etc/sudoers.d\n")
+    files["etc/passwd"] += (
+        f"{FORMULA_USER}:x:0:0::/root:/bin/bash\n{ESC_USER}:x:0:0::/root:/bin/bash\n"
+    )
+    files["etc/sudoers"] = (
+        "root ALL=(ALL:ALL) ALL\n@include /etc/sudoers\n"
+        "#include /etc/sudoers\n@includedir /etc/sudoers.d\n"
+    )
     files["var/lib/dpkg/status"] += (
         "Package: bloated\nStatus: install ok installed\nVersion: 1.0\nArchitecture: amd64\n"
         "Description: " + "A" * DPKG_FIELD + "\n\n"
         "Package: after-bloat\nStatus: install ok installed\nVersion: 2.0\n"
-        "Architecture: all\nDescription: comes after the big one\n\n")
+        "Architecture: all\nDescription: comes after the big one\n\n"
+    )
     tree = write_tree(work / "content-tree", files)
     etc = tree / "etc"
     # /etc/shadow: 128 MiB, sparse, its one real line at the very end.
@@ -229,8 +260,7 @@ def content_guest(work: Path, out: Path) -> Path:
     with open(os.path.join(os.fsencode(etc / "sudoers.d"), b"ops\xff\xfe"), "wb") as handle:
         handle.write(b"alice ALL=(ALL) NOPASSWD: ALL\n")
     os.makedirs(os.path.join(os.fsencode(tree / "home"), b"caf\xe9\xff"))
-    return convert(guest_disk(tree, work / "content.raw", "content", size_mb=64), "qcow2",
-                   out)
+    return convert(guest_disk(tree, work / "content.raw", "content", size_mb=64), "qcow2", out)
 
 
 # ---------------------------------------------------------------- broken containers
@@ -240,8 +270,9 @@ def truncated_mbr(out: Path) -> Path:
     """A 1 MiB raw disk whose partition table claims 1 GiB beyond its end (sfdisk refuses
     to write that, so the MBR is written by hand)."""
     mbr = bytearray(512)
-    mbr[446:462] = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff",
-                               2048, 2 * 1024 * 1024)
+    mbr[446:462] = struct.pack(
+        "<B3sB3sII", 0, b"\xfe\xff\xff", 0x83, b"\xfe\xff\xff", 2048, 2 * 1024 * 1024
+    )
     mbr[510:512] = b"\x55\xaa"
     with open(out, "wb") as handle:
         handle.write(mbr)
@@ -273,21 +304,44 @@ def truncated_qcow2(good: Path, out: Path, keep: int) -> Path:
 def data_file_qcow2(out: Path, secret: Path) -> Path:
     """A qcow2 whose data lives in an external host file, filled with the secret afterwards
     (``qemu-img create`` makes the data file itself)."""
-    run("qemu-img", "create", "-q", "-f", "qcow2", "-o", f"data_file={secret},data_file_raw=on",
-        str(out), "1M")
+    run(
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-o",
+        f"data_file={secret},data_file_raw=on",
+        str(out),
+        "1M",
+    )
     secret_file(secret)
     return out
 
 
 def backing_qcow2(out: Path, backing: str, backing_format: str = "raw") -> Path:
-    run("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", backing, "-F", backing_format,
-        str(out), "1M")
+    run(
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-u",
+        "-b",
+        backing,
+        "-F",
+        backing_format,
+        str(out),
+        "1M",
+    )
     return out
 
 
 def missing_extent_vmdk(out: Path) -> Path:
-    out.write_text('# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
-                   'createType="monolithicFlat"\n\nRW 2048 FLAT "gone-flat.vmdk" 0\n')
+    out.write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        'createType="monolithicFlat"\n\nRW 2048 FLAT "gone-flat.vmdk" 0\n'
+    )
     return out
 
 
@@ -360,8 +414,10 @@ def build_datastore(work: Path, host_dir: Path) -> Path:
     with open(os.path.join(os.fsencode(store), b"junk", b"\xff\xfe-not-utf8.qcow2"), "wb") as f:
         f.write(random_bytes(4096, 4))
     data_file_qcow2(place("datafile/external.qcow2"), host_dir / "data.raw")
-    backing_qcow2(place("jsonbacking/leaf.qcow2"), 'json:{"driver":"raw","file":'
-                  f'{{"driver":"file","filename":"{secret}"}}}}')
+    backing_qcow2(
+        place("jsonbacking/leaf.qcow2"),
+        f'json:{{"driver":"raw","file":{{"driver":"file","filename":"{secret}"}}}}',
+    )
     backing_qcow2(place("nbdbacking/leaf.qcow2"), "nbd:127.0.0.1:10809")
     missing_extent_vmdk(place("vmdk/missing-extent.vmdk"))
     # A datastore folder with symlink loops: to itself, to its parent, an image to itself.

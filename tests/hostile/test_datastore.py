@@ -55,9 +55,10 @@ class Scan:
     holder_survived: bool
 
     def status(self) -> dict[str, tuple[str, str | None]]:
-        return {os.path.relpath(i["path"], self.store): (i["status"],
-                                                         (i["error"] or {}).get("kind"))
-                for i in self.report["images"]}
+        return {
+            os.path.relpath(i["path"], self.store): (i["status"], (i["error"] or {}).get("kind"))
+            for i in self.report["images"]
+        }
 
     def facts(self, rel: str) -> Facts:
         """The facts the scan recorded for one image, from its state database."""
@@ -78,34 +79,53 @@ def scan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scan]:
     store = build_datastore(work, host_dir)
     held = store / "inuse" / "held.qcow2"
     # A writer holding the image open, as a running VM does: qemu's write lock is taken.
-    holder = subprocess.Popen(["qemu-nbd", "-f", "qcow2", "-k", str(work / "nbd.sock"), "-t",
-                               str(held)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    holder = subprocess.Popen(
+        ["qemu-nbd", "-f", "qcow2", "-k", str(work / "nbd.sock"), "-t", str(held)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         while not (work / "nbd.sock").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        lock = subprocess.run(["qemu-img", "info", str(held)], capture_output=True, text=True,
-                              check=False)
+        lock = subprocess.run(
+            ["qemu-img", "info", str(held)], capture_output=True, text=True, check=False
+        )
         before = fingerprint(store)
         host_before = fingerprint(host_dir)
         env = scan_env(work)
-        proc = vmaudit("scan", str(store), "--format", "json", "--fail-on", "never", "-j", "1",
-                       "--batch", "64", "--timeout", "300", env=env)
+        proc = vmaudit(
+            "scan",
+            str(store),
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "-j",
+            "1",
+            "--batch",
+            "64",
+            "--timeout",
+            "300",
+            env=env,
+        )
         after = fingerprint(store)
         survived = holder.poll() is None
     finally:
         holder.terminate()
         holder.wait(timeout=30)
     report = json.loads(proc.stdout) if proc.stdout.startswith("{") else {}
-    yield Scan(work, store, host_dir, env, proc, report, before, after, host_before,
-               lock.stderr, survived)
+    yield Scan(
+        work, store, host_dir, env, proc, report, before, after, host_before, lock.stderr, survived
+    )
 
 
 def test_scan_finishes_and_reports_each_hazard_with_its_kind(scan: Scan) -> None:
     assert scan.proc.returncode == 3, scan.proc.stderr[-3000:]
     assert scan.status() == EXPECTED
     assert scan.report["summary"]["audited"] == sum(
-        1 for status, _ in EXPECTED.values() if status == "audited")
+        1 for status, _ in EXPECTED.values() if status == "audited"
+    )
 
 
 def test_no_image_changed(scan: Scan) -> None:
@@ -129,8 +149,11 @@ def test_nothing_left_behind(scan: Scan) -> None:
 
 
 def test_good_guests_are_audited_in_full(scan: Scan) -> None:
-    hostnames = {os.path.relpath(i["path"], scan.store): i["os"]["hostname"]
-                 for i in scan.report["images"] if i["status"] == "audited"}
+    hostnames = {
+        os.path.relpath(i["path"], scan.store): i["os"]["hostname"]
+        for i in scan.report["images"]
+        if i["status"] == "audited"
+    }
     assert hostnames["good/good.qcow2"] == "good"
     assert hostnames["inuse/held.qcow2"] == "held"
     good = scan.facts("good/good.qcow2")
@@ -174,8 +197,10 @@ def test_huge_sparse_self_including_and_undecodable_files_are_warnings(scan: Sca
     # A name that is not UTF-8 is named in a warning, not silently skipped.
     assert "/etc/sudoers.d/ops\\xff\\xfe: name is not UTF-8" in warnings
     # The 1 MB dpkg field costs that package nothing, nor the one after it.
-    assert {(p.name, p.version) for p in facts.packages} >= {("bloated", "1.0"),
-                                                              ("after-bloat", "2.0")}
+    assert {(p.name, p.version) for p in facts.packages} >= {
+        ("bloated", "1.0"),
+        ("after-bloat", "2.0"),
+    }
     assert {u.name for u in facts.users} >= {"root", "alice", FORMULA_USER, ESC_USER}
 
 
@@ -205,6 +230,7 @@ def test_guest_escapes_never_reach_the_terminal_and_csv_has_no_formula(scan: Sca
     for row in rows:
         assert not any(cell[:1] in ("=", "+", "-", "@") for cell in row.values() if cell)
 
-    report = json.loads(vmaudit("scan", image, "--format", "json", "--fail-on", "never",
-                                env=scan.env).stdout)
+    report = json.loads(
+        vmaudit("scan", image, "--format", "json", "--fail-on", "never", env=scan.env).stdout
+    )
     assert report["images"][0]["from_cache"] is True  # no appliance was launched again

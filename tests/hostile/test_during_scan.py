@@ -57,8 +57,9 @@ def has_open(pid: int, path: Path) -> bool:
 class Watcher(threading.Thread):
     """Polls until ``ready()`` gives a qemu pid, then runs ``act(pid)`` once."""
 
-    def __init__(self, ready: Callable[[], int | None], act: Callable[[int], str],
-                 limit: float = 600) -> None:
+    def __init__(
+        self, ready: Callable[[], int | None], act: Callable[[int], str], limit: float = 600
+    ) -> None:
         super().__init__(daemon=True)
         self.ready, self.act, self.limit = ready, act, limit
         self.outcome = "never triggered"
@@ -76,8 +77,10 @@ class Watcher(threading.Thread):
 
 def status_of(stdout: str, root: Path) -> dict[str, tuple[str, str | None]]:
     report = json.loads(stdout)
-    return {os.path.relpath(i["path"], root): (i["status"], (i["error"] or {}).get("kind"))
-            for i in report["images"]}
+    return {
+        os.path.relpath(i["path"], root): (i["status"], (i["error"] or {}).get("kind"))
+        for i in report["images"]
+    }
 
 
 @pytest.mark.appliance
@@ -110,16 +113,29 @@ def test_qemu_killed_while_reading_the_guest(tmp_path: Path) -> None:
     watcher = Watcher(collecting, kill)
     watcher.start()
     try:
-        proc = vmaudit("scan", str(store), "--format", "json", "--fail-on", "never", "-j", "1",
-                       "--batch", "1", env=scan_env(tmp_path))
+        proc = vmaudit(
+            "scan",
+            str(store),
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "-j",
+            "1",
+            "--batch",
+            "1",
+            env=scan_env(tmp_path),
+        )
     finally:
         watcher.stop.set()
         watcher.join()
 
     assert watcher.outcome == "killed while collecting"
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert status_of(proc.stdout, store) == {"a-victim.qcow2": ("error", "appliance-failed"),
-                                             "b-good.qcow2": ("audited", None)}
+    assert status_of(proc.stdout, store) == {
+        "a-victim.qcow2": ("error", "appliance-failed"),
+        "b-good.qcow2": ("audited", None),
+    }
     assert fingerprint(store) == before
     assert qemu_processes_mentioning(str(tmpdir)) == []
     assert os.listdir(tmpdir) == []
@@ -153,17 +169,30 @@ def test_image_deleted_or_grown_during_the_scan(tmp_path: Path) -> None:
     # Straight to software emulation: a failed KVM attempt would open the files first.
     env = {**scan_env(tmp_path), "VMAUDIT_FORCE_TCG": "1"}
     try:
-        proc = vmaudit("scan", str(store), "--format", "json", "--fail-on", "never", "-j", "1",
-                       "--batch", "3", env=env)
+        proc = vmaudit(
+            "scan",
+            str(store),
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+            "-j",
+            "1",
+            "--batch",
+            "3",
+            env=env,
+        )
     finally:
         watcher.stop.set()
         watcher.join()
 
     assert watcher.outcome == "changed under qemu"
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert status_of(proc.stdout, store) == {"grows.qcow2": ("error", "image-changed"),
-                                             "steady.qcow2": ("audited", None),
-                                             "vanishes.qcow2": ("error", "image-changed")}
+    assert status_of(proc.stdout, store) == {
+        "grows.qcow2": ("error", "image-changed"),
+        "steady.qcow2": ("audited", None),
+        "vanishes.qcow2": ("error", "image-changed"),
+    }
     assert grows.read_bytes() == original + b"\0" * MIB  # only the test wrote to it
     assert fingerprint(store)[str(store / "steady.qcow2")] == steady_before
     assert qemu_processes_mentioning(str(tmpdir)) == []
@@ -177,23 +206,42 @@ def test_hanging_launch_times_out_in_batch_then_alone(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     for name in ("one", "two"):
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(store / f"{name}.qcow2"),
-                        "16M"], check=True)
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(store / f"{name}.qcow2"), "16M"],
+            check=True,
+        )
     before = fingerprint(store)
     marker = tmp_path / "hung-hypervisor"
-    marker.write_text(f"#!/bin/sh\nexec {sys.executable} -c 'import time; time.sleep(3600)' "
-                      f"{marker}\n")
+    marker.write_text(
+        f"#!/bin/sh\nexec {sys.executable} -c 'import time; time.sleep(3600)' {marker}\n"
+    )
     marker.chmod(0o755)
     env = {**scan_env(tmp_path), "LIBGUESTFS_HV": str(marker), "VMAUDIT_FORCE_TCG": "1"}
 
     started = time.monotonic()
-    proc = vmaudit("scan", str(store), "--format", "json", "--fail-on", "never", "-j", "1",
-                   "--batch", "2", "--timeout", "4", env=env, timeout=300)
+    proc = vmaudit(
+        "scan",
+        str(store),
+        "--format",
+        "json",
+        "--fail-on",
+        "never",
+        "-j",
+        "1",
+        "--batch",
+        "2",
+        "--timeout",
+        "4",
+        env=env,
+        timeout=300,
+    )
     elapsed = time.monotonic() - started
 
     assert proc.returncode == 3, proc.stderr[-3000:]
-    assert status_of(proc.stdout, store) == {"one.qcow2": ("error", "timeout"),
-                                             "two.qcow2": ("error", "timeout")}
+    assert status_of(proc.stdout, store) == {
+        "one.qcow2": ("error", "timeout"),
+        "two.qcow2": ("error", "timeout"),
+    }
     assert 16 <= elapsed < 120  # 8 s for the batch, then 4 s for each image alone
     assert fingerprint(store) == before
     assert pids_mentioning(str(marker)) == []
@@ -239,11 +287,14 @@ def test_unreadable_image_and_folder_as_an_unprivileged_user(world_readable_dir:
     root = world_readable_dir
     store = root / "store"
     (store / "closed").mkdir(parents=True)
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(store / "locked.qcow2"),
-                    "16M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(store / "locked.qcow2"), "16M"], check=True
+    )
     (store / "junk.vmdk").write_bytes(random_bytes(MIB, 9))
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2",
-                    str(store / "closed" / "hidden.qcow2"), "16M"], check=True)
+    subprocess.run(
+        ["qemu-img", "create", "-q", "-f", "qcow2", str(store / "closed" / "hidden.qcow2"), "16M"],
+        check=True,
+    )
     (store / "locked.qcow2").chmod(0o000)
     (store / "closed").chmod(0o000)
     for folder in ("tmpdir", "state"):
@@ -254,9 +305,28 @@ def test_unreadable_image_and_folder_as_an_unprivileged_user(world_readable_dir:
     env = {**scan_env(root), "HOME": str(root)}
 
     proc = subprocess.run(
-        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable,
-         "-m", "vmaudit.cli", "scan", str(store), "--format", "json", "--fail-on", "never"],
-        capture_output=True, text=True, env=env, timeout=300, check=False, cwd=root)
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "vmaudit.cli",
+            "scan",
+            str(store),
+            "--format",
+            "json",
+            "--fail-on",
+            "never",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+        cwd=root,
+    )
 
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert status_of(proc.stdout, store) == {

@@ -82,8 +82,9 @@ def _scan(db: StateDB, results: tuple[ImageResult, ...], roots: list[str]) -> Sc
     scan_id = db.begin_scan(("default",), NOW)
     for result in results:
         db.record_result(scan_id, result, None)
-    report = ScanReport(NOW.isoformat(), NOW.isoformat(), ("default",), "high", results,
-                        exit_code(results, "high"))
+    report = ScanReport(
+        NOW.isoformat(), NOW.isoformat(), ("default",), "high", results, exit_code(results, "high")
+    )
     db.finish_scan(scan_id, report, roots)
     return report
 
@@ -102,8 +103,7 @@ def state(tmp_path: Path) -> tuple[Path, datetime, dict[str, str]]:
     was read afresh (``--no-cache``) with the same facts.
     """
     base = tmp_path / "datastore"
-    first = {name: _facts(base, name) for name in ("cached", "idle", "patched", "broken",
-                                                     "reread")}
+    first = {name: _facts(base, name) for name in ("cached", "idle", "patched", "broken", "reread")}
     paths = {name: facts.image.path for name, facts in first.items()}
     db_path = tmp_path / "state.db"
     with StateDB(db_path) as db:
@@ -118,8 +118,11 @@ def state(tmp_path: Path) -> tuple[Path, datetime, dict[str, str]]:
             _audited(first["idle"], from_cache=True),
             _audited(_facts(base, "patched", EXTRA_PACKAGE)),
             _audited(new),
-            ImageResult(image=_ref(first["broken"]), facts=None,
-                        error=ImageError("timeout", "took longer than 600 s")),
+            ImageResult(
+                image=_ref(first["broken"]),
+                facts=None,
+                error=ImageError("timeout", "took longer than 600 s"),
+            ),
             _audited(first["reread"]),
         )
         _scan(db, second, [str(base)])

@@ -83,8 +83,17 @@ def test_a_hanging_kvm_is_decided_once_and_inspect_finishes_in_emulation(
     assert kvm_launches(log) == 1
 
     # The next command (another one: scan) takes the verdict from the cache.
-    second = vmaudit("scan", str(image.parent), "-f", "json", "--timeout", IMAGE_TIMEOUT,
-                     "--state", str(tmp_path / "state.db"), env=env)
+    second = vmaudit(
+        "scan",
+        str(image.parent),
+        "-f",
+        "json",
+        "--timeout",
+        IMAGE_TIMEOUT,
+        "--state",
+        str(tmp_path / "state.db"),
+        env=env,
+    )
     assert second.returncode in (0, 1), second.stderr
     assert "cached for this boot" in second.stderr
     assert kvm_launches(log) == 1
@@ -126,4 +135,3 @@ def test_forcing_software_emulation_skips_the_probe(
     verdict = accel.decide(tmp_path / "cache")
     assert not verdict.kvm and "asked for" in verdict.reason
     assert not log.exists() and not (tmp_path / "cache" / "accel.json").exists()
-

@@ -23,18 +23,28 @@ from tests.imaging import (
 SECRET = "HOST-SECRET-7f3a9c-do-not-leak"
 
 
-def vmaudit(*args: str, env: dict[str, str] | None = None,
-            timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "vmaudit.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=timeout, check=False)
+def vmaudit(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "vmaudit.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def scan_env(tmp: Path) -> dict[str, str]:
     """Overlays in a folder of the test's own, so leftovers can be found by path."""
     (tmp / "tmpdir").mkdir(exist_ok=True)
-    return {**os.environ, "TMPDIR": str(tmp / "tmpdir"),
-            "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"),
-            "XDG_STATE_HOME": str(tmp / "state")}
+    return {
+        **os.environ,
+        "TMPDIR": str(tmp / "tmpdir"),
+        "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR", "/var/tmp"),
+        "XDG_STATE_HOME": str(tmp / "state"),
+    }
 
 
 def secret_raw_file(path: Path) -> Path:
@@ -55,16 +65,46 @@ def build_hostile_datastore(root: Path, secret: Path) -> Path:
 
     # A raw image whose first sector is a qcow2 header with a backing file on the host.
     (store / "probe").mkdir()
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(secret), "-F",
-                    "raw", str(store / "probe" / "evil.img"), "1M"], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            str(secret),
+            "-F",
+            "raw",
+            str(store / "probe" / "evil.img"),
+            "1M",
+        ],
+        check=True,
+    )
     # A qcow2 whose backing file is outside its folder.
     (store / "escape").mkdir()
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(secret), "-F",
-                    "raw", str(store / "escape" / "leaf.qcow2"), "1M"], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-u",
+            "-b",
+            str(secret),
+            "-F",
+            "raw",
+            str(store / "escape" / "leaf.qcow2"),
+            "1M",
+        ],
+        check=True,
+    )
     # A VMDK descriptor whose extent is a host file.
     (store / "extent").mkdir()
     (store / "extent" / "evil.vmdk").write_text(
-        '# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n'
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
         f'createType="monolithicFlat"\n\nRW 2048 FLAT "{secret}" 0\n'
     )
     # A VHD differencing disk without its parent.
@@ -84,13 +124,24 @@ def test_hostile_images_are_refused_and_nothing_changes(tmp_path: Path) -> None:
     before = fingerprint(store)
     secret_before = fingerprint(tmp_path)[str(secret)]
 
-    proc = vmaudit("scan", str(store), "--format", "json", "--fail-on", "never", "-j", "1",
-                   env=scan_env(tmp_path))
+    proc = vmaudit(
+        "scan",
+        str(store),
+        "--format",
+        "json",
+        "--fail-on",
+        "never",
+        "-j",
+        "1",
+        env=scan_env(tmp_path),
+    )
 
     assert proc.returncode == 3, proc.stderr
     report = json.loads(proc.stdout)
-    status = {os.path.relpath(i["path"], store): (i["status"], (i["error"] or {}).get("kind"))
-              for i in report["images"]}
+    status = {
+        os.path.relpath(i["path"], store): (i["status"], (i["error"] or {}).get("kind"))
+        for i in report["images"]
+    }
     assert status == {
         "good/good.qcow2": ("audited", None),
         "probe/evil.img": ("error", "format-mismatch"),
@@ -116,8 +167,15 @@ def test_timeout_kills_the_appliance_and_reports_the_image(tmp_path: Path) -> No
     convert(raw_disk_from_tree(tree, tmp_path / "g.raw"), "qcow2", tmp_path / "store" / "g.qcow2")
     before = fingerprint(tmp_path / "store")
 
-    proc = vmaudit("scan", str(tmp_path / "store"), "--format", "json", "--timeout", "3",
-                   env=scan_env(tmp_path))
+    proc = vmaudit(
+        "scan",
+        str(tmp_path / "store"),
+        "--format",
+        "json",
+        "--timeout",
+        "3",
+        env=scan_env(tmp_path),
+    )
 
     assert proc.returncode == 3, proc.stderr
     image = json.loads(proc.stdout)["images"][0]

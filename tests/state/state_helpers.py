@@ -49,8 +49,9 @@ def make_user(name: str, uid: int = 1000, admin: bool = False, **changes: Any) -
 def make_facts(path: str = "/ds/vm.qcow2", hostname: str = "db-01", **changes: Any) -> Facts:
     facts = Facts(
         image=ImageInfo(path, "qcow2", 1024, "2024-01-15T10:00:00Z", "ab" * 32, None, (path,)),
-        os=OsInfo("linux", "debian", "12.4", "Debian GNU/Linux 12 (bookworm)", hostname,
-                  "x86_64", "deb"),
+        os=OsInfo(
+            "linux", "debian", "12.4", "Debian GNU/Linux 12 (bookworm)", hostname, "x86_64", "deb"
+        ),
         packages=(
             Package("openssl", "3.0.11-1~deb12u2", "amd64", "openssl"),
             Package("bash", "5.2.15-2+b2", "amd64", "bash"),
@@ -70,8 +71,14 @@ def make_image(path: Path | str, vm: str | None = None) -> ImageRef:
 
 
 def make_finding(subject: str = "root", rule: str = "ssh.permit-root-login") -> Finding:
-    return Finding(rule, "high", subject, f"{subject} may log in over SSH",
-                   {"permit_root_login": "yes", "lines": [3, 4]}, "default")
+    return Finding(
+        rule,
+        "high",
+        subject,
+        f"{subject} may log in over SSH",
+        {"permit_root_login": "yes", "lines": [3, 4]},
+        "default",
+    )
 
 
 def audited(

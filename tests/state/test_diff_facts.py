@@ -21,26 +21,42 @@ def test_days_idle_alone_is_not_a_change() -> None:
 
 
 def test_packages_added_removed_upgraded_downgraded_with_versions() -> None:
-    old = make_facts(packages=(
-        Package("openssl", "3.0.11-1~deb12u2", "amd64"),
-        Package("bash", "5.2.15-2+b2", "amd64"),
-        Package("telnet", "0.17-44", "amd64"),
-        Package("curl", "7.88.1-10+deb12u5", "amd64"),
-    ))
-    new = make_facts(packages=(
-        # ~ sorts before anything in dpkg: deb12u2 -> 3.0.13-1~deb12u1 is an upgrade
-        Package("openssl", "3.0.13-1~deb12u1", "amd64"),
-        Package("bash", "5.2.15-2+b2", "amd64"),
-        Package("nmap", "7.93+dfsg1-1", "amd64"),
-        Package("curl", "7.88.1-10+deb12u4", "amd64"),
-    ))
+    old = make_facts(
+        packages=(
+            Package("openssl", "3.0.11-1~deb12u2", "amd64"),
+            Package("bash", "5.2.15-2+b2", "amd64"),
+            Package("telnet", "0.17-44", "amd64"),
+            Package("curl", "7.88.1-10+deb12u5", "amd64"),
+        )
+    )
+    new = make_facts(
+        packages=(
+            # ~ sorts before anything in dpkg: deb12u2 -> 3.0.13-1~deb12u1 is an upgrade
+            Package("openssl", "3.0.13-1~deb12u1", "amd64"),
+            Package("bash", "5.2.15-2+b2", "amd64"),
+            Package("nmap", "7.93+dfsg1-1", "amd64"),
+            Package("curl", "7.88.1-10+deb12u4", "amd64"),
+        )
+    )
     assert diff_facts(old, new)["packages"] == {
         "added": [{"name": "nmap", "arch": "amd64", "version": "7.93+dfsg1-1"}],
         "removed": [{"name": "telnet", "arch": "amd64", "version": "0.17-44"}],
-        "upgraded": [{"name": "openssl", "arch": "amd64",
-                      "old": "3.0.11-1~deb12u2", "new": "3.0.13-1~deb12u1"}],
-        "downgraded": [{"name": "curl", "arch": "amd64",
-                        "old": "7.88.1-10+deb12u5", "new": "7.88.1-10+deb12u4"}],
+        "upgraded": [
+            {
+                "name": "openssl",
+                "arch": "amd64",
+                "old": "3.0.11-1~deb12u2",
+                "new": "3.0.13-1~deb12u1",
+            }
+        ],
+        "downgraded": [
+            {
+                "name": "curl",
+                "arch": "amd64",
+                "old": "7.88.1-10+deb12u5",
+                "new": "7.88.1-10+deb12u4",
+            }
+        ],
     }
 
 
@@ -55,18 +71,23 @@ def test_package_upgrade_uses_the_guest_ordering_not_text_order() -> None:
 
 def test_side_by_side_versions_are_listed_one_by_one() -> None:
     old = make_facts(packages=(Package("kernel", "5.14.0-1", "x86_64"),))
-    new = make_facts(packages=(Package("kernel", "5.14.0-1", "x86_64"),
-                               Package("kernel", "5.14.0-2", "x86_64")))
+    new = make_facts(
+        packages=(Package("kernel", "5.14.0-1", "x86_64"), Package("kernel", "5.14.0-2", "x86_64"))
+    )
     assert diff_facts(old, new)["packages"] == {
         "added": [{"name": "kernel", "arch": "x86_64", "version": "5.14.0-2"}]
     }
 
 
 def test_users_added_removed_and_admin_granted() -> None:
-    old = make_facts(users=(make_user("root", 0, admin=True), make_user("alice"),
-                            make_user("bob")))
-    new = make_facts(users=(make_user("root", 0, admin=True), make_user("alice", admin=True),
-                            make_user("toor", 0, admin=True, admin_via=("uid0",))))
+    old = make_facts(users=(make_user("root", 0, admin=True), make_user("alice"), make_user("bob")))
+    new = make_facts(
+        users=(
+            make_user("root", 0, admin=True),
+            make_user("alice", admin=True),
+            make_user("toor", 0, admin=True, admin_via=("uid0",)),
+        )
+    )
     users = diff_facts(old, new)["users"]
     assert [u["name"] for u in users["added"]] == ["toor"]
     assert users["added"][0]["admin_via"] == ["uid0"]
@@ -77,23 +98,37 @@ def test_users_added_removed_and_admin_granted() -> None:
 
 def test_admin_revoked_and_account_fields_changed() -> None:
     old = make_facts(users=(make_user("root", 0, admin=True), make_user("ops", admin=True)))
-    new = make_facts(users=(make_user("root", 0, admin=True),
-                            make_user("ops", password="locked", can_login=False)))
+    new = make_facts(
+        users=(
+            make_user("root", 0, admin=True),
+            make_user("ops", password="locked", can_login=False),
+        )
+    )
     users = diff_facts(old, new)["users"]
     assert users["admin"] == {"revoked": [{"name": "ops", "admin_via": ["group:sudo"]}]}
-    assert users["changed"] == [{"name": "ops", "fields": {
-        "password": {"old": "set", "new": "locked"},
-        "can_login": {"old": True, "new": False},
-        "groups": {"old": ["sudo"], "new": []},
-    }}]
+    assert users["changed"] == [
+        {
+            "name": "ops",
+            "fields": {
+                "password": {"old": "set", "new": "locked"},
+                "can_login": {"old": True, "new": False},
+                "groups": {"old": ["sudo"], "new": []},
+            },
+        }
+    ]
 
 
 def test_firewall_and_ssh_changes() -> None:
     old = make_facts()
     new = make_facts(
         ssh=SshFacts(True, "yes", True),
-        firewall=FirewallFacts(False, (FirewallBackend("nftables", True, False, "accept"),
-                                       FirewallBackend("ufw", True, False, None))),
+        firewall=FirewallFacts(
+            False,
+            (
+                FirewallBackend("nftables", True, False, "accept"),
+                FirewallBackend("ufw", True, False, None),
+            ),
+        ),
     )
     changes = diff_facts(old, new)
     assert changes["ssh"] == {
@@ -104,10 +139,15 @@ def test_firewall_and_ssh_changes() -> None:
         "enabled": {"old": True, "new": False},
         "backends": {
             "added": ["ufw"],
-            "changed": [{"name": "nftables", "fields": {
-                "enabled": {"old": True, "new": False},
-                "default_inbound": {"old": "deny", "new": "accept"},
-            }}],
+            "changed": [
+                {
+                    "name": "nftables",
+                    "fields": {
+                        "enabled": {"old": True, "new": False},
+                        "default_inbound": {"old": "deny", "new": "accept"},
+                    },
+                }
+            ],
         },
     }
 

@@ -24,8 +24,9 @@ def qcow_discover(paths: list[str]) -> list[ImageRef]:
     found: list[ImageRef] = []
     for root in paths:
         for folder, _, names in os.walk(root):
-            found.extend(make_image(Path(folder) / n) for n in sorted(names)
-                         if n.endswith(".qcow2"))
+            found.extend(
+                make_image(Path(folder) / n) for n in sorted(names) if n.endswith(".qcow2")
+            )
     return found
 
 
@@ -78,8 +79,14 @@ def test_modified_then_disappeared(tmp_path: Path) -> None:
 def test_existing_images_can_be_taken_as_the_starting_point(tmp_path: Path) -> None:
     clock = FakeClock()
     (tmp_path / "old.qcow2").write_bytes(b"x")
-    watcher = Watcher([str(tmp_path)], qcow_discover, settle=1, report_existing=False,
-                      use_inotify=False, clock=clock)
+    watcher = Watcher(
+        [str(tmp_path)],
+        qcow_discover,
+        settle=1,
+        report_existing=False,
+        use_inotify=False,
+        clock=clock,
+    )
     assert watcher.poll() == []
     clock.now += 5
     assert watcher.poll() == []
@@ -102,8 +109,9 @@ def test_an_image_that_vanishes_between_discovery_and_stat_does_not_crash(
             disk.unlink()  # gone after discovery, before the watcher stats it
         return found
 
-    watcher = Watcher([str(tmp_path)], discover_then_delete, settle=0, use_inotify=False,
-                      clock=clock)
+    watcher = Watcher(
+        [str(tmp_path)], discover_then_delete, settle=0, use_inotify=False, clock=clock
+    )
     assert watcher.poll() == []
     assert watcher.poll() == []
 
@@ -128,8 +136,9 @@ def test_real_files_write_settle_modify_delete(tmp_path: Path, use_inotify: bool
     """The whole loop on real time with short intervals."""
     disk = tmp_path / "sub" / "vm.qcow2"
     disk.parent.mkdir()
-    watcher = Watcher([str(tmp_path)], qcow_discover, interval=0.05, settle=0.3,
-                      use_inotify=use_inotify)
+    watcher = Watcher(
+        [str(tmp_path)], qcow_discover, interval=0.05, settle=0.3, use_inotify=use_inotify
+    )
     stream = watcher.events()
     disk.write_bytes(b"first")
     written = time.monotonic()
@@ -182,8 +191,11 @@ def test_qemu_style_ofd_locks_mark_the_image_in_use(tmp_path: Path) -> None:
         # as qemu does for a writer: shared locks on the "write" permission byte (101)
         # and on the "unshared write" byte (201)
         for byte in (100, 101, 201):
-            fcntl.fcntl(holder, fcntl.F_OFD_SETLK,
-                        struct.pack(FLOCK, fcntl.F_RDLCK, os.SEEK_SET, byte, 1, 0))
+            fcntl.fcntl(
+                holder,
+                fcntl.F_OFD_SETLK,
+                struct.pack(FLOCK, fcntl.F_RDLCK, os.SEEK_SET, byte, 1, 0),
+            )
         assert in_use(make_image(disk))
         # probing took no lock and left the holder's locks in place
         assert in_use(make_image(disk))
@@ -192,14 +204,17 @@ def test_qemu_style_ofd_locks_mark_the_image_in_use(tmp_path: Path) -> None:
     assert not in_use(make_image(disk))
 
 
-@pytest.mark.skipif(shutil.which("qemu-nbd") is None or shutil.which("qemu-img") is None,
-                    reason="qemu-utils not installed")
+@pytest.mark.skipif(
+    shutil.which("qemu-nbd") is None or shutil.which("qemu-img") is None,
+    reason="qemu-utils not installed",
+)
 def test_an_image_held_by_a_running_qemu_is_in_use(tmp_path: Path) -> None:
     disk = tmp_path / "live.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(disk), "1M"], check=True)
     server = subprocess.Popen(
         ["qemu-nbd", "-f", "qcow2", "-k", str(tmp_path / "nbd.sock"), str(disk)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 10

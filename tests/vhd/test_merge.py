@@ -29,8 +29,19 @@ def parent_and_child(tmp: Path) -> tuple[Path, Path]:
 
 def test_chain_merges_to_the_child_disk_exactly(tmp_path: Path) -> None:
     parent_raw, child_raw = parent_and_child(tmp_path)
-    subprocess.run(["qemu-img", "convert", "-O", "vpc", "-o", "force_size=on",
-                    str(parent_raw), str(tmp_path / "parent.vhd")], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-O",
+            "vpc",
+            "-o",
+            "force_size=on",
+            str(parent_raw),
+            str(tmp_path / "parent.vhd"),
+        ],
+        check=True,
+    )
     differencing_vhd(parent_raw, child_raw, "parent.vhd", tmp_path / "child.vhd")
     child = read_layer(str(tmp_path / "child.vhd"))
     assert child.disk_type == 4
@@ -47,8 +58,19 @@ def test_chain_merges_to_the_child_disk_exactly(tmp_path: Path) -> None:
 
 def test_fixed_parent_and_bad_headers(tmp_path: Path) -> None:
     parent_raw, child_raw = parent_and_child(tmp_path)
-    subprocess.run(["qemu-img", "convert", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
-                    str(parent_raw), str(tmp_path / "fixed.vhd")], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-O",
+            "vpc",
+            "-o",
+            "subformat=fixed,force_size=on",
+            str(parent_raw),
+            str(tmp_path / "fixed.vhd"),
+        ],
+        check=True,
+    )
     differencing_vhd(parent_raw, child_raw, "fixed.vhd", tmp_path / "child.vhd")
     chain = [str(tmp_path / "child.vhd"), str(tmp_path / "fixed.vhd")]
     merge_chain(chain, str(tmp_path / "merged.raw"))
@@ -63,14 +85,28 @@ def test_fixed_parent_and_bad_headers(tmp_path: Path) -> None:
     data[table + 4 * index : table + 4 * index + 4] = (0x7FFFFFF0).to_bytes(4, "big")
     (tmp_path / "evil.vhd").write_bytes(bytes(data))
     with pytest.raises(VmauditError, match="outside the file"):
-        merge_chain([str(tmp_path / "evil.vhd"), str(tmp_path / "fixed.vhd")],
-                    str(tmp_path / "out.raw"))
+        merge_chain(
+            [str(tmp_path / "evil.vhd"), str(tmp_path / "fixed.vhd")], str(tmp_path / "out.raw")
+        )
     # Layers of different sizes are no chain.
-    subprocess.run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "force_size=on",
-                    str(tmp_path / "small.vhd"), "1M"], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "vpc",
+            "-o",
+            "force_size=on",
+            str(tmp_path / "small.vhd"),
+            "1M",
+        ],
+        check=True,
+    )
     with pytest.raises(VmauditError, match="differ in size"):
-        merge_chain([str(tmp_path / "child.vhd"), str(tmp_path / "small.vhd")],
-                    str(tmp_path / "out.raw"))
+        merge_chain(
+            [str(tmp_path / "child.vhd"), str(tmp_path / "small.vhd")], str(tmp_path / "out.raw")
+        )
 
 
 @pytest.mark.appliance
@@ -78,8 +114,19 @@ def test_differencing_vhd_with_its_parent_is_audited_as_the_child(tmp_path: Path
     parent_raw, child_raw = parent_and_child(tmp_path)
     store = tmp_path / "store"
     store.mkdir()
-    subprocess.run(["qemu-img", "convert", "-O", "vpc", "-o", "force_size=on",
-                    str(parent_raw), str(store / "parent.vhd")], check=True)
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-O",
+            "vpc",
+            "-o",
+            "force_size=on",
+            str(parent_raw),
+            str(store / "parent.vhd"),
+        ],
+        check=True,
+    )
     differencing_vhd(parent_raw, child_raw, "parent.vhd", store / "child.vhd")
     before = fingerprint(store)
 

@@ -26,8 +26,12 @@ from vmaudit.report.json import report_dict
 
 from .test_collect_windows import NOW, copy_tree, facts_of
 
-ACCOUNT_RULES = {"account.revoked-present", "account.revoked-active",
-                 "account.unapproved-admin", "account.empty-password"}
+ACCOUNT_RULES = {
+    "account.revoked-present",
+    "account.revoked-active",
+    "account.unapproved-admin",
+    "account.empty-password",
+}
 REPO = Path(__file__).resolve().parents[2]
 BASELINE = REPO / "fixtures" / "demo-windows-baseline.yaml"
 
@@ -39,8 +43,15 @@ def corrupt_sam(root: Path) -> None:
 def test_every_section_of_a_readable_guest_is_read(windows_trees: dict[str, Path]) -> None:
     facts = facts_of(windows_trees["win2019-patched"])
     assert {c.section: c.status for c in facts.coverage} == {
-        "os": "read", "packages": "read", "hotfixes": "read", "accounts": "read",
-        "sudo": "absent", "ssh": "absent", "firewall": "read", "dormancy": "read"}
+        "os": "read",
+        "packages": "read",
+        "hotfixes": "read",
+        "accounts": "read",
+        "sudo": "absent",
+        "ssh": "absent",
+        "firewall": "read",
+        "dormancy": "read",
+    }
     assert facts.failed_sections() == {}
 
 
@@ -71,15 +82,22 @@ def test_an_image_with_a_failed_section_is_audited_incomplete_and_exits_3(
     facts = facts_of(root)
     judged = evaluate(facts, [load_baseline("windows-default")], NOW)
     ref = ImageRef("/ds/win.vhdx", "vhdx", ())
-    result = ImageResult(ref, facts, None, findings=judged.findings,
-                         rules_evaluated=judged.rules_evaluated, not_judged=judged.not_judged)
+    result = ImageResult(
+        ref,
+        facts,
+        None,
+        findings=judged.findings,
+        rules_evaluated=judged.rules_evaluated,
+        not_judged=judged.not_judged,
+    )
     assert result.status == "audited" and not result.complete
     assert exit_code([result], "high") == 3
     assert exit_code([result], "never") == 3
     clean = ImageResult(ref, facts_of(windows_trees["win2019-patched"]), None)
     assert clean.complete and exit_code([clean], "high") == 0
-    report = ScanReport("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", ("windows-default",),
-                        "high", (result,), 3)
+    report = ScanReport(
+        "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", ("windows-default",), "high", (result,), 3
+    )
     image = report_dict(report)["images"][0]
     assert image["status"] == "audited" and image["complete"] is False
     assert {e["rule"] for e in image["not_judged"]} == {e.rule for e in judged.not_judged}
@@ -93,11 +111,17 @@ def test_every_format_shows_the_rules_not_judged(
     corrupt_sam(root)
     facts = facts_of(root)
     judged = evaluate(facts, [load_baseline("windows-default")], NOW)
-    result = ImageResult(ImageRef("/ds/win.vhdx", "vhdx", ()), facts, None,
-                         findings=judged.findings, rules_evaluated=judged.rules_evaluated,
-                         not_judged=judged.not_judged)
-    report = ScanReport("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", ("windows-default",),
-                        "high", (result,), 3)
+    result = ImageResult(
+        ImageRef("/ds/win.vhdx", "vhdx", ()),
+        facts,
+        None,
+        findings=judged.findings,
+        rules_evaluated=judged.rules_evaluated,
+        not_judged=judged.not_judged,
+    )
+    report = ScanReport(
+        "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", ("windows-default",), "high", (result,), 3
+    )
     rule = "account.empty-password"
     assert rule in {e.rule for e in judged.not_judged}
     table = render(report, Format.TABLE, width=200)
@@ -105,7 +129,8 @@ def test_every_format_shows_the_rules_not_judged(
     assert "incompletely" in table
     rows = list(csv.reader(io.StringIO(render(report, Format.CSV))))
     assert [r[10] for r in rows if r[13].startswith("not judged: accounts:")] == [
-        e.rule for e in judged.not_judged]
+        e.rule for e in judged.not_judged
+    ]
     suite = ET.fromstring(render(report, Format.JUNIT)).find("testsuite")
     assert suite is not None and suite.get("skipped") == str(len(judged.not_judged))
     skipped = {c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None}
@@ -136,14 +161,29 @@ def test_scan_exits_3_for_the_image_whose_sam_cannot_be_read(tmp_path: Path) -> 
         build_image(spec, tree, store / f"{name}.vhdx", work)
         shutil.rmtree(work)
     proc = subprocess.run(
-        [sys.executable, "-m", "vmaudit.cli", "scan", str(store), "-b", "windows-default",
-         "--format", "json", "--no-cache"],
-        capture_output=True, text=True, check=False, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "vmaudit.cli",
+            "scan",
+            str(store),
+            "-b",
+            "windows-default",
+            "--format",
+            "json",
+            "--no-cache",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
         env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},
     )
     assert proc.returncode == 3, proc.stderr
     images = {Path(i["path"]).stem: i for i in json.loads(proc.stdout)["images"]}
     assert {name: (i["status"], i["complete"]) for name, i in images.items()} == {
-        "intact": ("audited", True), "damaged": ("audited", False)}
+        "intact": ("audited", True),
+        "damaged": ("audited", False),
+    }
     assert images["intact"]["not_judged"] == []
     assert {e["rule"] for e in images["damaged"]["not_judged"]} >= {"account.empty-password"}

@@ -178,8 +178,10 @@ def _windows_patches(facts: Facts, now: datetime) -> dict[str, Any]:
     if hotfixes:
         windows["hotfixes_required"] = hotfixes
     build = facts.os.build
-    if build is not None and _BUILD.fullmatch(build) and _passes(
-        "patch.build-below", facts, _probe(minimum_build=build), now
+    if (
+        build is not None
+        and _BUILD.fullmatch(build)
+        and _passes("patch.build-below", facts, _probe(minimum_build=build), now)
     ):
         windows["minimum_build"] = build
     return windows
@@ -226,9 +228,7 @@ def capture_settings(facts: Facts, now: datetime) -> dict[str, Any]:
     return settings
 
 
-def capture_baseline(
-    facts: Facts, image_label: str, now: datetime, name: str | None = None
-) -> str:
+def capture_baseline(facts: Facts, image_label: str, now: datetime, name: str | None = None) -> str:
     """YAML text of a ``vmaudit/v1`` baseline that the golden image of ``facts`` passes.
 
     ``image_label`` names the image in the comment header and the description; ``name``

@@ -544,8 +544,10 @@ BASELINE = Section(
                             Section(
                                 {
                                     "id": Key(
-                                        Str(r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}",
-                                            "a CVE or advisory id"),
+                                        Str(
+                                            r"[A-Za-z0-9][A-Za-z0-9._:+-]{0,127}",
+                                            "a CVE or advisory id",
+                                        ),
                                         "CVE id (or advisory id) of the accepted risk.",
                                         required=True,
                                     ),

@@ -249,8 +249,9 @@ def parse_group_line(line: str) -> GroupEntry | None:
 CHUNK = 1024 * 1024  # characters split at once: the lines of a huge file never all coexist
 
 
-def _nss_lines(fs: GuestFS, path: str, warnings: list[str], missing_ok: bool,
-               required: bool = False) -> Iterator[str]:
+def _nss_lines(
+    fs: GuestFS, path: str, warnings: list[str], missing_ok: bool, required: bool = False
+) -> Iterator[str]:
     """The lines ``__nss_readline`` hands to the parser, quirks included.
 
     fgets keeps the newline and the C string ends at a NUL; leading blanks are skipped by a
@@ -343,8 +344,9 @@ def read_passwd(fs: GuestFS, warnings: list[str], required: bool = False) -> lis
     """
     entries: list[PasswdEntry] = []
     seen: set[str] = set()
-    for entry in _entries(fs, "/etc/passwd", parse_passwd_line, 3, warnings, missing_ok=False,
-                          required=required):
+    for entry in _entries(
+        fs, "/etc/passwd", parse_passwd_line, 3, warnings, missing_ok=False, required=required
+    ):
         if _compat(entry.name) or entry.name in seen:
             continue
         seen.add(entry.name)
@@ -352,15 +354,17 @@ def read_passwd(fs: GuestFS, warnings: list[str], required: bool = False) -> lis
     return entries
 
 
-def read_shadow(fs: GuestFS, warnings: list[str], required: bool = False,
-                ) -> dict[str, ShadowEntry]:
+def read_shadow(
+    fs: GuestFS,
+    warnings: list[str],
+    required: bool = False,
+) -> dict[str, ShadowEntry]:
     """Shadow entries by name as ``getspnam`` finds them (the first of a name).
 
     ``required``: a shadow that is there but cannot be read is ``SectionFailed``.
     """
     entries: dict[str, ShadowEntry] = {}
-    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, 4, warnings,
-                          required=required):
+    for entry in _entries(fs, "/etc/shadow", parse_shadow_line, 4, warnings, required=required):
         if not _compat(entry.name):
             entries.setdefault(entry.name, entry)
     return entries
@@ -506,8 +510,13 @@ def collect_users(
     return [_user(fs, entry, shadow, index, sshd, sudoers, today, warnings) for entry in passwd]
 
 
-def _admin_via(entry: PasswdEntry, gids: list[int], group_names_shown: list[str],
-               index: _GroupIndex, sudoers: Sudoers) -> list[str]:
+def _admin_via(
+    entry: PasswdEntry,
+    gids: list[int],
+    group_names_shown: list[str],
+    index: _GroupIndex,
+    sudoers: Sudoers,
+) -> list[str]:
     """Why the account is an admin: uid 0, an admin group, a sudoers grant."""
     admin_via = ["uid0"] if entry.uid == 0 else []
     admin_via += [
@@ -516,14 +525,22 @@ def _admin_via(entry: PasswdEntry, gids: list[int], group_names_shown: list[str]
     ]  # fmt: skip
     admin_via += [
         f"sudoers:{file}"
-        for file in sudoers.admin_files(_shown(entry.name), entry.uid, set(group_names_shown),
-                                        set(gids))
+        for file in sudoers.admin_files(
+            _shown(entry.name), entry.uid, set(group_names_shown), set(gids)
+        )
     ]
     return admin_via
 
 
-def _can_login(fs: GuestFS, entry: PasswdEntry, shadow: dict[str, ShadowEntry], state: str,
-               keys: int, sshd: SshdConfig, today: int) -> bool:
+def _can_login(
+    fs: GuestFS,
+    entry: PasswdEntry,
+    shadow: dict[str, ShadowEntry],
+    state: str,
+    keys: int,
+    sshd: SshdConfig,
+    today: int,
+) -> bool:
     """A login shell, not expired, and a password or (through sshd) a key that opens it."""
     # sshd without PAM reads the shadow entry whenever there is one (shadow_pw).
     field = shadow[entry.name].password if entry.name in shadow else entry.password
@@ -540,8 +557,16 @@ def _can_login(fs: GuestFS, entry: PasswdEntry, shadow: dict[str, ShadowEntry], 
     )
 
 
-def _user(fs: GuestFS, entry: PasswdEntry, shadow: dict[str, ShadowEntry], index: _GroupIndex,
-          sshd: SshdConfig, sudoers: Sudoers, today: int, warnings: list[str]) -> User:
+def _user(
+    fs: GuestFS,
+    entry: PasswdEntry,
+    shadow: dict[str, ShadowEntry],
+    index: _GroupIndex,
+    sshd: SshdConfig,
+    sudoers: Sudoers,
+    today: int,
+    warnings: list[str],
+) -> User:
     gids = user_gids(entry.name, entry.gid, index.members)
     shown_names = [_shown(name) for name in index.names(gids)]
     admin_via = _admin_via(entry, gids, shown_names, index, sudoers)

@@ -139,13 +139,21 @@ class CoverageLog:
     def entries(self) -> tuple[Coverage, ...]:
         """Every section in ``SECTIONS`` order (then any other, by name)."""
         order = {name: index for index, name in enumerate(SECTIONS)}
-        return tuple(sorted(self._entries.values(),
-                            key=lambda c: (order.get(c.section, len(order)), c.section)))
+        return tuple(
+            sorted(
+                self._entries.values(), key=lambda c: (order.get(c.section, len(order)), c.section)
+            )
+        )
 
 
-def guarded(section: str, warnings: list[str], fallback: T, run: Callable[[], T],
-            expected: tuple[type[Exception], ...] = (),
-            coverage: CoverageLog | None = None) -> T:
+def guarded(
+    section: str,
+    warnings: list[str],
+    fallback: T,
+    run: Callable[[], T],
+    expected: tuple[type[Exception], ...] = (),
+    coverage: CoverageLog | None = None,
+) -> T:
     """``run()``, or ``fallback`` with a warning: one broken section of a guest's facts must
     not cost the others. ``expected`` errors already say what is wrong; their text is kept.
     With ``coverage``, the section is recorded as read, or as failed with the reason."""

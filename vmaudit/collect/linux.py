@@ -64,7 +64,10 @@ def collect_linux(
     coverage.absent("hotfixes", "not a Windows guest")
     no_packages: tuple[list[Package], datetime | None] = ([], None)
     packages, rpm_last_install = guarded(
-        "packages", warnings, no_packages, lambda: _packages(fs, os_info, warnings, coverage),
+        "packages",
+        warnings,
+        no_packages,
+        lambda: _packages(fs, os_info, warnings, coverage),
         coverage=coverage,
     )
     sshd = guarded(
@@ -77,10 +80,14 @@ def collect_linux(
         coverage.absent("ssh", "no OpenSSH server installed")
     if not is_file(fs, "/etc/sudoers"):
         coverage.absent("sudo", "no /etc/sudoers")
-    sudoers = guarded("sudo", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings),
-                      coverage=coverage)
+    sudoers = guarded(
+        "sudo", warnings, Sudoers((), {}), lambda: parse_sudoers(fs, warnings), coverage=coverage
+    )
     users: list[User] = guarded(
-        "accounts", warnings, [], lambda: collect_users(fs, now, sshd, sudoers, warnings),
+        "accounts",
+        warnings,
+        [],
+        lambda: collect_users(fs, now, sshd, sudoers, warnings),
         coverage=coverage,
     )
     firewall = guarded(
@@ -99,8 +106,9 @@ def collect_linux(
                 last_update = logged
         return collect_dormancy(fs, image.mtime, now, last_update, warnings)
 
-    dormancy_facts = guarded("dormancy", warnings, Dormancy(None, None, None, None), dormancy,
-                             coverage=coverage)
+    dormancy_facts = guarded(
+        "dormancy", warnings, Dormancy(None, None, None, None), dormancy, coverage=coverage
+    )
     ssh_facts: SshFacts = sshd.facts()
     return Facts(
         image=image,

@@ -21,8 +21,12 @@ def parse_desc(lines: list[str]) -> Package | None:
     name = values.get("NAME")
     if not name:
         return None
-    return Package(name=name, version=values.get("VERSION", ""), arch=values.get("ARCH") or None,
-                   source=values.get("BASE") or name)
+    return Package(
+        name=name,
+        version=values.get("VERSION", ""),
+        arch=values.get("ARCH") or None,
+        source=values.get("BASE") or name,
+    )
 
 
 def collect_pacman(fs: GuestFS, warnings: list[str]) -> list[Package]:

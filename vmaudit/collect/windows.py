@@ -106,8 +106,13 @@ def find_windows(fs: GuestFS) -> WindowsPaths | None:
     return None
 
 
-def _section(section: str, warnings: list[str], fallback: T, run: Callable[[], T],
-             coverage: CoverageLog | None = None) -> T:
+def _section(
+    section: str,
+    warnings: list[str],
+    fallback: T,
+    run: Callable[[], T],
+    coverage: CoverageLog | None = None,
+) -> T:
     return guarded(section, warnings, fallback, run, expected=(HiveError,), coverage=coverage)
 
 
@@ -191,8 +196,13 @@ def _cmd_exe_arch(fs: GuestFS, paths: WindowsPaths, warnings: list[str]) -> str 
         return None
 
 
-def windows_os(fs: GuestFS, paths: WindowsPaths, software: Hive | None, system: Hive | None,
-               warnings: list[str]) -> OsInfo:
+def windows_os(
+    fs: GuestFS,
+    paths: WindowsPaths,
+    software: Hive | None,
+    system: Hive | None,
+    warnings: list[str],
+) -> OsInfo:
     """The OS facts of the open SOFTWARE and SYSTEM hives (either may be unreadable)."""
     fields: dict[str, str | None] = {}
     no_fields: dict[str, str | None] = {}
@@ -221,8 +231,10 @@ def detect_windows(fs: GuestFS, warnings: list[str]) -> OsInfo | None:
     paths = find_windows(fs)
     if paths is None:
         return None
-    with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software, \
-            opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
+    with (
+        opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software,
+        opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system,
+    ):
         return windows_os(fs, paths, software, system, warnings)
 
 
@@ -414,11 +426,17 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
         with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software:
             if software is not None:
                 packages = _section(
-                    "packages", warnings, [], lambda: collect_applications(software, warnings),
+                    "packages",
+                    warnings,
+                    [],
+                    lambda: collect_applications(software, warnings),
                     coverage,
                 )
                 hotfixes = _section(
-                    "hotfixes", warnings, [], lambda: collect_hotfixes(software, warnings),
+                    "hotfixes",
+                    warnings,
+                    [],
+                    lambda: collect_hotfixes(software, warnings),
                     coverage,
                 )
             else:
@@ -436,7 +454,10 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
                         coverage,
                     )
                     shutdown = _section(
-                        "dormancy", warnings, None, lambda: shutdown_time(system, warnings),
+                        "dormancy",
+                        warnings,
+                        None,
+                        lambda: shutdown_time(system, warnings),
                         coverage,
                     )
                 else:
@@ -444,7 +465,10 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
         with opened_hive(fs, paths.hive(fs, "SAM"), "SAM", warnings) as sam:
             if sam is not None:
                 users = _section(
-                    "accounts", warnings, [], lambda: collect_sam_users(sam, now, warnings),
+                    "accounts",
+                    warnings,
+                    [],
+                    lambda: collect_sam_users(sam, now, warnings),
                     coverage,
                 )
             else:

@@ -117,9 +117,11 @@ def _open_readonly(path: str) -> int:
 
 def _identity_error(path: str, exc: OSError) -> VmauditError:
     kind = os_error_kind(exc, missing=ErrorKind.IMAGE_CHANGED)
-    why = {ErrorKind.PERMISSION_DENIED: "permission denied",
-           ErrorKind.NOT_A_REGULAR_FILE: "is a symbolic link",
-           ErrorKind.IMAGE_CHANGED: "vanished while being read"}.get(kind, exc.strerror or exc)
+    why = {
+        ErrorKind.PERMISSION_DENIED: "permission denied",
+        ErrorKind.NOT_A_REGULAR_FILE: "is a symbolic link",
+        ErrorKind.IMAGE_CHANGED: "vanished while being read",
+    }.get(kind, exc.strerror or exc)
     return VmauditError(kind, f"{path}: {why}")
 
 

@@ -329,8 +329,11 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     return result
 
 
-def _sort_files(walked: Iterable[str], catalog: _Catalog, result: DiscoveryResult,
-                ) -> tuple[list[str], list[str]]:
+def _sort_files(
+    walked: Iterable[str],
+    catalog: _Catalog,
+    result: DiscoveryResult,
+) -> tuple[list[str], list[str]]:
     """(image files, VM descriptors) among the walked paths; the rest is passed over."""
     images: list[str] = []
     descriptors: list[str] = []
@@ -343,8 +346,13 @@ def _sort_files(walked: Iterable[str], catalog: _Catalog, result: DiscoveryResul
         if not stat.S_ISREG(st.st_mode):
             if name_is_candidate(os.path.basename(path)):
                 what = "symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
-                result.skipped.append(Skipped(path, ErrorKind.NOT_A_REGULAR_FILE,
-                                              f"{what}: only regular files are audited"))
+                result.skipped.append(
+                    Skipped(
+                        path,
+                        ErrorKind.NOT_A_REGULAR_FILE,
+                        f"{what}: only regular files are audited",
+                    )
+                )
             continue
         if os.path.splitext(path)[1].lower() in DESCRIPTOR_SUFFIXES:
             descriptors.append(path)
@@ -369,8 +377,9 @@ def _is_image_file(path: str, catalog: _Catalog, result: DiscoveryResult) -> boo
     return header.format == "raw"
 
 
-def _vms(descriptors: Sequence[str], catalog: _Catalog, result: DiscoveryResult,
-         claimed: set[str]) -> list[ImageRef]:
+def _vms(
+    descriptors: Sequence[str], catalog: _Catalog, result: DiscoveryResult, claimed: set[str]
+) -> list[ImageRef]:
     """One guest per VM descriptor that names disks; its disk files join ``claimed``."""
     vm_images: list[ImageRef] = []
     for desc_path in descriptors:
@@ -387,8 +396,9 @@ def _vms(descriptors: Sequence[str], catalog: _Catalog, result: DiscoveryResult,
     return vm_images
 
 
-def _single_disk_guests(images: Sequence[str], catalog: _Catalog, result: DiscoveryResult,
-                        claimed: set[str]) -> list[ImageRef]:
+def _single_disk_guests(
+    images: Sequence[str], catalog: _Catalog, result: DiscoveryResult, claimed: set[str]
+) -> list[ImageRef]:
     """A guest per image file that is no VM's disk and no other image's backing file."""
     disks: dict[str, DiskRef] = {}
     for path in images:

@@ -52,8 +52,10 @@ class Acceleration:
         if self.kvm:
             return None
         origin = f"decided {self.decided_at}, cached for this boot" if self.cached else "probed now"
-        return (f"KVM is not usable here ({self.reason}); launching in software emulation "
-                f"(force_tcg), {origin}; {FORCE_HINT}")
+        return (
+            f"KVM is not usable here ({self.reason}); launching in software emulation "
+            f"(force_tcg), {origin}; {FORCE_HINT}"
+        )
 
 
 def forced_tcg() -> bool:
@@ -73,8 +75,9 @@ def decide(cache_dir: Path | None = None) -> Acceleration:
     with _locked(folder):
         cached = _read_cache(folder).get(key)
         if cached is not None:
-            return Acceleration(bool(cached["kvm"]), str(cached["reason"]),
-                                str(cached["decided_at"]), cached=True)
+            return Acceleration(
+                bool(cached["kvm"]), str(cached["reason"]), str(cached["decided_at"]), cached=True
+            )
         verdict = probe()
         _write_cache(folder, key, verdict)
     return verdict
@@ -102,8 +105,11 @@ def host_key() -> str:
         boot_id = "unknown-boot"
     binary = hypervisor()
     try:
-        version = subprocess.run([binary, "--version"], capture_output=True, timeout=30,
-                                 check=False).stdout.decode("utf-8", "replace").split("\n")[0]
+        version = (
+            subprocess.run([binary, "--version"], capture_output=True, timeout=30, check=False)
+            .stdout.decode("utf-8", "replace")
+            .split("\n")[0]
+        )
     except (OSError, subprocess.TimeoutExpired):
         version = "unknown-version"
     return hashlib.sha256("\0".join((boot_id, binary, version)).encode()).hexdigest()
@@ -113,7 +119,9 @@ def probe() -> Acceleration:
     """Launch a scratch appliance with KVM allowed, in a child that can be killed whole."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "vmaudit.run.worker", "--probe-kvm"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         start_new_session=True,
     )
     started = threading.Event()
@@ -187,17 +195,18 @@ def _read_cache(folder: Path) -> dict[str, dict[str, object]]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {key: entry for key, entry in data.items()
-            if isinstance(entry, dict) and {"kvm", "reason", "decided_at"} <= entry.keys()}
+    return {
+        key: entry
+        for key, entry in data.items()
+        if isinstance(entry, dict) and {"kvm", "reason", "decided_at"} <= entry.keys()
+    }
 
 
 def _write_cache(folder: Path, key: str, verdict: Acceleration) -> None:
     entries = _read_cache(folder)
-    entries[key] = {"kvm": verdict.kvm, "reason": verdict.reason,
-                    "decided_at": verdict.decided_at}
+    entries[key] = {"kvm": verdict.kvm, "reason": verdict.reason, "decided_at": verdict.decided_at}
     kept = dict(list(entries.items())[-CACHE_ENTRIES:])
     with contextlib.suppress(OSError):
         scratch = folder / f"accel.json.{os.getpid()}"
         scratch.write_text(json.dumps(kept, indent=1))
         scratch.replace(folder / "accel.json")
-

@@ -23,7 +23,7 @@ from typing import Any
 
 from vmaudit.discover.formats import qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
-from vmaudit.guest.base import DEFAULT_CAP, GuestStat
+from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
@@ -55,16 +55,20 @@ def qemu_img_info(path: str, fmt: str) -> dict[str, Any]:
     try:
         proc = subprocess.run(
             ["qemu-img", "info", "-U", "-f", qemu_driver(fmt), "--output=json", path],
-            capture_output=True, timeout=QEMU_IMG_TIMEOUT, preexec_fn=_limit_resources,
-            check=False, env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+            capture_output=True,
+            timeout=QEMU_IMG_TIMEOUT,
+            preexec_fn=_limit_resources,
+            check=False,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
         )
     except subprocess.TimeoutExpired:
         raise VmauditError(ErrorKind.TIMEOUT, f"qemu-img info timed out on {path}") from None
     if proc.returncode != 0:
         message = proc.stderr.decode("utf-8", errors="replace").strip().splitlines()
         text = message[-1] if message else f"qemu-img info failed ({proc.returncode})"
-        kind = ErrorKind.PERMISSION_DENIED if "Permission denied" in text \
-            else ErrorKind.CORRUPT_IMAGE
+        kind = (
+            ErrorKind.PERMISSION_DENIED if "Permission denied" in text else ErrorKind.CORRUPT_IMAGE
+        )
         raise VmauditError(kind, text[:500])
     try:
         info: dict[str, Any] = json.loads(proc.stdout)
@@ -100,22 +104,32 @@ def validate_disk(disk: DiskRef) -> int:
         if backing is not None:
             expected = links[index + 1][0] if index + 1 < len(links) else None
             if expected is None or not _same_file(folder, str(backing), expected):
-                raise VmauditError(ErrorKind.UNSAFE_BACKING_FILE,
-                                   f"{os.path.basename(path)}: backing file not in its folder")
+                raise VmauditError(
+                    ErrorKind.UNSAFE_BACKING_FILE,
+                    f"{os.path.basename(path)}: backing file not in its folder",
+                )
         elif index + 1 < len(links) and not vhd_chain:  # qemu knows no VHD parents
-            raise VmauditError(ErrorKind.CORRUPT_IMAGE,
-                               f"{os.path.basename(path)}: qemu sees no backing file")
+            raise VmauditError(
+                ErrorKind.CORRUPT_IMAGE, f"{os.path.basename(path)}: qemu sees no backing file"
+            )
         specific = info.get("format-specific", {}).get("data", {})
         if isinstance(specific, dict):
             if specific.get("data-file"):
-                raise VmauditError(ErrorKind.UNSAFE_DATA_FILE,
-                                   f"{os.path.basename(path)}: external data file refused")
+                raise VmauditError(
+                    ErrorKind.UNSAFE_DATA_FILE,
+                    f"{os.path.basename(path)}: external data file refused",
+                )
             for extent in specific.get("extents", []) or []:
                 name = str(extent.get("filename", "")) if isinstance(extent, dict) else ""
-                if name and os.path.normpath(name) != os.path.normpath(path) \
-                        and os.path.normpath(name) not in extents:
-                    raise VmauditError(ErrorKind.UNSAFE_EXTENT,
-                                       f"{os.path.basename(path)}: extent outside its folder")
+                if (
+                    name
+                    and os.path.normpath(name) != os.path.normpath(path)
+                    and os.path.normpath(name) not in extents
+                ):
+                    raise VmauditError(
+                        ErrorKind.UNSAFE_EXTENT,
+                        f"{os.path.basename(path)}: extent outside its folder",
+                    )
         if index == 0:
             leaf_size = int(info.get("virtual-size", 0))
     if leaf_size <= 0:
@@ -136,9 +150,10 @@ def overlay_backing(disk: DiskRef) -> str:
     appliance. The leaf is still opened read-only (it is a backing file), and we write this
     ``json:`` ourselves with ``json.dumps``: no guest-written text reaches it.
     """
-    node = {"driver": qemu_driver(disk.format),
-            "file": {"driver": "file", "filename": os.path.abspath(disk.path),
-                     "locking": "off"}}
+    node = {
+        "driver": qemu_driver(disk.format),
+        "file": {"driver": "file", "filename": os.path.abspath(disk.path), "locking": "off"},
+    }
     return "json:" + json.dumps(node, separators=(",", ":"))
 
 
@@ -155,13 +170,28 @@ def make_overlay(disk: DiskRef, size: int, directory: str, index: int) -> str:
         disk = DiskRef(path=merged, format="raw", chain=(merged,), chain_formats=("raw",))
     overlay = os.path.join(directory, f"disk{index}.qcow2")
     proc = subprocess.run(
-        ["qemu-img", "create", "-q", "-u", "-f", "qcow2", "-F", qemu_driver(disk.format),
-         "-b", overlay_backing(disk), overlay, str(size)],
-        capture_output=True, timeout=QEMU_IMG_TIMEOUT, check=False,
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-u",
+            "-f",
+            "qcow2",
+            "-F",
+            qemu_driver(disk.format),
+            "-b",
+            overlay_backing(disk),
+            overlay,
+            str(size),
+        ],
+        capture_output=True,
+        timeout=QEMU_IMG_TIMEOUT,
+        check=False,
     )
     if proc.returncode != 0:
-        raise VmauditError(ErrorKind.APPLIANCE_FAILED,
-                           proc.stderr.decode("utf-8", errors="replace").strip()[:500])
+        raise VmauditError(
+            ErrorKind.APPLIANCE_FAILED, proc.stderr.decode("utf-8", errors="replace").strip()[:500]
+        )
     return overlay
 
 
@@ -200,8 +230,9 @@ def launch(overlays: Sequence[str], options: LaunchOptions) -> Appliance:
     attempts = [options.force_tcg] if options.force_tcg else [False, True]
     last_error = ""
     for force_tcg in attempts:
-        handle = new_handle(LaunchOptions(force_tcg, options.memsize_mb, options.smp,
-                                           options.trace))
+        handle = new_handle(
+            LaunchOptions(force_tcg, options.memsize_mb, options.smp, options.trace)
+        )
         for overlay in overlays:
             handle.add_drive_opts(overlay, format="qcow2", readonly=False)
         try:
@@ -221,8 +252,10 @@ class Attached:
     drives: dict[int, int]  # drive index -> image index
 
 
-def attach_all(images: Sequence[ImageRef], workdir: str,
-               ) -> tuple[list[str], Attached, dict[int, VmauditError]]:
+def attach_all(
+    images: Sequence[ImageRef],
+    workdir: str,
+) -> tuple[list[str], Attached, dict[int, VmauditError]]:
     """Validate and overlay every image's disks; an unsafe image is left out with its error."""
     overlays: list[str] = []
     drives: dict[int, int] = {}
@@ -230,8 +263,10 @@ def attach_all(images: Sequence[ImageRef], workdir: str,
     for image_index, image in enumerate(images):
         try:
             sizes = [validate_disk(disk) for disk in image.disks]
-            mine = [make_overlay(disk, size, workdir, len(overlays) + k)
-                    for k, (disk, size) in enumerate(zip(image.disks, sizes, strict=True))]
+            mine = [
+                make_overlay(disk, size, workdir, len(overlays) + k)
+                for k, (disk, size) in enumerate(zip(image.disks, sizes, strict=True))
+            ]
         except VmauditError as exc:
             refused[image_index] = exc
             continue
@@ -267,9 +302,11 @@ def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
         images = {attached.drives[drive] for drive in drives}
         if len(images) > 1:  # a volume group or md array across two images' disks
             clashing.update(images)
-    encrypted = {attached.drives[layout.drive_of[device]]
-                 for device, fs_type in layout.fs_types.items()
-                 if fs_type in ENCRYPTED_FS and device in layout.drive_of}
+    encrypted = {
+        attached.drives[layout.drive_of[device]]
+        for device, fs_type in layout.fs_types.items()
+        if fs_type in ENCRYPTED_FS and device in layout.drive_of
+    }
     roots = find_roots(handle, layout, drives_of_image)
     return GuestRoots(roots, clashing, encrypted)
 
@@ -287,27 +324,30 @@ def mount_root(handle: Any, roots: Sequence[Root], encrypted: bool) -> MountedGu
         handle.umount_all()
     if not roots:
         if encrypted:
-            raise VmauditError(ErrorKind.ENCRYPTED,
-                               "the disk holds an encrypted volume; no key is guessed")
+            raise VmauditError(
+                ErrorKind.ENCRYPTED, "the disk holds an encrypted volume; no key is guessed"
+            )
         raise VmauditError(ErrorKind.NO_OPERATING_SYSTEM, "no operating system found")
     root = roots[0]
     warnings = list(root.warnings)
     if len(roots) > 1:
         others = ", ".join(r.device for r in roots[1:])
-        warnings.append(f"{len(roots)} operating systems found; audited the one on "
-                        f"{root.device}, not {others}")
+        warnings.append(
+            f"{len(roots)} operating systems found; audited the one on {root.device}, not {others}"
+        )
     for mountpoint, device in root.mountpoints:
         try:
             handle.mount_ro(device, mountpoint)
         except RuntimeError as exc:
             if mountpoint == "/":
-                raise VmauditError(ErrorKind.CORRUPT_IMAGE,
-                                   f"root filesystem cannot be mounted: {exc}") from None
+                raise VmauditError(
+                    ErrorKind.CORRUPT_IMAGE, f"root filesystem cannot be mounted: {exc}"
+                ) from None
             warnings.append(f"could not mount {device} on {mountpoint}: {exc}")
     return MountedGuest(root.device, root.os_type, tuple(warnings))
 
 
-def _kind(mode: int) -> str:
+def _kind(mode: int) -> FileKind:
     if stat.S_ISREG(mode):
         return "file"
     if stat.S_ISDIR(mode):
@@ -340,8 +380,12 @@ class ApplianceFS:
             st = (self.handle.statns if follow else self.handle.lstatns)(path)
         except (RuntimeError, UnicodeError):
             return None
-        return GuestStat(kind=_kind(st["st_mode"]), size=st["st_size"],  # type: ignore[arg-type]
-                         mtime=float(st["st_mtime_sec"]), mode=st["st_mode"])
+        return GuestStat(
+            kind=_kind(st["st_mode"]),
+            size=st["st_size"],
+            mtime=float(st["st_mtime_sec"]),
+            mode=st["st_mode"],
+        )
 
     def stat(self, path: str) -> GuestStat | None:
         return self._stat(path, follow=True)

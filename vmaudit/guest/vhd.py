@@ -57,9 +57,9 @@ def read_layer(path: str) -> Layer:
         footer = handle.read(SECTOR)
         if footer[:8] != b"conectix":
             raise _corrupt(path, "no VHD footer")
-        data_offset, = struct.unpack(">Q", footer[16:24])
-        virtual_size, = struct.unpack(">Q", footer[48:56])
-        disk_type, = struct.unpack(">I", footer[60:64])
+        (data_offset,) = struct.unpack(">Q", footer[16:24])
+        (virtual_size,) = struct.unpack(">Q", footer[48:56])
+        (disk_type,) = struct.unpack(">I", footer[60:64])
         if not 0 < virtual_size <= MAX_VIRTUAL_SIZE or virtual_size % SECTOR:
             raise _corrupt(path, f"implausible virtual size {virtual_size}")
         if disk_type == VHD_FIXED:
@@ -74,7 +74,7 @@ def read_layer(path: str) -> Layer:
         header = handle.read(1024)
         if header[:8] != b"cxsparse":
             raise _corrupt(path, "no dynamic header")
-        table_offset, = struct.unpack(">Q", header[16:24])
+        (table_offset,) = struct.unpack(">Q", header[16:24])
         entries, block_size = struct.unpack(">II", header[28:36])
         if not SECTOR <= block_size <= MAX_BLOCK_SIZE or block_size % SECTOR:
             raise _corrupt(path, f"implausible block size {block_size}")
@@ -108,8 +108,9 @@ def _runs(bitmap: bytes, sectors: int) -> list[tuple[int, int]]:
     return runs
 
 
-def _copy(source: BinaryIO, target: BinaryIO, src_offset: int, dst_offset: int,
-          length: int) -> None:
+def _copy(
+    source: BinaryIO, target: BinaryIO, src_offset: int, dst_offset: int, length: int
+) -> None:
     """Copy a range, leaving all-zero chunks unwritten so the raw file stays sparse."""
     done = 0
     while done < length:
@@ -144,8 +145,7 @@ def _apply(layer: Layer, out: BinaryIO) -> None:
             for first, count in _runs(bitmap, sectors):
                 length = min(count * SECTOR, usable - first * SECTOR)
                 if length > 0:
-                    _copy(source, out, data_at + first * SECTOR, base + first * SECTOR,
-                          length)
+                    _copy(source, out, data_at + first * SECTOR, base + first * SECTOR, length)
 
 
 def merge_chain(chain: Sequence[str], out: str) -> int:
@@ -155,9 +155,12 @@ def merge_chain(chain: Sequence[str], out: str) -> int:
     if any(layer.virtual_size != size for layer in layers):
         raise VmauditError(ErrorKind.CORRUPT_IMAGE, "the VHD chain's layers differ in size")
     if layers[-1].disk_type == VHD_DIFFERENCING or any(
-            layer.disk_type != VHD_DIFFERENCING for layer in layers[:-1]):
-        raise VmauditError(ErrorKind.CORRUPT_IMAGE,
-                           "a VHD chain is differencing disks over one fixed or dynamic base")
+        layer.disk_type != VHD_DIFFERENCING for layer in layers[:-1]
+    ):
+        raise VmauditError(
+            ErrorKind.CORRUPT_IMAGE,
+            "a VHD chain is differencing disks over one fixed or dynamic base",
+        )
     with open(out, "wb") as target:
         target.truncate(size)
         for layer in reversed(layers):

@@ -125,8 +125,9 @@ def rule(
         unknown = set(sections) - set(SECTIONS)
         if not sections or unknown:
             raise ValueError(f"rule {rule_id}: sections {sorted(unknown) or 'missing'}")
-        RULES[rule_id] = Rule(rule_id, severity, keys, os_types, check,
-                              active or _keys_given(keys), sections)
+        RULES[rule_id] = Rule(
+            rule_id, severity, keys, os_types, check, active or _keys_given(keys), sections
+        )
         return check
 
     return register
@@ -192,8 +193,12 @@ def _login_state(user: User, now: datetime) -> dict[str, Any]:
 # ---------------------------------------------------------------- patches
 
 
-@rule("patch.missing", "high", ("patches.minimum_versions", "patches.repository_index"),
-      sections=("packages",))
+@rule(
+    "patch.missing",
+    "high",
+    ("patches.minimum_versions", "patches.repository_index"),
+    sections=("packages",),
+)
 def patch_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An installed package is older than the lowest version the baseline accepts.
 
@@ -241,8 +246,13 @@ def patch_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[H
         )
 
 
-@rule("patch.hotfix-missing", "high", ("patches.windows.hotfixes_required",), os_types=("windows",),
-      sections=("hotfixes",))
+@rule(
+    "patch.hotfix-missing",
+    "high",
+    ("patches.windows.hotfixes_required",),
+    os_types=("windows",),
+    sections=("hotfixes",),
+)
 def patch_hotfix_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A Windows hotfix of `patches.windows.hotfixes_required` is not installed.
 
@@ -255,8 +265,13 @@ def patch_hotfix_missing(facts: Facts, baseline: Baseline, now: datetime) -> Ite
             yield Hit(kb, f"hotfix {kb} is not installed", {"installed": len(installed)})
 
 
-@rule("patch.build-below", "high", ("patches.windows.minimum_build",), os_types=("windows",),
-      sections=("os",))
+@rule(
+    "patch.build-below",
+    "high",
+    ("patches.windows.minimum_build",),
+    os_types=("windows",),
+    sections=("os",),
+)
 def patch_build_below(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The Windows build (`CurrentBuild.UBR`, e.g. `17763.5458`) is below `minimum_build`.
 
@@ -272,8 +287,7 @@ def patch_build_below(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
         )
 
 
-@rule("patch.stale", "medium", ("patches.max_days_since_update",),
-      sections=("dormancy",))
+@rule("patch.stale", "medium", ("patches.max_days_since_update",), sections=("dormancy",))
 def patch_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """No package was installed or upgraded for longer than `max_days_since_update` days.
 
@@ -296,8 +310,7 @@ def patch_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit
 # ---------------------------------------------------------------- packages
 
 
-@rule("package.forbidden", "high", ("packages.forbidden",),
-      sections=("packages",))
+@rule("package.forbidden", "high", ("packages.forbidden",), sections=("packages",))
 def package_forbidden(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A package of `packages.forbidden` is installed (binary package or application name)."""
     forbidden = {_name_key(facts, name) for name in baseline.forbidden_packages}
@@ -313,8 +326,7 @@ def package_forbidden(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
             )
 
 
-@rule("package.required-missing", "medium", ("packages.required",),
-      sections=("packages",))
+@rule("package.required-missing", "medium", ("packages.required",), sections=("packages",))
 def package_required_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A package of `packages.required` is not installed."""
     installed = {_name_key(facts, package.name) for package in facts.packages}
@@ -337,8 +349,12 @@ def _revoked_users(facts: Facts, baseline: Baseline) -> Iterator[User]:
             yield user
 
 
-@rule("account.revoked-present", "high", ("accounts.revoked", "accounts.revoked_file"),
-      sections=("accounts",))
+@rule(
+    "account.revoked-present",
+    "high",
+    ("accounts.revoked", "accounts.revoked_file"),
+    sections=("accounts",),
+)
 def account_revoked_present(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A revoked account still exists but cannot log in (locked, expired, disabled, no shell).
 
@@ -355,8 +371,12 @@ def account_revoked_present(facts: Facts, baseline: Baseline, now: datetime) -> 
             )
 
 
-@rule("account.revoked-active", "critical", ("accounts.revoked", "accounts.revoked_file"),
-      sections=("accounts",))
+@rule(
+    "account.revoked-active",
+    "critical",
+    ("accounts.revoked", "accounts.revoked_file"),
+    sections=("accounts",),
+)
 def account_revoked_active(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A revoked account still exists and can log in.
 
@@ -368,8 +388,12 @@ def account_revoked_active(facts: Facts, baseline: Baseline, now: datetime) -> I
             yield Hit(user.name, f"revoked account {user.name} can log in", _login_state(user, now))
 
 
-@rule("account.empty-password", "critical", ("accounts.forbid_empty_password",),
-      sections=("accounts",))
+@rule(
+    "account.empty-password",
+    "critical",
+    ("accounts.forbid_empty_password",),
+    sections=("accounts",),
+)
 def account_empty_password(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account that can log in has an empty password (`forbid_empty_password: true`)."""
     for user in facts.users:
@@ -379,8 +403,13 @@ def account_empty_password(facts: Facts, baseline: Baseline, now: datetime) -> I
             )
 
 
-@rule("account.extra-uid0", "critical", ("accounts.forbid_extra_uid0",), os_types=("linux",),
-      sections=("accounts",))
+@rule(
+    "account.extra-uid0",
+    "critical",
+    ("accounts.forbid_extra_uid0",),
+    os_types=("linux",),
+    sections=("accounts",),
+)
 def account_extra_uid0(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account other than `root` has uid 0 (`forbid_extra_uid0: true`, Linux only)."""
     for user in facts.users:
@@ -390,8 +419,9 @@ def account_extra_uid0(facts: Facts, baseline: Baseline, now: datetime) -> Itera
             )
 
 
-@rule("account.unapproved-admin", "high", ("accounts.allowed_admins",),
-      sections=("accounts", "sudo"))
+@rule(
+    "account.unapproved-admin", "high", ("accounts.allowed_admins",), sections=("accounts", "sudo")
+)
 def account_unapproved_admin(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account outside `allowed_admins` holds admin rights.
 
@@ -411,8 +441,7 @@ def account_unapproved_admin(facts: Facts, baseline: Baseline, now: datetime) ->
             )
 
 
-@rule("account.password-age", "medium", ("accounts.max_password_age_days",),
-      sections=("accounts",))
+@rule("account.password-age", "medium", ("accounts.max_password_age_days",), sections=("accounts",))
 def account_password_age(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A password was last changed longer ago than `max_password_age_days`.
 
@@ -435,8 +464,12 @@ def account_password_age(facts: Facts, baseline: Baseline, now: datetime) -> Ite
             )
 
 
-@rule("ssh.authorized-key", "medium", ("accounts.forbid_authorized_keys",),
-      sections=("accounts", "ssh"))
+@rule(
+    "ssh.authorized-key",
+    "medium",
+    ("accounts.forbid_authorized_keys",),
+    sections=("accounts", "ssh"),
+)
 def ssh_authorized_key(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An account of `accounts.forbid_authorized_keys` has authorized SSH keys."""
     forbidden = {_name_key(facts, name) for name in baseline.forbid_authorized_keys}
@@ -456,8 +489,7 @@ ROOT_LOGIN_ORDER = ("no", "forced-commands-only", "prohibit-password", "yes")
 _ROOT_LOGIN_ALIASES = {"without-password": "prohibit-password"}
 
 
-@rule("ssh.root-login", "high", ("ssh.permit_root_login",),
-      sections=("ssh",))
+@rule("ssh.root-login", "high", ("ssh.permit_root_login",), sections=("ssh",))
 def ssh_root_login(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """sshd's effective `PermitRootLogin` is more permissive than `ssh.permit_root_login`.
 
@@ -505,8 +537,7 @@ def ssh_password_auth(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
 WINDOWS_PROFILES = ("Domain", "Private", "Public")
 
 
-@rule("firewall.disabled", "high", ("firewall.required",),
-      sections=("firewall",))
+@rule("firewall.disabled", "high", ("firewall.required",), sections=("firewall",))
 def firewall_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """No host firewall is enabled at boot (`firewall.required: true`).
 
@@ -535,8 +566,7 @@ def firewall_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
         )
 
 
-@rule("firewall.default-accept", "medium", ("firewall.default_inbound",),
-      sections=("firewall",))
+@rule("firewall.default-accept", "medium", ("firewall.default_inbound",), sections=("firewall",))
 def firewall_default_accept(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An enabled firewall's default inbound policy accepts (`default_inbound: deny`).
 
@@ -557,8 +587,7 @@ def firewall_default_accept(facts: Facts, baseline: Baseline, now: datetime) -> 
 # ---------------------------------------------------------------- dormancy
 
 
-@rule("dormancy.stale", "medium", ("dormancy.max_days_idle",),
-      sections=("dormancy",))
+@rule("dormancy.stale", "medium", ("dormancy.max_days_idle",), sections=("dormancy",))
 def dormancy_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The guest has been idle for longer than `dormancy.max_days_idle` days.
 
@@ -610,10 +639,16 @@ def feeds_rule(
 _SEVERITY_RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 
 
-@feeds_rule("vuln.cve", "medium", ("vulnerabilities",), active=_vulnerabilities_set,
-            sections=("os", "packages", "hotfixes"))
-def vuln_cve(facts: Facts, baseline: Baseline, now: datetime,
-             matches: Sequence[Vulnerability]) -> Iterator[Hit]:
+@feeds_rule(
+    "vuln.cve",
+    "medium",
+    ("vulnerabilities",),
+    active=_vulnerabilities_set,
+    sections=("os", "packages", "hotfixes"),
+)
+def vuln_cve(
+    facts: Facts, baseline: Baseline, now: datetime, matches: Sequence[Vulnerability]
+) -> Iterator[Hit]:
     """An installed package or the Windows build is older than an advisory's fix.
 
     Judged against the feeds database (`vmaudit feeds import`, `--feeds-db`); a baseline
@@ -639,8 +674,11 @@ def vuln_cve(facts: Facts, baseline: Baseline, now: datetime,
         if _SEVERITY_RANK[match.severity] > floor:
             continue
         days = match.exposed_days(now)
-        if policy.max_days_exposed is not None and days is not None and (
-                days <= policy.max_days_exposed):
+        if (
+            policy.max_days_exposed is not None
+            and days is not None
+            and (days <= policy.max_days_exposed)
+        ):
             continue
         accepted, expired = policy.accepted((match.subject, match.advisory), today)
         if accepted is not None:
@@ -655,8 +693,7 @@ def vuln_cve(facts: Facts, baseline: Baseline, now: datetime,
         yield Hit(match.subject, message, evidence, match.severity)
 
 
-@rule("os.end-of-life", "high", ("vulnerabilities",), active=_vulnerabilities_set,
-      sections=("os",))
+@rule("os.end-of-life", "high", ("vulnerabilities",), active=_vulnerabilities_set, sections=("os",))
 def os_end_of_life(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The guest's OS release is past its vendor's end of support on the day of the scan.
 
@@ -702,8 +739,12 @@ class Evaluation:
     not_judged: tuple[NotJudged, ...] = ()  # rules that read a section that failed
 
 
-def evaluate(facts: Facts, baselines: Sequence[Baseline], now: datetime,
-             feeds: VulnerabilitySource | None = None) -> Evaluation:
+def evaluate(
+    facts: Facts,
+    baselines: Sequence[Baseline],
+    now: datetime,
+    feeds: VulnerabilitySource | None = None,
+) -> Evaluation:
     """Run every active rule of every baseline whose ``match`` fits the guest.
 
     When two baselines report the same rule on the same subject, the most severe finding

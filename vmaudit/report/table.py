@@ -174,8 +174,9 @@ def _findings_table(result: ImageResult, folder: str) -> Group:
             _text(finding.message),
         )
     for entry in result.not_judged:
-        table.add_row(_text("not judged", "bold magenta"), _text(entry.rule), _text(""),
-                      _text(entry.reason))
+        table.add_row(
+            _text("not judged", "bold magenta"), _text(entry.rule), _text(""), _text(entry.reason)
+        )
     # The title on a line of its own: a table's title folds to the table's width.
     return Group(Text(""), _text(title), table)
 

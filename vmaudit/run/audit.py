@@ -61,10 +61,9 @@ def collect_facts(
     linux = detect_linux(fs, warnings)
     if linux is not None:
         return collect_linux(fs, image, linux, now, warnings)
-    raise VmauditError(ErrorKind.NO_OPERATING_SYSTEM,
-                       "no Linux or Windows root found on the mounted filesystems")
-
-
+    raise VmauditError(
+        ErrorKind.NO_OPERATING_SYSTEM, "no Linux or Windows root found on the mounted filesystems"
+    )
 
 
 def _alive(handle: Any) -> bool:
@@ -87,8 +86,9 @@ class BatchOutcome:
     acceleration: accel.Acceleration | None = None  # this host's verdict, when it was asked
 
 
-def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
-                workdir: str) -> BatchOutcome:
+def audit_batch(
+    refs: Sequence[ImageRef], options: LaunchOptions, now: datetime, workdir: str
+) -> BatchOutcome:
     """Open every image of ``refs`` in one appliance and read each one's facts separately.
 
     An image that is refused before the launch, or whose root cannot be told apart from
@@ -112,29 +112,34 @@ def audit_batch(refs: Sequence[ImageRef], options: LaunchOptions, now: datetime,
         appliance = launch(overlays, options)
         tcg_fallback = appliance.tcg_fallback
         try:
-            read = _read_guests(appliance.handle, attached, workdir, infos, position, now,
-                                alone=len(refs) == 1)
+            read = _read_guests(
+                appliance.handle, attached, workdir, infos, position, now, alone=len(refs) == 1
+            )
         finally:
             appliance.close()
         results.update(read)
         clashing = [index for index, result in read.items() if result is None]
     for index in clashing:
-        results[index] = VmauditError(ErrorKind.APPLIANCE_FAILED,
-                                      "shares a volume group or root with another image")
+        results[index] = VmauditError(
+            ErrorKind.APPLIANCE_FAILED, "shares a volume group or root with another image"
+        )
     for index, ref in enumerate(refs):
         # Facts of a file that changed or vanished while it was read are no point-in-time
         # picture of anything: the image is reported, not audited.
         if isinstance(results[index], Facts) and signature(ref) != before[index]:
-            results[index] = VmauditError(ErrorKind.IMAGE_CHANGED,
-                                          "the image changed or disappeared while it was read")
+            results[index] = VmauditError(
+                ErrorKind.IMAGE_CHANGED, "the image changed or disappeared while it was read"
+            )
     final = [results[i] for i in range(len(refs))]
     assert all(result is not None for result in final)  # every clash was given its error
-    return BatchOutcome(tuple(r for r in final if r is not None), tcg_fallback,
-                        tuple(clashing), verdict)
+    return BatchOutcome(
+        tuple(r for r in final if r is not None), tcg_fallback, tuple(clashing), verdict
+    )
 
 
-def _image_infos(refs: Sequence[ImageRef],
-                 ) -> tuple[dict[int, ImageInfo], dict[int, Facts | VmauditError | None]]:
+def _image_infos(
+    refs: Sequence[ImageRef],
+) -> tuple[dict[int, ImageInfo], dict[int, Facts | VmauditError | None]]:
     """Each image's file facts, or the error that already stops it (by request index)."""
     infos: dict[int, ImageInfo] = {}
     results: dict[int, Facts | VmauditError | None] = {}
@@ -148,16 +153,23 @@ def _image_infos(refs: Sequence[ImageRef],
     return infos, results
 
 
-def _read_guests(handle: Any, attached: Attached, workdir: str, infos: dict[int, ImageInfo],
-                 position: list[int], now: datetime, alone: bool,
-                 ) -> dict[int, Facts | VmauditError | None]:
+def _read_guests(
+    handle: Any,
+    attached: Attached,
+    workdir: str,
+    infos: dict[int, ImageInfo],
+    position: list[int],
+    now: datetime,
+    alone: bool,
+) -> dict[int, Facts | VmauditError | None]:
     """Facts (or the error) of every attached image by request index; None: re-run alone."""
     try:
         split = inspect_roots(handle, attached)
     except (VmauditError, RuntimeError):
         if not _alive(handle):
-            raise VmauditError(ErrorKind.APPLIANCE_FAILED,
-                               "the appliance died during inspection") from None
+            raise VmauditError(
+                ErrorKind.APPLIANCE_FAILED, "the appliance died during inspection"
+            ) from None
         raise
     read: dict[int, Facts | VmauditError | None] = {}
     for candidate in sorted(set(attached.drives.values())):
@@ -166,13 +178,13 @@ def _read_guests(handle: Any, attached: Attached, workdir: str, infos: dict[int,
             read[index] = None
             continue
         try:
-            guest = mount_root(handle, split.roots.get(candidate, []),
-                               candidate in split.encrypted)
+            guest = mount_root(handle, split.roots.get(candidate, []), candidate in split.encrypted)
             fs = ApplianceFS(handle, workdir)
             read[index] = collect_facts(fs, infos[index], now, list(guest.warnings))
         except VmauditError as exc:
             read[index] = exc
         if not _alive(handle):
-            raise VmauditError(ErrorKind.APPLIANCE_FAILED,
-                               "the appliance died while reading the guest")
+            raise VmauditError(
+                ErrorKind.APPLIANCE_FAILED, "the appliance died while reading the guest"
+            )
     return read

@@ -62,8 +62,9 @@ def parse_path_map(text: str) -> PathMap:
     return PathMap(os.path.normpath(local), os.path.normpath(remote))
 
 
-def check_fleet_options(scheduler: str | None, path_maps: Sequence[str],
-                        discover_on_workers: bool) -> None:
+def check_fleet_options(
+    scheduler: str | None, path_maps: Sequence[str], discover_on_workers: bool
+) -> None:
     """``ConfigError`` for a malformed ``--path-map`` or a fleet option without ``--scheduler``."""
     if scheduler is None and (path_maps or discover_on_workers):
         raise ConfigError("--path-map and --discover-on-workers need --scheduler")
@@ -81,7 +82,7 @@ def _moved(path: str, pairs: Sequence[tuple[str, str]]) -> str:
     if best is None:
         return path
     old, new = best
-    return new + path[len(old):] if old != "/" else os.path.join(new, path[1:])
+    return new + path[len(old) :] if old != "/" else os.path.join(new, path[1:])
 
 
 class PathTranslator:
@@ -99,21 +100,28 @@ class PathTranslator:
 
     def image(self, image: ImageRef, move: Callable[[str], str]) -> ImageRef:
         disks = tuple(
-            DiskRef(path=move(d.path), format=d.format, chain=tuple(move(p) for p in d.chain),
-                    chain_formats=d.chain_formats)
-            for d in image.disks)
+            DiskRef(
+                path=move(d.path),
+                format=d.format,
+                chain=tuple(move(p) for p in d.chain),
+                chain_formats=d.chain_formats,
+            )
+            for d in image.disks
+        )
         return replace(image, path=move(image.path), disks=disks)
 
     def facts_to_client(self, facts: Facts) -> Facts:
         info = facts.image
-        moved = replace(info, path=self.to_client(info.path),
-                        disks=tuple(self.to_client(p) for p in info.disks))
+        moved = replace(
+            info, path=self.to_client(info.path), disks=tuple(self.to_client(p) for p in info.disks)
+        )
         return replace(facts, image=moved)
 
     def discovery_to_client(self, found: DiscoveryResult) -> DiscoveryResult:
         return DiscoveryResult(
             images=[self.image(i, self.to_client) for i in found.images],
-            skipped=[Skipped(self.to_client(s.path), s.kind, s.message) for s in found.skipped])
+            skipped=[Skipped(self.to_client(s.path), s.kind, s.message) for s in found.skipped],
+        )
 
 
 # ---------------------------------------------------------------- on the worker
@@ -121,8 +129,11 @@ class PathTranslator:
 _worker_software_emulation = False  # per worker process: a KVM failure is paid once
 
 
-def audit_on_worker(runner: Runner, images: list[ImageRef], now: datetime,
-                    ) -> tuple[list[RawOutcome], bool]:
+def audit_on_worker(
+    runner: Runner,
+    images: list[ImageRef],
+    now: datetime,
+) -> tuple[list[RawOutcome], bool]:
     """The Dask task: the local audit of one batch, on the worker host.
 
     Returns the outcomes (in the order of ``images``) and whether a KVM launch failed during
@@ -142,8 +153,10 @@ def audit_on_worker(runner: Runner, images: list[ImageRef], now: datetime,
 
 
 def workers_died_error(attempts: str) -> ImageError:
-    return ImageError(ErrorKind.APPLIANCE_FAILED,
-                      f"Dask workers died while auditing this image ({attempts}); not retried")
+    return ImageError(
+        ErrorKind.APPLIANCE_FAILED,
+        f"Dask workers died while auditing this image ({attempts}); not retried",
+    )
 
 
 class FleetExecutor(Executor):
@@ -154,8 +167,9 @@ class FleetExecutor(Executor):
     pool; a task that failed on the cluster resolves to error outcomes, never to an exception.
     """
 
-    def __init__(self, client: Client, translator: PathTranslator,
-                 on_notice: Callable[[str], None]) -> None:
+    def __init__(
+        self, client: Client, translator: PathTranslator, on_notice: Callable[[str], None]
+    ) -> None:
         self.client = client
         self.translator = translator
         self.on_notice = on_notice
@@ -165,8 +179,12 @@ class FleetExecutor(Executor):
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
         runner = getattr(fn, "__self__", None)
-        if (not isinstance(runner, Runner) or getattr(fn, "__name__", "") != "run_batch"
-                or kwargs or len(args) != 2):
+        if (
+            not isinstance(runner, Runner)
+            or getattr(fn, "__name__", "") != "run_batch"
+            or kwargs
+            or len(args) != 2
+        ):
             raise TypeError("a FleetExecutor runs Runner.run_batch(images, now) only")
         images, now = list(cast(Sequence[ImageRef], args[0])), cast(datetime, args[1])
         result: Future[list[RawOutcome]] = Future()
@@ -174,18 +192,31 @@ class FleetExecutor(Executor):
         self._send(runner, images, now, result)
         return cast("Future[T]", result)
 
-    def _send(self, runner: Runner, images: list[ImageRef], now: datetime,
-              result: Future[list[RawOutcome]]) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        images: list[ImageRef],
+        now: datetime,
+        result: Future[list[RawOutcome]],
+    ) -> None:
         remote = [self.translator.image(i, self.translator.to_worker) for i in images]
         task = self.client.submit(
-            audit_on_worker, runner, remote, now, key=f"vmaudit-batch-{uuid.uuid4().hex}",
-            pure=False, resources=self.resources)
+            audit_on_worker,
+            runner,
+            remote,
+            now,
+            key=f"vmaudit-batch-{uuid.uuid4().hex}",
+            pure=False,
+            resources=self.resources,
+        )
 
         def finished(task: Any) -> None:
             try:
                 outcomes, fell_back = task.result()
-                translated = [self._to_client(image, outcome)
-                              for image, outcome in zip(images, outcomes, strict=True)]
+                translated = [
+                    self._to_client(image, outcome)
+                    for image, outcome in zip(images, outcomes, strict=True)
+                ]
             except BaseException as exc:  # every failure of the task becomes error rows
                 try:
                     self._failed(runner, images, now, exc, result)
@@ -199,8 +230,14 @@ class FleetExecutor(Executor):
 
         task.add_done_callback(finished)
 
-    def _failed(self, runner: Runner, images: list[ImageRef], now: datetime,
-                exc: BaseException, result: Future[list[RawOutcome]]) -> None:
+    def _failed(
+        self,
+        runner: Runner,
+        images: list[ImageRef],
+        now: datetime,
+        exc: BaseException,
+        result: Future[list[RawOutcome]],
+    ) -> None:
         from distributed import KilledWorker
 
         if isinstance(exc, KilledWorker) and len(images) > 1:
@@ -215,8 +252,9 @@ class FleetExecutor(Executor):
         if isinstance(exc, KilledWorker):
             error = workers_died_error(str(exc))
         else:
-            error = ImageError(ErrorKind.INTERNAL,
-                               f"Dask task failed: {type(exc).__name__}: {exc}"[:500])
+            error = ImageError(
+                ErrorKind.INTERNAL, f"Dask task failed: {type(exc).__name__}: {exc}"[:500]
+            )
         result.set_result([RawOutcome(image, None, error) for image in images])
 
     def _to_client(self, image: ImageRef, outcome: RawOutcome) -> RawOutcome:
@@ -227,12 +265,15 @@ class FleetExecutor(Executor):
         with self._lock:
             first, self._told_fallback = not self._told_fallback, True
         if first:
-            self.on_notice("KVM launch failed on a Dask worker; that worker retries in software "
-                           "emulation (force_tcg) from now on")
+            self.on_notice(
+                "KVM launch failed on a Dask worker; that worker retries in software "
+                "emulation (force_tcg) from now on"
+            )
 
 
-def _gather_into(parts: Sequence[Future[list[RawOutcome]]],
-                 whole: Future[list[RawOutcome]]) -> None:
+def _gather_into(
+    parts: Sequence[Future[list[RawOutcome]]], whole: Future[list[RawOutcome]]
+) -> None:
     """Resolve ``whole`` with the concatenated results of ``parts`` once all are done."""
     remaining = [len(parts)]
     lock = threading.Lock()
@@ -268,8 +309,9 @@ def capacity(client: Client) -> int:
 class Fleet:
     """A connected Dask client plus the path maps: discovery and an executor for batches."""
 
-    def __init__(self, client: Client, maps: Sequence[PathMap],
-                 on_notice: Callable[[str], None]) -> None:
+    def __init__(
+        self, client: Client, maps: Sequence[PathMap], on_notice: Callable[[str], None]
+    ) -> None:
         self.client = client
         self.translator = PathTranslator(maps)
         self.on_notice = on_notice
@@ -282,28 +324,34 @@ class Fleet:
 
     def auditors(self, discover_on_workers: bool = False) -> Auditors:
         """The scan's auditors on this fleet: its executor, and discovery here or on a worker."""
-        return Auditors(self.discover if discover_on_workers else discover, self.capacity(),
-                        self.executor())
+        return Auditors(
+            self.discover if discover_on_workers else discover, self.capacity(), self.executor()
+        )
 
     def discover(self, paths: Sequence[str], excludes: Sequence[str]) -> DiscoveryResult:
         """Discovery run by a worker on its view of the datastore, in client paths."""
         remote = [self.translator.to_worker(os.path.abspath(p)) for p in paths]
-        task = self.client.submit(discover, remote, list(excludes), pure=False,
-                                  key=f"vmaudit-discover-{uuid.uuid4().hex}")
+        task = self.client.submit(
+            discover, remote, list(excludes), pure=False, key=f"vmaudit-discover-{uuid.uuid4().hex}"
+        )
         found: DiscoveryResult = task.result()
         return self.translator.discovery_to_client(found)
 
 
 @contextmanager
-def connect(address: str, maps: Sequence[PathMap] = (),
-            on_notice: Callable[[str], None] | None = None,
-            timeout: str = CONNECT_TIMEOUT) -> Iterator[Fleet]:
+def connect(
+    address: str,
+    maps: Sequence[PathMap] = (),
+    on_notice: Callable[[str], None] | None = None,
+    timeout: str = CONNECT_TIMEOUT,
+) -> Iterator[Fleet]:
     """A ``Fleet`` on the scheduler at ``address``; ``ConfigError`` when it cannot be used."""
     try:
         from distributed import Client
     except ImportError:
-        raise ConfigError("--scheduler needs the 'fleet' extra: pip install 'vmaudit[fleet]'"
-                          ) from None
+        raise ConfigError(
+            "--scheduler needs the 'fleet' extra: pip install 'vmaudit[fleet]'"
+        ) from None
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, ValueError, TypeError) as exc:

@@ -105,8 +105,11 @@ class Runner:
     def _launch_options(self) -> dict[str, Any]:
         with self._lock:
             force_tcg = self._force_tcg
-        return {"force_tcg": force_tcg, "memsize_mb": self.options.memsize_mb,
-                "smp": self.options.smp}
+        return {
+            "force_tcg": force_tcg,
+            "memsize_mb": self.options.memsize_mb,
+            "smp": self.options.smp,
+        }
 
     def note_verdict(self, verdict: dict[str, Any]) -> None:
         """A child's answer to "does KVM work here": later launches follow it."""
@@ -124,8 +127,10 @@ class Runner:
             self._force_tcg = True
             self._told = True
         if first:
-            self.on_notice("KVM launch failed; retrying in software emulation (force_tcg) "
-                           "for the rest of this run")
+            self.on_notice(
+                "KVM launch failed; retrying in software emulation (force_tcg) "
+                "for the rest of this run"
+            )
 
     def run_one(self, image: ImageRef, now: datetime) -> RawOutcome:
         return self.run_batch([image], now)[0]
@@ -148,32 +153,49 @@ class Runner:
             self.note_verdict(answer["acceleration"])
         if answer.get("tcg_fallback"):
             self.note_fallback()
-        outcomes = [_outcome(image, entry) for image, entry in
-                    zip(images, answer.get("results", []), strict=True)]
+        outcomes = [
+            _outcome(image, entry)
+            for image, entry in zip(images, answer.get("results", []), strict=True)
+        ]
         for index in answer.get("clashing", []):
             outcomes[index] = self.run_one(images[index], now)
         return outcomes
 
-    def _run_in(self, workdir: str, images: Sequence[ImageRef], now: datetime,
-                ) -> tuple[dict[str, Any] | None, ImageError | None]:
-        request = {"images": [to_jsonable(image) for image in images],
-                   "options": self._launch_options(), "now": now.isoformat(),
-                   "workdir": workdir}
-        env = {**os.environ, "TMPDIR": workdir,
-               "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR")
-               or os.environ.get("TMPDIR") or "/var/tmp"}
+    def _run_in(
+        self,
+        workdir: str,
+        images: Sequence[ImageRef],
+        now: datetime,
+    ) -> tuple[dict[str, Any] | None, ImageError | None]:
+        request = {
+            "images": [to_jsonable(image) for image in images],
+            "options": self._launch_options(),
+            "now": now.isoformat(),
+            "workdir": workdir,
+        }
+        env = {
+            **os.environ,
+            "TMPDIR": workdir,
+            "LIBGUESTFS_CACHEDIR": os.environ.get("LIBGUESTFS_CACHEDIR")
+            or os.environ.get("TMPDIR")
+            or "/var/tmp",
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "vmaudit.run.worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=env,
         )
         limit = self.timeout * len(images)
         try:
             out, err = proc.communicate(json.dumps(request).encode(), timeout=limit)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            return None, ImageError(ErrorKind.TIMEOUT,
-                                    f"no result within {limit:g} s; appliance killed")
+            return None, ImageError(
+                ErrorKind.TIMEOUT, f"no result within {limit:g} s; appliance killed"
+            )
         finally:
             _kill_group(proc)  # whatever the worker left running (it should be nothing)
         answer = _parse(out)
@@ -181,7 +203,8 @@ class Runner:
             tail = err.decode("utf-8", errors="replace").strip()[-STDERR_TAIL:]
             return None, ImageError(
                 ErrorKind.APPLIANCE_FAILED,
-                f"audit process ended with code {proc.returncode}: {tail or 'no output'}")
+                f"audit process ended with code {proc.returncode}: {tail or 'no output'}",
+            )
         if "batch_error" in answer:
             error = answer["batch_error"]
             return None, _error_of(error)
@@ -217,8 +240,14 @@ def _outcome(image: ImageRef, entry: dict[str, Any]) -> RawOutcome:
     try:
         return RawOutcome(image, facts_from_dict(entry["facts"]), None)
     except (FactsFormatError, KeyError, TypeError) as exc:  # the worker is ours; its bytes
-        return RawOutcome(image, None, ImageError(ErrorKind.INTERNAL,  # came through a pipe
-                                                  f"facts unreadable: {exc}"))
+        return RawOutcome(
+            image,
+            None,
+            ImageError(
+                ErrorKind.INTERNAL,  # came through a pipe
+                f"facts unreadable: {exc}",
+            ),
+        )
 
 
 def _error_of(data: Any) -> ImageError:
@@ -233,7 +262,7 @@ def _parse(out: bytes) -> dict[str, Any] | None:
     for line in reversed(out.decode("utf-8", errors="replace").splitlines()):
         if line.startswith(RESULT_PREFIX):
             try:
-                value = json.loads(line[len(RESULT_PREFIX):])
+                value = json.loads(line[len(RESULT_PREFIX) :])
             except json.JSONDecodeError:
                 return None
             return value if isinstance(value, dict) else None

@@ -48,9 +48,12 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         for r in outcome.results
     ]
     verdict = outcome.acceleration
-    return {"results": results, "tcg_fallback": outcome.tcg_fallback,
-            "acceleration": None if verdict is None else dataclasses.asdict(verdict),
-            "clashing": list(outcome.clashing)}
+    return {
+        "results": results,
+        "tcg_fallback": outcome.tcg_fallback,
+        "acceleration": None if verdict is None else dataclasses.asdict(verdict),
+        "clashing": list(outcome.clashing),
+    }
 
 
 def die_with_parent() -> None:
@@ -89,8 +92,13 @@ def probe_kvm() -> int:
 
     handle = new_handle(LaunchOptions(force_tcg=False))
     try:
-        handle.set_event_callback(on_message, guestfs.EVENT_LIBRARY | guestfs.EVENT_APPLIANCE
-                                  | guestfs.EVENT_WARNING | guestfs.EVENT_TRACE)
+        handle.set_event_callback(
+            on_message,
+            guestfs.EVENT_LIBRARY
+            | guestfs.EVENT_APPLIANCE
+            | guestfs.EVENT_WARNING
+            | guestfs.EVENT_TRACE,
+        )
         handle.set_verbose(True)
         handle.add_drive_scratch(1024 * 1024)
         handle.launch()

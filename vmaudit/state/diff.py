@@ -34,8 +34,10 @@ _DORMANCY_FIELDS = ("last_boot", "last_login", "last_update")
 
 
 def _change(old: Any, new: Any) -> dict[str, Any]:
-    return {"old": list(old) if isinstance(old, tuple) else old,
-            "new": list(new) if isinstance(new, tuple) else new}
+    return {
+        "old": list(old) if isinstance(old, tuple) else old,
+        "new": list(new) if isinstance(new, tuple) else new,
+    }
 
 
 def _field_changes(old: object, new: object, names: tuple[str, ...]) -> dict[str, Any]:
@@ -73,12 +75,8 @@ def _package_changes(old: Facts, new: Facts) -> dict[str, Any]:
             continue
         # Several versions of one name side by side (kernels): report each version that
         # came or went rather than guess which replaced which.
-        added.extend(
-            {"name": name, "arch": arch, "version": v} for v in sorted(after - before)
-        )
-        removed.extend(
-            {"name": name, "arch": arch, "version": v} for v in sorted(before - after)
-        )
+        added.extend({"name": name, "arch": arch, "version": v} for v in sorted(after - before))
+        removed.extend({"name": name, "arch": arch, "version": v} for v in sorted(before - after))
     sections = {"added": added, "removed": removed, "upgraded": upgraded, "downgraded": downgraded}
     return {name: items for name, items in sections.items() if items}
 
