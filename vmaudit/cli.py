@@ -6,6 +6,7 @@ configuration error (nothing scanned), 3 some image could not be audited.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -14,15 +15,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 
 from vmaudit import __version__
-from vmaudit.act.cli import gate
-from vmaudit.act.remediate import remediate_command
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
-from vmaudit.feeds.cli import feeds
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult, ScanReport
@@ -124,7 +122,32 @@ class Progress:
             self.bar.stop()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose heavier command groups are imported only when one of them is run.
+
+    ``vmaudit gate libvirt`` runs inside libvirt's start of a VM: it must not pay for the
+    remediation engine or the feeds importers it does not use.
+    """
+
+    LAZY: ClassVar[dict[str, str]] = {
+        "remediate": "vmaudit.act.remediate:remediate_command",
+        "gate": "vmaudit.act.cli:gate",
+        "feeds": "vmaudit.feeds.cli:feeds",
+    }
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *self.LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY:
+            module, _, attribute = self.LAZY[cmd_name].partition(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="vmaudit")
 def main() -> None:
     """Audit dormant virtual-machine disk images read-only through libguestfs."""
@@ -620,13 +643,6 @@ def baselines_capture(image: str, output: str | None, name: str | None, timeout:
     with config_errors():
         text = capture_baseline(facts_from_dict(facts), path, datetime.now(UTC), name)
     emit(text, output)
-
-
-main.add_command(remediate_command)
-
-
-main.add_command(gate)  # the power-on gate's commands (vmaudit.act.cli)
-main.add_command(feeds)  # vulnerability feeds: import, list, show (vmaudit.feeds.cli)
 
 
 def run() -> None:

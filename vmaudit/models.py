@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
 
@@ -48,72 +49,160 @@ def from_jsonable(cls: type[T], data: Any, where: str = "") -> T:
     The one decoder of every value that crosses a process or the state database: fields
     with a default may be missing, unknown keys are refused, and each value must have its
     declared type (``tuple[X, ...]``, ``X | None``, ``Literal``, enums, nested dataclasses).
+    A decoder is built once per type; the error names the key path where the value went
+    wrong.
     """
-    return cast(T, _decode(cls, data, where or getattr(cls, "__name__", "value")))
+    try:
+        return cast(T, _decoder(cls)(data))
+    except CodecError as exc:
+        raise _at(where or getattr(cls, "__name__", "value"), exc) from None
 
 
-def _decode(hint: Any, data: Any, where: str) -> Any:
+Decoder = Callable[[Any], Any]
+_DECODERS: dict[Any, Decoder] = {}
+
+
+def _decoder(hint: Any) -> Decoder:
+    """The decoding function of one type hint, built on first use."""
+    found = _DECODERS.get(hint)
+    if found is None:
+        found = _DECODERS[hint] = _build(hint)
+    return found
+
+
+def _at(where: str, exc: CodecError) -> CodecError:
+    """An error from below, with its place prefixed (paths are built only on failure)."""
+    text = str(exc)
+    return CodecError(where + (text if text[:1] in ".[:" else f": {text}"))
+
+
+def _build(hint: Any) -> Decoder:
     origin = get_origin(hint)
     if hint is Any:
-        return data
+        return lambda data: data
     if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if data is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _decode(option, data, where)
-            except CodecError as exc:
-                errors.append(str(exc))
-        raise CodecError("; ".join(errors) or f"{where}: null not allowed")
+        nullable = type(None) in get_args(hint)
+        options = [_decoder(o) for o in get_args(hint) if o is not type(None)]
+
+        def union(data: Any) -> Any:
+            if data is None and nullable:
+                return None
+            errors = []
+            for option in options:
+                try:
+                    return option(data)
+                except CodecError as exc:
+                    errors.append(str(exc).lstrip(": "))
+            raise CodecError("; ".join(errors) or "null not allowed")
+
+        return union
     if origin is Literal:
-        if data not in get_args(hint):
-            raise CodecError(f"{where}: {data!r} is not one of {list(get_args(hint))}")
-        return data
+        allowed = get_args(hint)
+
+        def literal(data: Any) -> Any:
+            if data not in allowed:
+                raise CodecError(f"{data!r} is not one of {list(allowed)}")
+            return data
+
+        return literal
     if origin is tuple:
-        if not isinstance(data, list):
-            raise CodecError(f"{where}: expected a list")
-        item = get_args(hint)[0]
-        return tuple(_decode(item, value, f"{where}[{i}]") for i, value in enumerate(data))
+        item = _decoder(get_args(hint)[0])
+
+        def sequence(data: Any) -> Any:
+            if not isinstance(data, list):
+                raise CodecError("expected a list")
+            try:
+                return tuple(map(item, data))
+            except CodecError as exc:
+                index = next(i for i, v in enumerate(data) if _fails(item, v))
+                raise _at(f"[{index}]", exc) from None
+
+        return sequence
     if origin is dict:
-        if not isinstance(data, dict):
-            raise CodecError(f"{where}: expected an object")
-        value_hint = get_args(hint)[1]
-        return {str(k): _decode(value_hint, v, f"{where}.{k}") for k, v in data.items()}
+        value_of = _decoder(get_args(hint)[1])
+
+        def mapping(data: Any) -> Any:
+            if not isinstance(data, dict):
+                raise CodecError("expected an object")
+            out = {}
+            for key, value in data.items():
+                try:
+                    out[str(key)] = value_of(value)
+                except CodecError as exc:
+                    raise _at(f".{key}", exc) from None
+            return out
+
+        return mapping
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
-        return _decode_dataclass(hint, data, where)
+        return _build_dataclass(hint)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(data)
-        except ValueError:
-            raise CodecError(f"{where}: {data!r} is not a {hint.__name__}") from None
-    if hint is float and isinstance(data, int) and not isinstance(data, bool):
-        return float(data)
-    if (
-        isinstance(hint, type)
-        and isinstance(data, hint)
-        and not (hint is int and isinstance(data, bool))
-    ):
-        return data
-    raise CodecError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {data!r:.60}")
+        members = hint
+
+        def member(data: Any) -> Any:
+            try:
+                return members(data)
+            except ValueError:
+                raise CodecError(f"{data!r} is not a {members.__name__}") from None
+
+        return member
+    if hint is float:
+
+        def number(data: Any) -> Any:
+            if isinstance(data, (int, float)) and not isinstance(data, bool):
+                return float(data)
+            raise CodecError(f"expected float, got {data!r:.60}")
+
+        return number
+    if isinstance(hint, type):
+        wanted = hint
+
+        def plain(data: Any) -> Any:
+            if isinstance(data, wanted) and not (wanted is int and isinstance(data, bool)):
+                return data
+            raise CodecError(f"expected {wanted.__name__}, got {data!r:.60}")
+
+        return plain
+    raise TypeError(f"no decoder for {hint!r}")
 
 
-def _decode_dataclass(cls: type[Any], data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise CodecError(f"{where}: expected an object")
+def _fails(decode: Decoder, value: Any) -> bool:
+    try:
+        decode(value)
+    except CodecError:
+        return True
+    return False
+
+
+def _build_dataclass(cls: type[Any]) -> Decoder:
     hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise CodecError(f"{where}: unknown key {unknown[0]!r}")
-    values = {}
-    for name, spec in fields.items():
-        if name in data:
-            values[name] = _decode(hints[name], data[name], f"{where}.{name}")
-        elif spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
-            raise CodecError(f"{where}: missing key {name!r}")
-    return cls(**values)
+    fields = [f for f in dataclasses.fields(cls) if f.init]
+    known = {f.name for f in fields}
+    plan = [
+        (
+            f.name,
+            _decoder(hints[f.name]),
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in fields
+    ]
+
+    def dataclass_value(data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise CodecError("expected an object")
+        if not known.issuperset(data):
+            raise CodecError(f": unknown key {sorted(set(data) - known)[0]!r}")
+        values = {}
+        for name, decode, required in plan:
+            if name in data:
+                try:
+                    values[name] = decode(data[name])
+                except CodecError as exc:
+                    raise _at(f".{name}", exc) from None
+            elif required:
+                raise CodecError(f": missing key {name!r}")
+        return cls(**values)
+
+    return dataclass_value
 
 
 # ---------------------------------------------------------------- discovery

@@ -12,8 +12,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import jsonschema
-
 from vmaudit.models import CodecError, Facts, from_jsonable
 
 
@@ -31,6 +29,8 @@ def load_schema(name: str) -> dict[str, Any]:
 
 def validate_facts_dict(data: Any) -> None:
     """Raise ``FactsFormatError`` naming the first wrong key when ``data`` is not facts."""
+    import jsonschema  # slow to import: only documents from outside vmaudit are validated
+
     validator = jsonschema.Draft202012Validator(load_schema("facts"))
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is not None:
@@ -38,9 +38,14 @@ def validate_facts_dict(data: Any) -> None:
         raise FactsFormatError(f"facts: {where}: {error.message}")
 
 
-def facts_from_dict(data: dict[str, Any]) -> Facts:
-    """``Facts`` from a ``vmaudit.facts/v1`` dict; round-trips ``Facts.to_dict()``."""
-    validate_facts_dict(data)
+def facts_from_dict(data: dict[str, Any], validated: bool = True) -> Facts:
+    """``Facts`` from a ``vmaudit.facts/v1`` dict; round-trips ``Facts.to_dict()``.
+
+    ``validated``: checked against the JSON Schema first (documents from outside vmaudit);
+    the typed decoding refuses a wrong shape either way.
+    """
+    if validated:
+        validate_facts_dict(data)
     try:
         return from_jsonable(Facts, {k: v for k, v in data.items() if k != "schema"}, "facts")
     except CodecError as exc:

@@ -49,7 +49,8 @@ def facts_text(facts: Facts) -> tuple[str, str]:
 
 
 def facts_from_text(text: str) -> Facts:
-    return facts_from_dict(loads(text))
+    """Facts this database stored (``facts_text``): decoded by type, not re-validated by schema."""
+    return facts_from_dict(loads(text), validated=False)
 
 
 def findings_from_text(text: str) -> tuple[Finding, ...]:
