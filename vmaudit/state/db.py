@@ -84,6 +84,107 @@ def _parse_time(text: str) -> datetime:
     return _as_aware(datetime.fromisoformat(text))
 
 
+def _store_facts(conn: AnyConnection, facts: Facts | None) -> str | None:
+    """The facts stored once by their digest (shared by every image that has them)."""
+    if facts is None:
+        return None
+    facts_json, facts_digest = codec.facts_text(facts)
+    conn.execute(
+        "INSERT INTO facts (digest, facts_json) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING",
+        (facts_digest, facts_json),
+    )
+    return facts_digest
+
+
+def _store_image(
+    conn: AnyConnection,
+    key: bytes,
+    scan_id: int,
+    identity: Identity | None,
+    facts_digest: str | None,
+    known: bool,
+) -> None:
+    """The image's row: created, or brought to this scan with its identity and facts."""
+    identity_digest = identity.digest if identity is not None else None
+    identity_json = codec.dumps(identity.to_dict()) if identity is not None else None
+    if not known:
+        conn.execute(
+            "INSERT INTO images (key, first_scan, last_scan, identity_digest, identity_json,"
+            " facts_digest, facts_identity_digest, gone) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
+            (
+                key,
+                scan_id,
+                scan_id,
+                identity_digest,
+                identity_json,
+                facts_digest,
+                identity_digest if facts_digest is not None else None,
+            ),
+        )
+        return
+    # An image in error keeps its last facts; the cache is keyed by the identity those
+    # facts were read from, so they are never served for changed files.
+    conn.execute(
+        "UPDATE images SET last_scan = ?, gone = 0,"
+        " identity_digest = coalesce(?, identity_digest),"
+        " identity_json = coalesce(?, identity_json),"
+        " facts_identity_digest = CASE WHEN CAST(? AS TEXT) IS NULL"
+        "   THEN facts_identity_digest"
+        "   ELSE ? END,"
+        " facts_digest = coalesce(?, facts_digest)"
+        " WHERE key = ?",
+        (scan_id, identity_digest, identity_json, facts_digest, identity_digest, facts_digest, key),
+    )
+
+
+def _store_result(
+    conn: AnyConnection,
+    key: bytes,
+    scan_id: int,
+    now: str,
+    result: ImageResult,
+    identity: Identity | None,
+    facts_digest: str | None,
+) -> None:
+    """The image's row in this scan's results (written again if the scan records it twice)."""
+    conn.execute(
+        "INSERT INTO results (scan_id, image_key, recorded_at, status, image_json,"
+        " identity_digest, identity_json, facts_digest, findings_json, findings_count,"
+        " risk_score, risk_level, risk_exposure, risk_formula, business_json, error_json,"
+        " from_cache, rules_json)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (scan_id, image_key) DO UPDATE SET"
+        " recorded_at = excluded.recorded_at, status = excluded.status,"
+        " image_json = excluded.image_json, identity_digest = excluded.identity_digest,"
+        " identity_json = excluded.identity_json, facts_digest = excluded.facts_digest,"
+        " findings_json = excluded.findings_json, findings_count = excluded.findings_count,"
+        " risk_score = excluded.risk_score, risk_level = excluded.risk_level,"
+        " risk_exposure = excluded.risk_exposure, risk_formula = excluded.risk_formula,"
+        " business_json = excluded.business_json, error_json = excluded.error_json,"
+        " from_cache = excluded.from_cache, rules_json = excluded.rules_json",
+        (
+            scan_id,
+            key,
+            now,
+            result.status,
+            codec.dumps(result.image),
+            identity.digest if identity is not None else None,
+            codec.dumps(identity.to_dict()) if identity is not None else None,
+            facts_digest,
+            codec.dumps(result.findings),
+            len(result.findings),
+            result.risk.score,
+            result.risk.level,
+            result.risk.exposure,
+            FORMULA if result.risk.exposure is not None else schema.CAPPED_FORMULA,
+            codec.dumps(result.business),
+            codec.dumps(result.error) if result.error is not None else None,
+            int(result.from_cache),
+            codec.dumps(result.rules_evaluated),
+        ),
+    )
+
+
 def _check_file(path: Path) -> None:
     """Refuse, without writing a byte, a file that is not a whole SQLite database."""
     try:
@@ -414,17 +515,10 @@ class StateDB:
         result: ImageResult,
         identity: Identity | None,
     ) -> tuple[HistoryEvent, ...]:
+        """One image's result in one scan: its facts, the image row, the result row, events."""
         key = codec.path_key(os.path.abspath(result.image.path))
         now = now_utc()
-        facts_json: str | None = None
-        facts_digest: str | None = None
-        if result.facts is not None:
-            facts_json, facts_digest = codec.facts_text(result.facts)
-            conn.execute(
-                "INSERT INTO facts (digest, facts_json) VALUES (?, ?)"
-                " ON CONFLICT (digest) DO NOTHING",
-                (facts_digest, facts_json),
-            )
+        facts_digest = _store_facts(conn, result.facts)
         previous = conn.execute(
             "SELECT i.identity_digest, i.identity_json, i.facts_digest, i.facts_identity_digest,"
             " i.gone, f.facts_json FROM images AS i LEFT JOIN facts AS f"
@@ -432,80 +526,8 @@ class StateDB:
             (key,),
         ).fetchone()
         events = self._events_for(previous, result, identity, facts_digest, now)
-        identity_digest = identity.digest if identity is not None else None
-        identity_json = codec.dumps(identity.to_dict()) if identity is not None else None
-        if previous is None:
-            conn.execute(
-                "INSERT INTO images (key, first_scan, last_scan, identity_digest, identity_json,"
-                " facts_digest, facts_identity_digest, gone) VALUES (?, ?, ?, ?, ?, ?, ?, 0)",
-                (
-                    key,
-                    scan_id,
-                    scan_id,
-                    identity_digest,
-                    identity_json,
-                    facts_digest,
-                    identity_digest if facts_digest is not None else None,
-                ),
-            )
-        else:
-            # An image in error keeps its last facts; the cache is keyed by the identity
-            # those facts were read from, so they are never served for changed files.
-            conn.execute(
-                "UPDATE images SET last_scan = ?, gone = 0,"
-                " identity_digest = coalesce(?, identity_digest),"
-                " identity_json = coalesce(?, identity_json),"
-                " facts_identity_digest = CASE WHEN CAST(? AS TEXT) IS NULL"
-                "   THEN facts_identity_digest"
-                "   ELSE ? END,"
-                " facts_digest = coalesce(?, facts_digest)"
-                " WHERE key = ?",
-                (
-                    scan_id,
-                    identity_digest,
-                    identity_json,
-                    facts_digest,
-                    identity_digest,
-                    facts_digest,
-                    key,
-                ),
-            )
-        conn.execute(
-            "INSERT INTO results (scan_id, image_key, recorded_at, status, image_json,"
-            " identity_digest, identity_json, facts_digest, findings_json, findings_count,"
-            " risk_score, risk_level, risk_exposure, risk_formula, business_json, error_json,"
-            " from_cache, rules_json)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (scan_id, image_key) DO UPDATE SET"
-            " recorded_at = excluded.recorded_at, status = excluded.status,"
-            " image_json = excluded.image_json, identity_digest = excluded.identity_digest,"
-            " identity_json = excluded.identity_json, facts_digest = excluded.facts_digest,"
-            " findings_json = excluded.findings_json, findings_count = excluded.findings_count,"
-            " risk_score = excluded.risk_score, risk_level = excluded.risk_level,"
-            " risk_exposure = excluded.risk_exposure, risk_formula = excluded.risk_formula,"
-            " business_json = excluded.business_json, error_json = excluded.error_json,"
-            " from_cache = excluded.from_cache, rules_json = excluded.rules_json",
-            (
-                scan_id,
-                key,
-                now,
-                result.status,
-                codec.dumps(result.image),
-                identity_digest,
-                identity_json,
-                facts_digest,
-                codec.dumps(result.findings),
-                len(result.findings),
-                result.risk.score,
-                result.risk.level,
-                result.risk.exposure,
-                FORMULA if result.risk.exposure is not None else schema.CAPPED_FORMULA,
-                codec.dumps(result.business),
-                codec.dumps(result.error) if result.error is not None else None,
-                int(result.from_cache),
-                codec.dumps(result.rules_evaluated),
-            ),
-        )
+        _store_image(conn, key, scan_id, identity, facts_digest, known=previous is not None)
+        _store_result(conn, key, scan_id, now, result, identity, facts_digest)
         for event in events:
             conn.execute(
                 "INSERT INTO events (scan_id, image_key, kind, at, changes_json)"
