@@ -76,17 +76,23 @@ class TreeFS:
     def _host_path(self, path: str, follow_last: bool = True) -> str:
         return self._host(self._resolve(path, follow_last))
 
-    def read(self, path: str, cap: int = DEFAULT_CAP) -> bytes:
+    def _open_file(self, path: str) -> tuple[int, os.stat_result]:
+        """A descriptor of the regular file at guest ``path`` (never a FIFO or device)."""
         host = self._host_path(path)
         try:
             fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             reason = "not found" if exc.errno == errno.ENOENT else (exc.strerror or "unreadable")
             raise GuestFileError(path, reason) from None
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise GuestFileError(path, "not a regular file")
+        return fd, st
+
+    def read(self, path: str, cap: int = DEFAULT_CAP) -> bytes:
+        fd, st = self._open_file(path)
         try:
-            st = os.fstat(fd)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise GuestFileError(path, "not a regular file")
             if st.st_size > cap:
                 raise GuestFileError(path, f"{st.st_size} bytes, over the {cap}-byte cap")
             chunks: list[bytes] = []
@@ -130,15 +136,8 @@ class TreeFS:
             return None
 
     def pread(self, path: str, offset: int, length: int) -> bytes:
-        host = self._host_path(path)
+        fd, _ = self._open_file(path)
         try:
-            fd = os.open(host, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError as exc:
-            reason = "not found" if exc.errno == errno.ENOENT else (exc.strerror or "unreadable")
-            raise GuestFileError(path, reason) from None
-        try:
-            if not stat_mod.S_ISREG(os.fstat(fd).st_mode):
-                raise GuestFileError(path, "not a regular file")
             chunks: list[bytes] = []
             while length > 0:
                 chunk = os.pread(fd, min(1 << 20, length), offset)
