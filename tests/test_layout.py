@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
         "vmaudit.models",
         "vmaudit.errors",
         "vmaudit.timeutil",
+        "vmaudit.clikit",
         "vmaudit.text",
         "vmaudit.versions",
     ),

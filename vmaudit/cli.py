@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 import click
 
 from vmaudit import __version__
+from vmaudit.clikit import table_or_json
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.judge.verdict import FailOn
@@ -517,14 +518,7 @@ def _rejudged(last: ScanReport, baselines: tuple[str, ...], feeds_db: str | None
 
 @main.command()
 @click.argument("image", type=click.Path())
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@table_or_json
 @_state_options
 def history(image: str, fmt: str, state_path: str | None) -> None:
     """The image's recorded scans: when, what changed, risk over time."""
@@ -546,14 +540,7 @@ def history(image: str, fmt: str, state_path: str | None) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE")
 @click.option("-i", "--inventory", type=click.Path(dir_okay=False))
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@table_or_json
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from vmaudit.act import DEFAULT_POLICY
+from vmaudit.clikit import table_or_json
 from vmaudit.errors import ExitCode, VmauditError
 
 if TYPE_CHECKING:
@@ -182,14 +183,7 @@ def gate_uninstall(hypervisor: str, hooks_dir: str) -> None:
 @click.option("--policy", "policy_path", type=click.Path(dir_okay=False), help=_POLICY_HELP)
 @click.option("--state", help=_STATE_HELP)
 @click.option("--since", metavar="DATE", help="Only decisions at or after DATE (ISO)")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@table_or_json
 def gate_decisions(policy_path: str | None, state: str | None, since: str | None, fmt: str) -> None:
     """The recorded power-on decisions, oldest first."""
     from vmaudit.act.policy import load_policy

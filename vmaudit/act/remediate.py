@@ -58,6 +58,7 @@ from vmaudit.act.fixes import (
 )
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
+from vmaudit.clikit import table_or_json
 from vmaudit.discover.formats import qemu_driver
 from vmaudit.discover.identity import signature
 from vmaudit.discover.locks import in_use
@@ -629,14 +630,7 @@ def _publish(overlays: Sequence[str], names: Sequence[str], drives: set[int]) ->
     help="Fix to apply; repeatable  [default: those the findings call for]",
 )
 @click.option("--dry-run", is_flag=True, help="Print the changes; create nothing")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@table_or_json
 @click.option("--force", is_flag=True, help="Remediate an image a running VM holds (warned)")
 @click.option(
     "--timeout",

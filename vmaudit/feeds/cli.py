@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from vmaudit.clikit import table_or_json
 from vmaudit.errors import ExitCode, VmauditError
 from vmaudit.feeds.db import default_feeds_path, list_sources, open_read, show
 from vmaudit.feeds.importer import import_feeds
@@ -77,14 +78,7 @@ def _scope(scope: tuple[str, ...]) -> str:
 
 
 @feeds.command("list")
-@click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json"]),
-    default="table",
-    show_default=True,
-)
+@table_or_json
 @_db_option
 def feeds_list(fmt: str, db_path: str | None) -> None:
     """Each imported source: format, ecosystems or products, records, newest, imported."""
