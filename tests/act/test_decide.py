@@ -342,3 +342,55 @@ def test_a_state_database_that_cannot_be_used_is_on_errors_case(
     assert "cannot be audited (refused by on_error: refuse)" in err
     assert "is not an SQLite database" in err
     assert broken.read_bytes() == b"\x00garbage" * 512
+
+
+def test_a_refusal_names_the_remediate_command_the_policy_allows(
+    site: dict[str, Path], tmp_path: Path
+) -> None:
+    policy = write_policy(
+        tmp_path / "repair.yaml",
+        [site["store"]],
+        site["state"],
+        fail_on="high",
+        remediate="[ssh-root-login, lock-revoked]",
+    )
+    code, err = hook(policy, "legacy", domain_xml("legacy", str(site["bad"])))
+    assert code == 1 and err.count("\n") == 1
+    bad = str(site["bad"])
+    # PermitRootLogin yes is what the named fix answers; uid 0 toor is not: not a full pass.
+    assert f"vmaudit remediate {bad} -o {bad}.remediated.qcow2 --fix ssh-root-login" in err
+    assert "--fix lock-revoked" not in err  # no revoked account among the findings
+    assert "offline repair answers 1 of them" in err
+
+
+def test_a_refusal_without_fixes_in_the_policy_names_no_command(site: dict[str, Path]) -> None:
+    code, err = hook(site["policy"], "legacy", domain_xml("legacy", str(site["bad"])))
+    assert code == 1 and "vmaudit remediate" not in err
+
+
+def test_the_policy_refuses_a_fix_it_does_not_know(site: dict[str, Path], tmp_path: Path) -> None:
+    policy = write_policy(
+        tmp_path / "bad.yaml", [site["store"]], site["state"], remediate="[reformat-disk]"
+    )
+    done = vmaudit_gate("check", "--policy", str(policy), str(site["bad"]))
+    assert done.returncode == 2
+    assert "remediate" in done.stderr.decode() and "bad.yaml" in done.stderr.decode()
+
+
+def test_the_hint_says_pass_only_when_every_refusing_finding_is_answered() -> None:
+    from vmaudit.act.gate import remediation_hint
+    from vmaudit.models import Finding
+
+    root = Finding("ssh.root-login", "high", "sshd", "PermitRootLogin yes")
+    jdoe = Finding("account.revoked-active", "critical", "jdoe", "revoked account can log in")
+    uid0 = Finding("account.extra-uid0", "critical", "toor", "toor has uid 0")
+    both = ("ssh-root-login", "lock-revoked")
+    assert remediation_hint("/i.img", [root, jdoe], both) == (
+        "offline repair would make it pass: vmaudit remediate /i.img -o "
+        "/i.img.remediated.qcow2 --fix lock-revoked --fix ssh-root-login"
+    )
+    assert remediation_hint("/i.img", [root, uid0], both).startswith(
+        "offline repair answers 1 of them"
+    )
+    assert remediation_hint("/i.img", [uid0], both) == ""
+    assert remediation_hint("/i.img", [root], ()) == ""

@@ -31,8 +31,8 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
 
+from vmaudit.act.fixnames import REVOKED_RULES, Fix
 from vmaudit.act.linux_edits import (
     EditRefused,
     already_locked_and_expired,
@@ -60,8 +60,6 @@ from vmaudit.guest.base import DEFAULT_CAP, MAX_LINE, GuestFS, GuestStat, safe_p
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER
 from vmaudit.models import Facts, Finding
 
-Fix = Literal["lock-revoked", "remove-keys", "revoke-sudo", "ssh-root-login"]
-FIXES: tuple[Fix, ...] = ("lock-revoked", "remove-keys", "revoke-sudo", "ssh-root-login")
 LINUX_RECORD = "/var/lib/vmaudit/vmaudit-remediation.json"
 WINDOWS_RECORD = "/ProgramData/vmaudit/vmaudit-remediation.json"
 RECORD_SCHEMA = "vmaudit.remediation/v1"
@@ -69,7 +67,6 @@ SSHD_DROP_IN = "/etc/ssh/sshd_config.d/00-vmaudit-remediate.conf"
 MAX_SUDOERS_FILES = 256  # a sudoers.d larger than this is refused, not planned over
 MAX_SUDOERS_BYTES = 1024 * 1024
 MAX_SUDOERS_ENTRIES = 200  # user specifications of one drop-in judged one by one
-REVOKED_RULES = ("account.revoked-active", "account.revoked-present")
 
 
 # ---------------------------------------------------------------- the plan

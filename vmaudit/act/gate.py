@@ -18,19 +18,21 @@ from __future__ import annotations
 import fnmatch
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from vmaudit.act.domain import DiskSpec, GuestDisks
+from vmaudit.act.fixnames import ANSWERS, FIXES
 from vmaudit.act.policy import GatePolicy
 from vmaudit.discover.identity import Identity, image_identity
 from vmaudit.discover.walk import discover
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.feeds import default_feeds_path, open_feeds
 from vmaudit.judge.verdict import at_or_above
-from vmaudit.models import DiskRef, ImageRef, ImageResult, PowerOn
+from vmaudit.models import DiskRef, Finding, ImageRef, ImageResult, PowerOn
 from vmaudit.report.common import terminal_safe
 from vmaudit.run.runner import Runner
 from vmaudit.scan import Judge
@@ -286,6 +288,12 @@ class Gate:
                 f"{name}: {len(failing)} finding(s) at or above {self.policy.fail_on}: "
                 f"{named}{more} ({origin})"
             )
+            repair = remediation_hint(result.image.path, failing, self.policy.remediate)
+            if repair:
+                reason = (
+                    f"{name}: {len(failing)} finding(s) at or above {self.policy.fail_on} "
+                    f"({origin}); {repair}; findings: {named}{more}"
+                )
             decision = Decision(
                 False,
                 _one_line(reason),
@@ -382,3 +390,21 @@ class Gate:
             [b.name for b in self.baselines],
             self.policy.fail_on,
         )
+
+
+def remediation_hint(image: str, failing: Sequence[Finding], allowed: Sequence[str]) -> str:
+    """The ``vmaudit remediate`` command the policy's fixes offer for these findings, if any.
+
+    It "would make it pass" only when every refusing finding is one a named fix answers;
+    otherwise it says how many it answers.
+    """
+    fixes = [fix for fix in FIXES if fix in allowed]
+    answered = [f for f in failing if any(f.rule in ANSWERS[fix] for fix in fixes)]
+    used = [fix for fix in fixes if any(f.rule in ANSWERS[fix] for f in answered)]
+    if not used:
+        return ""
+    flags = " ".join(f"--fix {fix}" for fix in used)
+    command = f"vmaudit remediate {image} -o {image}.remediated.qcow2 {flags}"
+    if len(answered) == len(failing):
+        return f"offline repair would make it pass: {command}"
+    return f"offline repair answers {len(answered)} of them: {command}"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vmaudit.act import DEFAULT_POLICY
+from vmaudit.act.fixnames import FIXES
 from vmaudit.baseline.inventory import Inventory, load_inventory
 from vmaudit.baseline.loader import MAX_FILE_BYTES, load_baseline, read_text_file
 from vmaudit.baseline.model import Baseline
@@ -107,6 +108,10 @@ GATE_POLICY = Section(
         "exempt": Key(
             ListOf(Str(), single_ok=True), "Domain names or globs that always pass (recorded)."
         ),
+        "remediate": Key(
+            ListOf(Enum(FIXES), single_ok=True),
+            "Offline fixes a refusal may point to (`vmaudit remediate --fix`).",
+        ),
     }
 )
 
@@ -125,6 +130,7 @@ class GatePolicy:
     feeds_db: str | None = None  # None: vmaudit's default feeds database
     datastores: tuple[str, ...] = DEFAULT_DATASTORES
     exempt: tuple[str, ...] = ()
+    remediate: tuple[str, ...] = ()  # fixes a refusal names the remediate command for
     base_dir: str = field(default=".", compare=False)  # baselines named as files are found here
 
     def load_baselines(self) -> tuple[Baseline, ...]:
@@ -160,6 +166,7 @@ def validate_policy(path: str | Path) -> tuple[GatePolicy, list[Problem]]:
         feeds_db=document.get("feeds_db"),
         datastores=tuple(document.get("datastores", DEFAULT_DATASTORES)),
         exempt=tuple(document.get("exempt", ())),
+        remediate=tuple(document.get("remediate", ())),
         base_dir=str(base),
     )
     if not problems:

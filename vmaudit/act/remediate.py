@@ -41,10 +41,8 @@ import click
 
 from vmaudit import __version__
 from vmaudit.act.fixes import (
-    FIXES,
     RECORD_SCHEMA,
     Change,
-    Fix,
     Left,
     PendingFS,
     Plan,
@@ -56,6 +54,7 @@ from vmaudit.act.fixes import (
     resolve_top_nocase,
     verify_plan,
 )
+from vmaudit.act.fixnames import FIXES, Fix
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
 from vmaudit.clikit import table_or_json
