@@ -294,17 +294,7 @@ class Gate:
                     f"{name}: {len(failing)} finding(s) at or above {self.policy.fail_on} "
                     f"({origin}); {repair}; findings: {named}{more}"
                 )
-            decision = Decision(
-                False,
-                _one_line(reason),
-                guest.name,
-                source,
-                at,
-                result,
-                disks=disks,
-                notices=notices,
-                identity=identity,
-            )
+            allowed = False
         elif result.error is not None:
             return self._on_error(
                 guest,
@@ -332,18 +322,18 @@ class Gate:
             reason = (
                 f"{name}: no finding at or above {self.policy.fail_on} ({below} below; {origin})"
             )
-            decision = Decision(
-                True,
-                _one_line(reason),
-                guest.name,
-                source,
-                at,
-                result,
-                disks=disks,
-                notices=notices,
-                identity=identity,
-            )
-        return decision
+            allowed = True
+        return Decision(
+            allowed,
+            _one_line(reason),
+            guest.name,
+            source,
+            at,
+            result,
+            disks=disks,
+            notices=notices,
+            identity=identity,
+        )
 
     def _on_error(
         self,
