@@ -36,11 +36,12 @@ def test_a_plain_guest_reads_accounts_and_has_no_sshd_or_firewall(guest: Guest) 
     assert coverage["hotfixes"][0] == "absent"
 
 
-def test_a_shadow_that_cannot_be_read_fails_accounts_and_its_rules(guest: Guest) -> None:
+def test_a_passwd_that_cannot_be_read_fails_accounts_and_its_rules(guest: Guest) -> None:
     mini(guest)
-    guest.mkdir("/etc/shadow")  # there, but no file: "no passwords" would be a lie
+    guest.host("/etc/passwd").unlink()
+    guest.mkdir("/etc/passwd")  # there, but no file: "no accounts" would be a lie
     result = facts(guest)
-    assert result.failed_sections() == {"accounts": "/etc/shadow unreadable: not a regular file"}
+    assert result.failed_sections() == {"accounts": "/etc/passwd unreadable: not a regular file"}
     assert result.users == ()
     judged = evaluate(result, [load_baseline("default")], NOW)
     assert {e.rule for e in judged.not_judged} >= {"account.extra-uid0", "account.empty-password"}
