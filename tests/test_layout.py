@@ -24,6 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
         "vmaudit.errors",
         "vmaudit.timeutil",
         "vmaudit.clikit",
+        "vmaudit.xdg",
         "vmaudit.text",
         "vmaudit.versions",
     ),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -20,6 +19,7 @@ from typing import Any
 
 from vmaudit.errors import ConfigError
 from vmaudit.feeds.records import Advisory
+from vmaudit.xdg import xdg_folder
 
 SCHEMA_VERSION = "1"
 SCHEMA = """
@@ -67,9 +67,7 @@ def default_feeds_path() -> Path:
 
     As for the state database, a relative ``XDG_DATA_HOME`` is invalid and ignored.
     """
-    configured = os.environ.get("XDG_DATA_HOME", "")
-    base = Path(configured) if os.path.isabs(configured) else Path.home() / ".local" / "share"
-    return base / "vmaudit" / "feeds.db"
+    return xdg_folder("XDG_DATA_HOME", ".local", "share") / "feeds.db"
 
 
 @dataclass

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vmaudit.timeutil import iso_now
+from vmaudit.xdg import xdg_folder
 
 QEMU_STARTED = "VMAUDIT-QEMU-STARTED"
 LAUNCH_LIMIT = 15.0  # seconds from qemu's start; a KVM launch takes 2-5 s, TCG about 15
@@ -84,8 +85,7 @@ def decide(cache_dir: Path | None = None) -> Acceleration:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "vmaudit"
+    return xdg_folder("XDG_CACHE_HOME", ".cache")
 
 
 def hypervisor() -> str:

@@ -37,6 +37,7 @@ from vmaudit.models import (
 from vmaudit.state import codec, postgres, schema
 from vmaudit.state.diff import diff_facts
 from vmaudit.state.postgres import AnyConnection
+from vmaudit.xdg import xdg_folder
 
 T = TypeVar("T")
 
@@ -58,9 +59,7 @@ def default_state_path() -> Path:
 
     The XDG spec says a relative ``XDG_STATE_HOME`` is invalid and must be ignored.
     """
-    configured = os.environ.get("XDG_STATE_HOME", "")
-    base = Path(configured) if os.path.isabs(configured) else Path.home() / ".local" / "state"
-    return base / "vmaudit" / "state.db"
+    return xdg_folder("XDG_STATE_HOME", ".local", "state") / "state.db"
 
 
 def open_state(ref: str | None) -> StateDB:
