@@ -331,8 +331,36 @@ class Dormancy:
     days_idle: int | None
 
 
-SECTIONS = ("os", "packages", "hotfixes", "accounts", "sudo", "ssh", "firewall", "dormancy")
+SECTIONS = (
+    "os",
+    "packages",
+    "hotfixes",
+    "accounts",
+    "sudo",
+    "ssh",
+    "firewall",
+    "dormancy",
+    "config",
+)
 CoverageStatus = Literal["read", "absent", "failed"]
+
+
+@dataclass(frozen=True)
+class LinuxConfig:
+    """Security configuration of a Linux guest (issue 19): permissions, executables, startup."""
+
+
+@dataclass(frozen=True)
+class WindowsConfig:
+    """Security configuration of a Windows guest read from its hives (issue 19)."""
+
+
+@dataclass(frozen=True)
+class ConfigFacts:
+    """The ``config`` section: the part for the guest's OS type, None when not read."""
+
+    linux: LinuxConfig | None = None
+    windows: WindowsConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -358,6 +386,7 @@ class Facts:
     dormancy: Dormancy = Dormancy(None, None, None, None)
     warnings: tuple[str, ...] = ()
     coverage: tuple[Coverage, ...] = ()  # empty in facts cached before coverage existed
+    config: ConfigFacts = ConfigFacts()  # empty in facts cached before it was read
 
     def failed_sections(self) -> dict[str, str]:
         """Section -> why it could not be read; a rule reading one of them is not judged."""
@@ -368,6 +397,8 @@ class Facts:
         data.update(to_jsonable(self))
         if not self.coverage:  # facts from before coverage existed stay as they were
             del data["coverage"]
+        if self.config == ConfigFacts():  # likewise facts from before the config section
+            del data["config"]
         if self.os.installation_type is None:  # Windows only; other facts keep their shape
             del data["os"]["installation_type"]
         return data
