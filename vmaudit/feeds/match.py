@@ -22,14 +22,16 @@ from datetime import UTC, datetime
 from functools import cmp_to_key, lru_cache
 from pathlib import Path
 from threading import Lock
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmaudit.feeds.db import open_read
 from vmaudit.feeds.distros import guest_ecosystems
 from vmaudit.feeds.records import Range, feed_severity
-from vmaudit.feeds.versions import Comparator, ordering_for
 from vmaudit.feeds.windows import parse_build, windows_guest
 from vmaudit.models import SEVERITIES, Facts, Severity
+
+if TYPE_CHECKING:
+    from vmaudit.feeds.versions import Comparator
 
 _RANK = {severity: rank for rank, severity in enumerate(SEVERITIES)}
 BY_VERSION_MAX = 1_000_000  # (ecosystem, package, version) results kept for re-judging
@@ -219,56 +221,54 @@ class FeedsMatcher:
                 )
         return found
 
+    # An advisory row beside the package (Linux) or product (Windows) it was asked for.
     _ADVISORY = (
-        "SELECT adv.key, adv.id, adv.cves, adv.published, {cvss}, adv.rating, s.path, "
-        "s.format, {a}, {b}, {rating} FROM {table} t JOIN advisories adv ON "
+        "SELECT t.{name}, adv.key, adv.id, adv.cves, adv.published, {cvss}, adv.rating, "
+        "s.path, s.format, {a}, {b}, t.rating FROM {table} t JOIN advisories adv ON "
         "adv.key = t.key JOIN sources s ON s.id = adv.source_id WHERE {where}"
     )
+    _LINUX = _ADVISORY.format(
+        name="package",
+        cvss="adv.cvss",
+        a="t.ranges",
+        b="t.versions",
+        table="affected",
+        where="t.ecosystem = ?",
+    )
+    _WINDOWS = _ADVISORY.format(
+        name="product",
+        cvss="coalesce(t.cvss, adv.cvss)",
+        a="t.kb",
+        b="t.fixed_build",
+        table="windows_fixes",
+        where="t.product_key = ?",
+    )
+
+    def _rows(self, sql: str, key: str) -> list[Any]:
+        with closing(self._connect()) as connection:
+            return list(connection.execute(sql, (key,)))
 
     def _ecosystem(self, ecosystem: str) -> dict[str, list[_Candidate]]:
         with self._lock:
             known = self._linux.get(ecosystem)
-            if known is not None:
-                return known
-            sql = self._ADVISORY.format(
-                cvss="adv.cvss",
-                a="t.ranges",
-                b="t.versions",
-                rating="t.rating",
-                table="affected",
-                where="t.ecosystem = ?",
-            )
-            by_package: dict[str, list[_Candidate]] = {}
-            with closing(self._connect()) as connection:
-                for row in connection.execute(
-                    sql.replace("SELECT ", "SELECT t.package, ", 1), (ecosystem,)
-                ):
-                    by_package.setdefault(row[0], []).extend(self._candidates([row[1:]], True))
-            self._linux[ecosystem] = by_package
-            return by_package
+            if known is None:
+                known = {}
+                for row in self._rows(self._LINUX, ecosystem):
+                    known.setdefault(row[0], []).extend(self._candidates([row[1:]], True))
+                self._linux[ecosystem] = known
+            return known
 
     def _product(self, product: str) -> list[tuple[str, _Candidate]]:
         """The fixes of one product (lower-case name), each with the name as CVRF spells it."""
         with self._lock:
             known = self._windows.get(product)
-            if known is not None:
-                return known
-            sql = self._ADVISORY.format(
-                cvss="coalesce(t.cvss, adv.cvss)",
-                a="t.kb",
-                b="t.fixed_build",
-                rating="t.rating",
-                table="windows_fixes",
-                where="t.product_key = ?",
-            )
-            sql = sql.replace("SELECT ", "SELECT t.product, ", 1)
-            with closing(self._connect()) as connection:
-                found = [
+            if known is None:
+                known = [
                     (row[0], self._candidates([row[1:]], False)[0])
-                    for row in connection.execute(sql, (product,))
+                    for row in self._rows(self._WINDOWS, product)
                 ]
-            self._windows[product] = found
-            return found
+                self._windows[product] = known
+            return known
 
     def matches(self, facts: Facts) -> tuple[VulnMatch, ...]:
         """Every advisory that applies to the guest, one per subject (CVE), most severe kept."""
@@ -288,6 +288,8 @@ class FeedsMatcher:
         return tuple(sorted(best.values(), key=lambda m: (_RANK[m.severity], m.subject)))
 
     def _linux_matches(self, facts: Facts) -> list[VulnMatch]:
+        from vmaudit.feeds.versions import ordering_for  # python-debian: only to match
+
         found: list[VulnMatch] = []
         for ecosystem in guest_ecosystems(facts.os):
             ordering = ordering_for(ecosystem)

@@ -12,10 +12,9 @@ import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from vmaudit.judge.eol import end_of_life
-from vmaudit.judge.repoindex import load_index
 from vmaudit.models import SECTIONS, SEVERITIES, Facts, Finding, NotJudged, Severity, User
 from vmaudit.versions import comparator_for, dotted_compare
 
@@ -107,15 +106,19 @@ def _keys_given(keys: tuple[str, ...]) -> Callable[[Baseline], bool]:
     return active
 
 
+class RuleOptions(TypedDict, total=False):
+    """What a rule may declare beside its id, severity and keys."""
+
+    os_types: tuple[str, ...]  # default: every OS type
+    active: Callable[[Baseline], bool]  # default: one of its keys is set
+    sections: tuple[str, ...]  # the facts sections it reads: required
+
+
 def rule(
-    rule_id: str,
-    severity: Severity,
-    keys: tuple[str, ...],
-    os_types: tuple[str, ...] = ALL_OS,
-    active: Callable[[Baseline], bool] | None = None,
-    sections: tuple[str, ...] = (),
+    rule_id: str, severity: Severity, keys: tuple[str, ...], **options: Unpack[RuleOptions]
 ) -> Callable[[RuleCheck], RuleCheck]:
     """Register a rule function under its id, with the facts sections it reads."""
+    sections = options.get("sections", ())
 
     def register(check: RuleCheck) -> RuleCheck:
         if rule_id in RULES:
@@ -125,9 +128,9 @@ def rule(
         unknown = set(sections) - set(SECTIONS)
         if not sections or unknown:
             raise ValueError(f"rule {rule_id}: sections {sorted(unknown) or 'missing'}")
-        RULES[rule_id] = Rule(
-            rule_id, severity, keys, os_types, check, active or _keys_given(keys), sections
-        )
+        active = options.get("active") or _keys_given(keys)
+        os_types = options.get("os_types", ALL_OS)
+        RULES[rule_id] = Rule(rule_id, severity, keys, os_types, check, active, sections)
         return check
 
     return register
@@ -209,6 +212,8 @@ def patch_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[H
     dpkg's for `deb`, rpm's for `rpm`, dotted numbers for Windows applications. Indexes
     apply to `deb` guests only. One finding per package, naming the highest minimum.
     """
+    from vmaudit.judge.repoindex import load_index  # gzip, lzma: only for an index
+
     compare = comparator_for(facts)
     indexes = (
         [load_index(path) for path in baseline.repository_index]
@@ -616,12 +621,7 @@ def _vulnerabilities_set(baseline: Baseline) -> bool:
 
 
 def feeds_rule(
-    rule_id: str,
-    severity: Severity,
-    keys: tuple[str, ...],
-    os_types: tuple[str, ...] = ALL_OS,
-    active: Callable[[Baseline], bool] | None = None,
-    sections: tuple[str, ...] = (),
+    rule_id: str, severity: Severity, keys: tuple[str, ...], **options: Unpack[RuleOptions]
 ) -> Callable[[FeedsCheck], FeedsCheck]:
     """Register a rule judged against a vulnerability source (``evaluate(feeds=...)``)."""
 
@@ -629,7 +629,7 @@ def feeds_rule(
         def without_feeds(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
             return check(facts, baseline, now, ())
 
-        rule(rule_id, severity, keys, os_types, active, sections)(without_feeds)
+        rule(rule_id, severity, keys, **options)(without_feeds)
         RULES[rule_id] = replace(RULES[rule_id], feeds_check=check)
         return check
 
