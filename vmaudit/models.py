@@ -351,8 +351,50 @@ class LinuxConfig:
 
 
 @dataclass(frozen=True)
+class Autorun:
+    """One value of an HKLM ``Run`` / ``RunOnce`` key: a command started at every logon."""
+
+    key: str  # the key it is in, e.g. ``Run``, ``RunOnce``, ``WOW6432Node\\Run``
+    name: str
+    command: str
+
+
+@dataclass(frozen=True)
+class AutoService:
+    """A Windows service (not a driver) that the Service Control Manager starts at boot."""
+
+    name: str
+    display_name: str | None
+    image_path: str | None
+    delayed: bool = False  # DelayedAutostart
+
+
+@dataclass(frozen=True)
 class WindowsConfig:
-    """Security configuration of a Windows guest read from its hives (issue 19)."""
+    """Security configuration of a Windows guest read from its hives (issue 19).
+
+    Each setting is its effective value at the next boot (Group Policy first, then the local
+    value, then the Windows default); None when the hive that holds it could not say.
+    """
+
+    uac_enabled: bool | None = None  # EnableLUA
+    smb1_server: bool | None = None  # the Server service accepts SMB 1
+    rdp_enabled: bool | None = None  # fDenyTSConnections off and TermService not disabled
+    rdp_nla: bool | None = None  # UserAuthentication: Network Level Authentication required
+    autologon: bool | None = None  # Winlogon AutoAdminLogon
+    autologon_user: str | None = None
+    # a non-empty Winlogon DefaultPassword is stored in the registry; the password itself
+    # is never read into the facts
+    autologon_password_stored: bool | None = None
+    guest_enabled: bool | None = None  # the SAM's RID 501, None when the SAM was not read
+    lsa_protected: bool | None = None  # RunAsPPL
+    update_server: str | None = None  # WUServer policy, when UseWUServer is on
+    defender_installed: bool | None = None  # the WinDefend service exists
+    defender_disabled_by: tuple[str, ...] = ()  # the policies or service state turning it off
+    defender_signatures_updated: str | None = None  # ISO UTC, from Signature Updates
+    defender_signature_version: str | None = None  # AVSignatureVersion
+    autoruns: tuple[Autorun, ...] = ()
+    auto_services: tuple[AutoService, ...] = ()
 
 
 @dataclass(frozen=True)

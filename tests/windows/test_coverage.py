@@ -51,6 +51,7 @@ def test_every_section_of_a_readable_guest_is_read(windows_trees: dict[str, Path
         "ssh": "absent",
         "firewall": "read",
         "dormancy": "read",
+        "config": "read",
     }
     assert facts.failed_sections() == {}
 

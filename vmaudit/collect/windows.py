@@ -23,6 +23,8 @@ Where each fact comes from (HKLM paths; ``CCS`` is the control set named by
   overridden by Group Policy (``SOFTWARE\\Policies\\Microsoft\\WindowsFirewall``). Missing
   values take the Windows defaults (enabled, inbound blocked); a disabled MpsSvc service
   turns every profile off. ``FirewallFacts.enabled`` is true only when every profile is on.
+- config: ``windows_config`` (UAC, SMB 1, RDP, autologon, Guest, LSA, Windows Update,
+  Defender, Run keys, auto-start services); it needs both SOFTWARE and SYSTEM.
 - dormancy: ``last_boot`` stays null (no hive records it); ``last_login`` is the newest SAM
   logon; ``last_update`` the newest hotfix install; ``days_idle`` counts from the latest of
   those and ``CCS\\Control\\Windows\\ShutdownTime``, else from the image file's mtime.
@@ -35,13 +37,14 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
 
 from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import GuestFS, join
 from vmaudit.models import (
+    ConfigFacts,
     Dormancy,
     Facts,
     FirewallBackend,
@@ -51,10 +54,12 @@ from vmaudit.models import (
     OsInfo,
     Package,
     User,
+    WindowsConfig,
 )
 from vmaudit.timeutil import iso_utc, parse_iso
 
 from .common import CoverageLog, guarded
+from .windows_config import collect_windows_config, guest_enabled
 from .windows_registry import (
     Hive,
     HiveError,
@@ -415,12 +420,13 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
     users: list[User] = []
     firewall = FirewallFacts(False, ())
     shutdown = None
+    config: WindowsConfig | None = None
     coverage = CoverageLog()
     coverage.absent("ssh", "not read on Windows guests")
     coverage.absent("sudo", "not a Linux guest")
     if paths is None:
         warnings.append("windows: no Windows/System32/config/SOFTWARE found")
-        for section in ("os", "packages", "hotfixes", "accounts", "firewall"):
+        for section in ("os", "packages", "hotfixes", "accounts", "firewall", "config"):
             coverage.failed(section, "no Windows/System32/config found")
     else:
         with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software:
@@ -462,6 +468,19 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
                     )
                 else:
                     coverage.failed("firewall", "the SYSTEM hive is not readable")
+                if software is not None and system is not None:
+                    config = _section(
+                        "config",
+                        warnings,
+                        None,
+                        lambda: collect_windows_config(
+                            software, system, current_control_set(system, warnings), warnings
+                        ),
+                        coverage,
+                    )
+                else:
+                    unreadable = "SYSTEM" if software is not None else "SOFTWARE"
+                    coverage.failed("config", f"the {unreadable} hive is not readable")
         with opened_hive(fs, paths.hive(fs, "SAM"), "SAM", warnings) as sam:
             if sam is not None:
                 users = _section(
@@ -473,6 +492,8 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
                 )
             else:
                 coverage.failed("accounts", "the SAM hive is not readable")
+        if config is not None:  # unknown (None) when the SAM could not be read
+            config = replace(config, guest_enabled=guest_enabled(users))
     coverage.read("dormancy")
     dormancy = windows_dormancy(shutdown, users, hotfixes, image.mtime, now, warnings)
     return Facts(
@@ -483,6 +504,7 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
         users=tuple(users),
         firewall=firewall,
         dormancy=dormancy,
+        config=ConfigFacts(windows=config),
         warnings=tuple(dict.fromkeys(warnings)),
         coverage=coverage.entries(),
     )

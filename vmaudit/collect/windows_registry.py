@@ -116,6 +116,14 @@ class Hive:
                 return int(kind), bytes(data)
         return None
 
+    def values(self, node: int, limit: int) -> list[tuple[str, int, bytes]]:
+        """(name, type, data) of the first ``limit`` values of a key, in hive order."""
+        found = []
+        for value in self._call("node_values", node)[:limit]:
+            kind, data = self._call("value_value", value)
+            found.append((str(self._call("value_key", value)), int(kind), bytes(data)))
+        return found
+
     def default_type(self, node: int) -> int | None:
         """The type of the unnamed (default) value: the SAM stores RIDs there."""
         for value in self._call("node_values", node):
