@@ -105,20 +105,19 @@ class Baseline:
             section.get("min_severity", "low"), section.get("max_days_exposed"), ignore
         )
 
-    def is_set(self, key: str) -> bool:
-        """Whether a dotted key (``accounts.allowed_admins``) was given, here or by a parent."""
+    def _lookup(self, key: str) -> tuple[bool, Any]:
+        """Whether a dotted key was given, and its merged value (None when it was not)."""
         node: Any = self.settings
         for part in key.split("."):
             if not isinstance(node, Mapping) or part not in node:
-                return False
+                return False, None
             node = node[part]
-        return True
+        return True, node
+
+    def is_set(self, key: str) -> bool:
+        """Whether a dotted key (``accounts.allowed_admins``) was given, here or by a parent."""
+        return self._lookup(key)[0]
 
     def get(self, key: str) -> Any:
         """The merged value of a dotted key, or None."""
-        node: Any = self.settings
-        for part in key.split("."):
-            if not isinstance(node, Mapping) or part not in node:
-                return None
-            node = node[part]
-        return node
+        return self._lookup(key)[1]

@@ -65,9 +65,7 @@ def _images_table(results: list[ImageResult], folder: str) -> Table:
     title = "vmaudit: images by risk" + (f" under {folder}" if folder else "")
     # Collapsed padding: one space and the divider between columns, so that sixteen
     # columns fit in 160 characters.
-    table = Table(
-        title=terminal_safe(title), box=box.SIMPLE_HEAD, title_justify="left", collapse_padding=True
-    )
+    table = _titled(terminal_safe(title))
     # The image names the row: it keeps its whole width (up to a point) and the other text
     # columns fold first.
     names = [len(terminal_safe(_short(r.image.path, folder))) for r in results]
@@ -113,17 +111,17 @@ def _images_table(results: list[ImageResult], folder: str) -> Table:
     return table
 
 
+def _titled(title: str) -> Table:
+    """A table of the report: its title on the left, one space between columns."""
+    return Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", collapse_padding=True)
+
+
 def _why_table(results: list[ImageResult], folder: str) -> Table | None:
     """Why each image ranks where it does: the largest shares of its exposure."""
     ranked = [r for r in results if r.error is None and r.risk.exposure]
     if not ranked:
         return None
-    table = Table(
-        title="why they rank: the largest shares of each image's exposure",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-        collapse_padding=True,
-    )
+    table = _titled("why they rank: the largest shares of each image's exposure")
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("image", overflow="fold")
     table.add_column("exposure", justify="right", no_wrap=True)
@@ -143,11 +141,8 @@ def _missed_table(results: list[ImageResult], folder: str, scanned: datetime) ->
     rows = [(r, summary) for r in results if (summary := missed(r, scanned)) is not None]
     if not rows:
         return None
-    table = Table(
-        title="missed while asleep: advisories published after each image's last update or boot",
-        box=box.SIMPLE_HEAD,
-        title_justify="left",
-        collapse_padding=True,
+    table = _titled(
+        "missed while asleep: advisories published after each image's last update or boot"
     )
     table.add_column("image", overflow="fold")
     table.add_column("missed", overflow="fold")
