@@ -36,6 +36,8 @@ class ErrorKind(StrEnum):
     PERMISSION_DENIED = "permission-denied"
     CORRUPT_IMAGE = "corrupt-image"
     IMAGE_CHANGED = "image-changed"
+    OUTSIDE_DATASTORE = "outside-datastore"  # a hypervisor names a disk outside the roots
+    HYPERVISOR_UNREACHABLE = "hypervisor-unreachable"  # a libvirt URI that does not answer
     INTERNAL = "internal-error"
     CONFIG = "config"
 

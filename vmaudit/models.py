@@ -23,6 +23,7 @@ REPORT_SCHEMA = "vmaudit.report/v1"
 Severity = Literal["critical", "high", "medium", "low", "info"]
 SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
 PasswordState = Literal["set", "empty", "locked", "none"]
+VmSource = Literal["folder", "libvirt", "proxmox", "vmware"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -216,6 +217,9 @@ class DiskRef:
     format: str  # qcow2 | vmdk | vhd | vhdx | raw
     chain: tuple[str, ...] = ()  # every file qemu will read for this disk, leaf first
     chain_formats: tuple[str, ...] = ()  # format of each file of ``chain`` ("extent": VMDK data)
+    # a block device (an LV, a zvol, a disk given by hand) rather than an image file; its
+    # ``path`` is the device as named (``/dev/vg/lv``), ``chain`` its one resolved node
+    block: bool = False
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,13 @@ class ImageRef:
     disks: tuple[DiskRef, ...]
     vm: str | None = None  # VM name when grouped by a descriptor
     in_use: bool = False
+    # where the guest was found: a folder walk, or a hypervisor's own inventory
+    source: VmSource = "folder"
+    template: bool = False  # a template (``.vmtx``, Proxmox ``template: 1``), not a VM
+    state: str | None = None  # the hypervisor's word for it: "shut off", "running", ...
+    tags: tuple[str, ...] = ()  # Proxmox tags
+    notes: str = ""  # libvirt title and description, Proxmox description, vmx annotation
+    labels: tuple[tuple[str, str], ...] = ()  # libvirt <metadata> leaves: (name, text)
 
 
 @dataclass(frozen=True)
@@ -236,6 +247,8 @@ class Skipped:
     path: str
     kind: ErrorKind
     message: str
+    # the guest as a hypervisor named it (its VM name, source, state) when it is one
+    image: ImageRef | None = None
 
 
 # ---------------------------------------------------------------- facts

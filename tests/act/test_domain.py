@@ -34,15 +34,17 @@ DOMAIN = b"""<domain type='qemu'>
 </domain>"""
 
 
-def test_every_kind_of_disk_is_described_and_media_are_not_disks() -> None:
-    guest = domain_disks(DOMAIN)
+def test_every_kind_of_disk_is_described_and_media_are_not_disks(tmp_path: Path) -> None:
+    guest = domain_disks(DOMAIN, str(tmp_path))  # a storage folder without the pool
     assert guest.problem is None
     assert (guest.name, guest.uuid) == ("web01", "0b0c3a0e-2d6f-4bb5-a0ff-3a9d2d1e4c11")
     assert guest.disks == (
         DiskSpec("vda", "file", "/var/lib/libvirt/images/web01.qcow2", "", "qcow2"),
         DiskSpec("vdb", "block", "/dev/vg0/web01-data"),
         DiskSpec("vdc", "network", None, "rbd pool/web01-logs"),
-        DiskSpec("vdd", "volume", None, "volume default/web01-extra.qcow2"),
+        DiskSpec(
+            "vdd", "volume", None, "volume default/web01-extra.qcow2: pool 'default' is not defined"
+        ),
     )
 
 
@@ -119,7 +121,13 @@ def test_proxmox_disks_from_the_vm_config_and_directory_storages(tmp_path: Path)
     assert guest.problem is None and guest.name == "payroll-db"
     assert guest.disks == (
         DiskSpec("scsi0", "file", "/var/lib/vz/images/101/vm-101-disk-0.qcow2", "", "qcow2"),
-        DiskSpec("scsi1", "block", None, "lvmthin storage local-lvm: vm-101-disk-1"),
+        DiskSpec(
+            "scsi1",
+            "block",
+            "/dev/pve/vm-101-disk-1",
+            "lvmthin storage local-lvm: vm-101-disk-1",
+            "raw",
+        ),
         DiskSpec("virtio0", "network", None, "rbd storage ceph: vm-101-disk-2"),
         DiskSpec("sata0", "file", "/mnt/pve/shared/images/101/vm-101-disk-3.raw", "", "raw"),
         DiskSpec("efidisk0", "file", "/srv/disks/efi.raw"),

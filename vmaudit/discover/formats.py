@@ -40,7 +40,7 @@ IMAGE_SUFFIXES = {
     ".img": "raw",
     ".raw": "raw",
 }
-DESCRIPTOR_SUFFIXES = {".vmx", ".ovf", ".xml"}
+DESCRIPTOR_SUFFIXES = {".vmx", ".vmtx", ".ovf", ".xml"}  # .vmtx: a vSphere template
 
 QEMU_DRIVERS = {"qcow2": "qcow2", "vmdk": "vmdk", "vhd": "vpc", "vhdx": "vhdx", "raw": "raw"}
 

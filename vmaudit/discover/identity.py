@@ -5,6 +5,11 @@ descriptor when the image is a ``.vmx``/``.xml``/``.ovf``), the identity keeps i
 size, mtime, inode, device and the SHA-256 of its first MiB: one ``fstat`` and one 1 MiB
 read per file. Two scans that see the same ``digest`` see the same files, so the facts of
 the first can be reused by the second without opening the image.
+
+A block device (vmaudit.discover.blockdev) has no meaningful mtime or inode: its identity is
+the device (``rdev``), its size, the SHA-256 of its first 8 MiB (past a partition table's
+first MiB, where a filesystem's superblock and its mount times lie) and, for an LVM logical
+volume, its volume group's metadata sequence number.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from vmaudit.discover.blockdev import check_device, lvm_seqno
 from vmaudit.errors import ErrorKind, VmauditError, os_error_kind
 from vmaudit.models import ImageRef
 
 HEAD_BYTES = 1024 * 1024
-DESCRIPTOR_SUFFIXES = (".vmx", ".xml", ".ovf")
+DEVICE_HEAD_BYTES = 8 * HEAD_BYTES
+DESCRIPTOR_SUFFIXES = (".vmx", ".vmtx", ".xml", ".ovf")
 _IDENTITY_VERSION = 1
 
 
@@ -34,9 +41,10 @@ class FileIdentity:
     inode: int
     device: int
     sha256_head: str
+    lvm_seqno: int | None = None  # a logical volume's VG metadata seqno; None for the rest
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "path": self.path,
             "size": self.size,
             "mtime_ns": self.mtime_ns,
@@ -44,6 +52,9 @@ class FileIdentity:
             "device": self.device,
             "sha256_head": self.sha256_head,
         }
+        if self.lvm_seqno is not None:  # absent for files: their digests stay as they were
+            data["lvm_seqno"] = self.lvm_seqno
+        return data
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> FileIdentity:
@@ -54,6 +65,7 @@ class FileIdentity:
             inode=int(data["inode"]),
             device=int(data["device"]),
             sha256_head=str(data["sha256_head"]),
+            lvm_seqno=int(data["lvm_seqno"]) if data.get("lvm_seqno") is not None else None,
         )
 
 
@@ -151,9 +163,9 @@ def file_identity(path: str) -> FileIdentity:
     )
 
 
-def _hash_head(fd: int) -> str:
+def _hash_head(fd: int, size: int = HEAD_BYTES) -> str:
     hasher = hashlib.sha256()
-    remaining = HEAD_BYTES
+    remaining = size
     offset = 0
     while remaining > 0:
         chunk = os.pread(fd, remaining, offset)
@@ -165,16 +177,47 @@ def _hash_head(fd: int) -> str:
     return hasher.hexdigest()
 
 
-def sha256_head(path: str | os.PathLike[str]) -> str:
-    """SHA-256 (hex) of the first MiB of a regular file; the whole file when smaller."""
+def device_identity(path: str) -> FileIdentity:
+    """A checked block device's identity: rdev, size, head hash, LVM seqno (``VmauditError``)."""
+    device = check_device(path)
+    try:
+        fd = os.open(device.node, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _identity_error(device.path, exc) from exc
+    try:
+        digest = _hash_head(fd, DEVICE_HEAD_BYTES)
+    except OSError as exc:
+        raise _identity_error(device.path, exc) from exc
+    finally:
+        os.close(fd)
+    return FileIdentity(
+        path=device.path,
+        size=device.size,
+        mtime_ns=0,  # a device node's times say nothing of what it holds
+        inode=0,
+        device=device.rdev,
+        sha256_head=digest,
+        lvm_seqno=lvm_seqno(*device.lvm) if device.lvm is not None else None,
+    )
+
+
+def sha256_head(path: str | os.PathLike[str], block: bool = False) -> str:
+    """SHA-256 (hex) of the first MiB of a regular file (the whole file when smaller), or of
+    the first 8 MiB of a block device."""
+    if block:
+        return device_identity(os.fspath(path)).sha256_head
     return file_identity(os.fspath(path)).sha256_head
 
 
 def image_identity(image: ImageRef) -> Identity:
     """The identity of every file of the image; ``VmauditError`` when one cannot be read."""
+    devices = {os.path.abspath(p) for disk in image.disks if disk.block for p in disk.chain}
     return Identity(
         primary=os.path.abspath(image.path),
-        files=tuple(file_identity(path) for path in image_files(image)),
+        files=tuple(
+            device_identity(path) if path in devices else file_identity(path)
+            for path in image_files(image)
+        ),
     )
 
 
@@ -190,7 +233,7 @@ def changed_files(old: Identity, new: Identity) -> list[dict[str, Any]]:
             continue
         fields = [
             name
-            for name in ("size", "mtime_ns", "inode", "device", "sha256_head")
+            for name in ("size", "mtime_ns", "inode", "device", "sha256_head", "lvm_seqno")
             if getattr(old_file, name) != getattr(new_file, name)
         ]
         if fields:

@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
+from vmaudit.discover.blockdev import DEV, block_disk, is_block_device
 from vmaudit.discover.formats import (
     DESCRIPTOR_SUFFIXES,
     MAX_DESCRIPTOR,
@@ -32,7 +33,7 @@ from vmaudit.discover.formats import (
 )
 from vmaudit.discover.locks import in_use
 from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.models import DiskRef, ImageRef, Skipped
+from vmaudit.models import DiskRef, ImageRef, Skipped, VmSource
 
 MAX_CHAIN = 64
 MAX_VM_DESCRIPTOR = 4 * MAX_DESCRIPTOR  # a .vmx, .ovf or domain XML is a few kilobytes
@@ -223,6 +224,9 @@ class _VmDescriptor:
     path: str
     name: str
     disks: tuple[str, ...]  # as written, relative to the descriptor's folder
+    source: VmSource = "folder"
+    template: bool = False  # a vSphere template (.vmtx)
+    notes: str = ""  # a vmx annotation
 
 
 def _read_descriptor(path: str) -> _VmDescriptor | None:
@@ -232,8 +236,8 @@ def _read_descriptor(path: str) -> _VmDescriptor | None:
     text = data.decode("utf-8", errors="replace")
     suffix = os.path.splitext(path)[1].lower()
     default_name = os.path.splitext(os.path.basename(path))[0]
-    if suffix == ".vmx":
-        return _parse_vmx(path, text, default_name)
+    if suffix in (".vmx", ".vmtx"):
+        return _parse_vmx(path, text, default_name, template=suffix == ".vmtx")
     try:
         root = ET.fromstring(text)
     except ET.ParseError:
@@ -247,7 +251,7 @@ def _read_descriptor(path: str) -> _VmDescriptor | None:
             for src in disk.iter("source")
             if src.get("file")
         )
-        return _VmDescriptor(path, name, disks)
+        return _VmDescriptor(path, name, disks, source="libvirt")
     if suffix == ".ovf":
         hrefs = tuple(
             value
@@ -276,15 +280,27 @@ _VMX_LINE = re.compile(
 _VMX_DEVICE = re.compile(r"((?:scsi|sata|ide|nvme)\d+:\d+)\.(filename|present|devicetype)")
 
 
-def _parse_vmx(path: str, text: str, default_name: str) -> _VmDescriptor:
+def _vmx_text(value: str) -> str:
+    """A vmx value as written by VMware: ``|XX`` is the character of hex code XX."""
+    return re.sub(r"\|([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def _parse_vmx(path: str, text: str, default_name: str, template: bool = False) -> _VmDescriptor:
     present: dict[str, str] = {}
     devtype: dict[str, str] = {}
     files: list[tuple[str, str]] = []
     name: str | None = None
+    notes = ""
     for match in _VMX_LINE.finditer(text):
         key, value = match.group(1).lower(), match.group(2)
         if key == "displayname":
             name = value if name is None else name
+            continue
+        if key == "annotation":
+            notes = notes or " ".join(_vmx_text(value).split())[:2000]
+            continue
+        if key == "templatevm":  # a template registered as such in its own .vmx
+            template = template or value.lower() == "true"
             continue
         device = _VMX_DEVICE.fullmatch(key)
         if device is None:
@@ -303,7 +319,9 @@ def _parse_vmx(path: str, text: str, default_name: str) -> _VmDescriptor:
         and "cdrom" not in devtype.get(slot, "")
         and file_name.lower().endswith(".vmdk")
     )
-    return _VmDescriptor(path, name if name is not None else default_name, disks)
+    return _VmDescriptor(
+        path, name if name is not None else default_name, disks, "vmware", template, notes
+    )
 
 
 # ---------------------------------------------------------------- discovery
@@ -319,6 +337,9 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     """
     result = DiscoveryResult()
     catalog = _Catalog()
+    devices = [p for p in paths if os.path.abspath(p).startswith(DEV + "/")]
+    result.images.extend(_device_guests(devices, excludes, result))
+    paths = [p for p in paths if p not in devices]
     images, descriptors = _sort_files(_walk(paths, excludes, result), catalog, result)
     claimed: set[str] = set()  # files that are a link, an extent or a VM's disk
     vm_images = _vms(descriptors, catalog, result, claimed)
@@ -327,6 +348,35 @@ def discover(paths: Sequence[str], excludes: Sequence[str] = ()) -> DiscoveryRes
     result.images.sort(key=lambda ref: ref.path)
     result.skipped = [s for s in result.skipped if s.path not in claimed]
     return result
+
+
+def _device_guests(
+    paths: Sequence[str], excludes: Sequence[str], result: DiscoveryResult
+) -> list[ImageRef]:
+    """A guest per block device given (a ``/dev`` folder: each device in it, not below)."""
+    guests: list[ImageRef] = []
+    for top in paths:
+        top = os.path.normpath(os.path.abspath(top))
+        candidates = [top]
+        if os.path.isdir(top) and not os.path.islink(top):
+            try:
+                names = sorted(os.listdir(top))
+            except OSError as exc:
+                result.skipped.append(_skip(top, _file_error(exc, "listing")))
+                continue
+            candidates = [
+                os.path.join(top, n) for n in names if is_block_device(os.path.join(top, n))
+            ]
+        for path in candidates:
+            if _excluded(path, excludes):
+                continue
+            try:
+                disk = block_disk(path)
+            except VmauditError as exc:
+                result.skipped.append(_skip(path, exc))
+                continue
+            guests.append(ImageRef(path=path, format=disk.format, disks=(disk,)))
+    return guests
 
 
 def _sort_files(
@@ -464,6 +514,12 @@ def _vm_ref(
     for disk in disks:
         claimed.update(disk.chain)
     ref = ImageRef(
-        path=descriptor.path, format=disks[0].format, disks=tuple(disks), vm=descriptor.name
+        path=descriptor.path,
+        format=disks[0].format,
+        disks=tuple(disks),
+        vm=descriptor.name,
+        source=descriptor.source,
+        template=descriptor.template,
+        notes=descriptor.notes,
     )
     return replace(ref, in_use=in_use(ref))
