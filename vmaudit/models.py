@@ -359,8 +359,87 @@ CoverageStatus = Literal["read", "absent", "failed"]
 
 
 @dataclass(frozen=True)
+class FileMode:
+    """Type, permission bits and owner of one guest file, as its ``stat`` gives them."""
+
+    path: str  # as named; ``link`` is set when it is a symlink (the target's stat is shown)
+    kind: str  # file | dir | other
+    mode: int  # permission bits, 0o7777
+    uid: int
+    gid: int
+    owner: str | None = None  # the guest's name for uid (/etc/passwd), None when it has none
+    group: str | None = None  # the guest's name for gid (/etc/group)
+    link: str | None = None  # the resolved path when ``path`` is a symlink
+
+
+@dataclass(frozen=True)
+class ModeScan:
+    """A bounded walk of the guest's file systems (all but /proc, /sys, /dev and /run)."""
+
+    roots: tuple[str, ...]
+    visited: int
+    truncated: bool  # the visit cap was reached: the counts below are lower bounds
+    world_writable: int  # files, and directories without the sticky bit, writable by all
+    world_writable_paths: tuple[FileMode, ...]  # the first of them
+    setuid: int  # regular files with the setuid or setgid bit
+
+
+@dataclass(frozen=True)
+class SetuidFile:
+    """A regular file with the setuid or setgid bit, and the package whose file list has it."""
+
+    path: str
+    mode: int  # permission bits, 0o7777
+    uid: int
+    gid: int
+    owner: str | None
+    group: str | None
+    package: str | None  # None: in no package's file list (or lists not read: see owners)
+
+
+@dataclass(frozen=True)
+class StartupEntry:
+    """One thing that runs at power-on without anyone logging in."""
+
+    kind: str  # cron-reboot | timer-persistent | rc-local | unit-unpackaged
+    name: str  # unit name, ``/etc/rc.local``, or the @reboot command
+    source: str  # the file that says so
+    user: str | None = None  # who a cron entry runs as
+
+
+@dataclass(frozen=True)
+class SysctlValue:
+    """A kernel parameter as the guest's sysctl files set it at boot (the last one wins)."""
+
+    key: str  # dotted: net.ipv4.ip_forward
+    value: str  # whitespace-normalised
+    source: str  # the file of the setting that wins
+
+
+@dataclass(frozen=True)
 class LinuxConfig:
-    """Security configuration of a Linux guest (issue 19): permissions, executables, startup."""
+    """Security configuration of a Linux guest (issue 19): permissions, executables, startup.
+
+    ``owners`` names where setuid files' and units' packages came from: ``dpkg`` (its
+    ``info/*.list`` file lists) or None when the guest's package format gives no file list
+    vmaudit reads (rpm, apk, pacman): then no file counts as unpackaged.
+    """
+
+    critical_files: tuple[FileMode, ...] = ()
+    modes: ModeScan = ModeScan((), 0, False, 0, (), 0)
+    setuid_files: tuple[SetuidFile, ...] = ()
+    owners: str | None = None
+    executables: tuple[str, ...] = ()  # programs in the default PATH directories
+    systemd: bool = False  # a boot target loads: systemd decides what starts
+    boot_units: tuple[str, ...] = ()  # services, sockets, timers and paths started at boot
+    inetd_services: tuple[str, ...] = ()  # enabled in inetd.conf or xinetd.d
+    sysv_services: tuple[str, ...] = ()  # S links of runlevels 2-5 with no systemd unit
+    startup: tuple[StartupEntry, ...] = ()
+    selinux: str | None = None  # enforcing | permissive | disabled; None: not configured
+    apparmor: str = "absent"  # enabled | disabled (kernel command line) | absent
+    kernel_cmdline: tuple[str, ...] = ()  # words of the bootloader's kernel command lines
+    auditd: bool = False  # auditd starts at boot
+    sysctl: tuple[SysctlValue, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from vmaudit.guest.base import GuestFS, is_file
 from vmaudit.models import (
+    ConfigFacts,
     Dormancy,
     Facts,
     FirewallFacts,
@@ -26,6 +27,7 @@ from vmaudit.models import (
 from . import apk, dpkg, pacman, rpm
 from .accounts import collect_users
 from .common import CoverageLog, guarded
+from .config_linux import collect_linux_config
 from .dormancy import collect_dormancy, guest_timezone
 from .firewall import collect_firewall
 from .sshd import SshdConfig, collect_sshd
@@ -109,6 +111,11 @@ def collect_linux(
     dormancy_facts = guarded(
         "dormancy", warnings, Dormancy(None, None, None, None), dormancy, coverage=coverage
     )
+    linux_config = guarded(
+        "config", warnings, None,
+        lambda: collect_linux_config(fs, packages, warnings),
+        coverage=coverage,
+    )  # fmt: skip
     ssh_facts: SshFacts = sshd.facts()
     return Facts(
         image=image,
@@ -121,4 +128,5 @@ def collect_linux(
         dormancy=dormancy_facts,
         warnings=tuple(dict.fromkeys(warnings)),
         coverage=coverage.entries(),
+        config=ConfigFacts(linux=linux_config),
     )

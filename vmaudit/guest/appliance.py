@@ -23,7 +23,7 @@ from typing import Any
 
 from vmaudit.discover.formats import qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
-from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat
+from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat, ModeWalk, OwnedStat
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
@@ -448,3 +448,58 @@ class ApplianceFS:
             return str(self.handle.readlink(path))
         except (RuntimeError, UnicodeError) as exc:
             raise GuestFileError(path, _reason(exc)) from None
+
+    def lstat_owner(self, path: str) -> OwnedStat | None:
+        try:
+            st = self.handle.lstatns(path)
+        except (RuntimeError, UnicodeError):
+            return None
+        return OwnedStat(path, _kind(st["st_mode"]), st["st_mode"], st["st_uid"], st["st_gid"])
+
+    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+        """One ``find0`` for the names, then ``lstatnslist`` from ``root`` on relative
+        paths (the library batches them): a few calls, not one per file."""
+        top = self.lstat_owner(root)
+        if top is None or top.kind != "dir":
+            return ModeWalk((), False)
+        fd, listing = tempfile.mkstemp(dir=self.scratch_dir)
+        os.close(fd)
+        names: list[str] = []
+        skipped = 0
+        truncated = False
+        try:
+            self.handle.find0(root, listing)
+            with open(listing, "rb") as handle:
+                tail = b""
+                while not truncated:
+                    block = handle.read(1 << 20)
+                    if not block:
+                        break
+                    *complete, tail = (tail + block).split(b"\0")
+                    for raw in complete:
+                        if not raw:
+                            continue
+                        if len(names) >= limit:
+                            truncated = True
+                            break
+                        try:
+                            names.append(raw.decode("utf-8"))
+                        except UnicodeDecodeError:
+                            skipped += 1  # the bindings pass names as UTF-8 strings
+        except RuntimeError:
+            return ModeWalk((), False)
+        finally:
+            os.unlink(listing)
+        base = root.rstrip("/")
+        try:
+            stats = self.handle.lstatnslist(root, names) if names else []
+        except RuntimeError:
+            return ModeWalk((), truncated, skipped + len(names))
+        entries = tuple(
+            OwnedStat(
+                f"{base}/{name}", _kind(st["st_mode"]), st["st_mode"], st["st_uid"], st["st_gid"]
+            )
+            for name, st in zip(names, stats, strict=False)
+            if st["st_ino"] >= 0  # libguestfs marks a name it could not stat with -1
+        )
+        return ModeWalk(entries, truncated, skipped + len(names) - len(entries))

@@ -7,7 +7,7 @@ out of the guest root. Names that are not UTF-8 survive as ``surrogateescape`` s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from vmaudit.errors import GuestFileError
 
@@ -50,6 +50,40 @@ class GuestFS(Protocol):
 
     def pread(self, path: str, offset: int, length: int) -> bytes:
         """At most ``length`` bytes of a regular file from ``offset`` (fewer at its end)."""
+        ...
+
+
+@dataclass(frozen=True)
+class OwnedStat:
+    """An entry's own metadata (symlinks not followed) with its numeric owner and group."""
+
+    path: str
+    kind: FileKind
+    mode: int  # st_mode: type and permission bits
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True)
+class ModeWalk:
+    """A bounded walk under one directory: every entry visited, and whether it stopped short."""
+
+    entries: tuple[OwnedStat, ...]
+    truncated: bool  # ``limit`` entries were visited before the walk ended
+    skipped: int = 0  # names the backend could not stat (not UTF-8 on an appliance)
+
+
+@runtime_checkable
+class ModeFS(Protocol):
+    """A backend that also gives owners and walks trees (TreeFS, ApplianceFS)."""
+
+    def lstat_owner(self, path: str) -> OwnedStat | None:
+        """``lstat`` with owner and group; None when missing."""
+        ...
+
+    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+        """Every entry below directory ``root`` (not itself), never following a symlink,
+        at most ``limit`` of them; empty when ``root`` is not a directory (or a symlink)."""
         ...
 
 

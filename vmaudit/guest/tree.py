@@ -12,7 +12,7 @@ import stat as stat_mod
 from pathlib import Path
 
 from vmaudit.errors import GuestFileError
-from vmaudit.guest.base import DEFAULT_CAP, GuestStat
+from vmaudit.guest.base import DEFAULT_CAP, GuestStat, ModeWalk, OwnedStat
 
 MAX_SYMLINKS = 40  # as Linux's MAXSYMLINKS
 
@@ -158,3 +158,44 @@ class TreeFS:
             return os.readlink(host)
         except OSError as exc:
             raise GuestFileError(path, exc.strerror or "not a symlink") from None
+
+    def lstat_owner(self, path: str) -> OwnedStat | None:
+        try:
+            st = os.lstat(self._host_path(path, follow_last=False))
+        except (GuestFileError, OSError):
+            return None
+        return OwnedStat(path, _guest_stat(st).kind, st.st_mode, st.st_uid, st.st_gid)
+
+    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+        """Depth first, names in directory order; ``os.scandir`` never follows a symlink
+        here (``follow_symlinks=False``), so the walk stays inside the tree."""
+        try:
+            start = self._host_path(root, follow_last=False)
+            if not stat_mod.S_ISDIR(os.lstat(start).st_mode):
+                return ModeWalk((), False)
+        except (GuestFileError, OSError):
+            return ModeWalk((), False)
+        guest_root = "/" + "/".join(self._resolve(root, follow_last=False))
+        found: list[OwnedStat] = []
+        pending = [(os.fsencode(start), guest_root.rstrip("/"))]
+        while pending:
+            host_dir, guest_dir = pending.pop()
+            try:
+                with os.scandir(host_dir) as listing:
+                    children = list(listing)
+            except OSError:
+                continue
+            for child in children:
+                if len(found) >= limit:
+                    return ModeWalk(tuple(found), True)
+                try:
+                    st = child.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                guest_path = f"{guest_dir}/{os.fsdecode(child.name)}"
+                found.append(
+                    OwnedStat(guest_path, _guest_stat(st).kind, st.st_mode, st.st_uid, st.st_gid)
+                )
+                if stat_mod.S_ISDIR(st.st_mode):
+                    pending.append((child.path, guest_path))
+        return ModeWalk(tuple(found), False)
