@@ -15,19 +15,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
 
 from vmaudit import __version__
 from vmaudit.clikit import table_or_json
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
-from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult, ScanReport
 from vmaudit.report import Format
-from vmaudit.run.runner import Auditors
 from vmaudit.timeutil import parse_iso, utc_now
+
+if TYPE_CHECKING:  # the scan's commands import them; `gate check` needs neither
+    from vmaudit.run.runner import Auditors
 
 FAIL_ON = [level.value for level in FailOn]
 FORMATS = [fmt.value for fmt in Format]
@@ -279,7 +280,6 @@ def scan(
         excludes=excludes,
         no_cache=no_cache,
         batch=batch,
-        launch=LaunchOptions(),
         feeds_db=feeds_db,
     )
     with config_errors():
@@ -314,6 +314,8 @@ def _auditors(
     notice: Callable[[str], None],
 ) -> Iterator[Auditors]:
     """Local worker processes, or the Dask fleet at ``scheduler`` for as long as the scan runs."""
+    from vmaudit.run.runner import Auditors
+
     if scheduler is None:
         yield Auditors.local(jobs)
         return

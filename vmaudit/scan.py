@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vmaudit.baseline.inventory import UNMAPPED, Inventory, load_inventory
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
 from vmaudit.errors import ErrorKind
-from vmaudit.feeds import default_feeds_path, open_feeds
-from vmaudit.guest.appliance import LaunchOptions
+from vmaudit.feeds.db import default_feeds_path
+from vmaudit.feeds.match import open_feeds
 from vmaudit.judge.risk import score
 from vmaudit.judge.rules import VulnerabilitySource, evaluate
 from vmaudit.judge.verdict import exit_code
@@ -31,8 +31,11 @@ from vmaudit.models import (
     ScanReport,
     Skipped,
 )
-from vmaudit.run.runner import Auditors, RawOutcome, Runner
 from vmaudit.timeutil import iso_utc, utc_now
+
+if TYPE_CHECKING:  # judging cached facts (the power-on gate) starts no worker
+    from vmaudit.guest.appliance import LaunchOptions
+    from vmaudit.run.runner import Auditors, RawOutcome, Runner
 
 DEFAULT_BATCH = 8
 
@@ -75,6 +78,12 @@ class FactsCache(Protocol):
     def finish(self, report: ScanReport, roots: Sequence[str]) -> None: ...
 
 
+def _launch_options() -> LaunchOptions:
+    from vmaudit.guest.appliance import LaunchOptions
+
+    return LaunchOptions()
+
+
 @dataclass(frozen=True)
 class ScanOptions:
     paths: tuple[str, ...]
@@ -86,7 +95,7 @@ class ScanOptions:
     excludes: tuple[str, ...] = ()
     no_cache: bool = False
     batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
-    launch: LaunchOptions = field(default_factory=LaunchOptions)
+    launch: LaunchOptions = field(default_factory=_launch_options)
     feeds_db: str | None = None  # the vulnerability feeds database; None: vmaudit's default
 
 
@@ -193,6 +202,8 @@ def run_scan(
     ``auditors`` says who discovers and audits (default: local worker processes, as many
     at once as ``options.jobs``); the CLI builds a Dask fleet's (vmaudit.run.fleet) when asked.
     """
+    from vmaudit.run.runner import Auditors
+
     observer = observer or SilentObserver()
     started = utc_now()
     judge = judge or load_judge(options, started)
@@ -228,6 +239,8 @@ def _scan(
             done(judge.judge(image, facts, from_cache=True))
         else:
             to_audit.append(image)
+    from vmaudit.run.runner import Runner
+
     runner = Runner(
         options.jobs,
         options.timeout,

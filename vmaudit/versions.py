@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from debian.debian_support import version_compare as _dpkg_compare
 from rpm_vercmp import vercmp as _rpm_segment_compare
 
 from vmaudit.models import Facts
@@ -23,7 +22,9 @@ _EXPR = re.compile(r"^\s*(>=|<=|==|!=|>|<)?\s*(\d+(?:\.\d+)*)\s*$")
 
 def dpkg_compare(left: str, right: str) -> int:
     """dpkg's ordering (epoch, upstream, revision, ``~`` sorting first): -1, 0 or 1."""
-    result = int(_dpkg_compare(left, right))
+    from debian.debian_support import version_compare  # apt_pkg: loaded when first asked
+
+    result = int(version_compare(left, right))
     return (result > 0) - (result < 0)
 
 

@@ -30,13 +30,13 @@ from vmaudit.act.policy import GatePolicy
 from vmaudit.discover.identity import Identity, image_identity
 from vmaudit.discover.walk import discover
 from vmaudit.errors import ErrorKind, VmauditError
-from vmaudit.feeds import default_feeds_path, open_feeds
+from vmaudit.feeds.db import default_feeds_path
+from vmaudit.feeds.match import open_feeds
 from vmaudit.judge.verdict import at_or_above
 from vmaudit.models import DiskRef, Finding, ImageRef, ImageResult, PowerOn
-from vmaudit.report.common import terminal_safe
-from vmaudit.run.runner import Runner
 from vmaudit.scan import Judge
-from vmaudit.state import StateDB, StateError, open_state
+from vmaudit.state.db import StateDB, StateError, open_state
+from vmaudit.text import terminal_safe
 
 MAX_REASON = 600  # libvirt shows the hook's stderr in one error line
 MAX_LISTED = 8  # findings named in a refusal; the rest are counted
@@ -253,7 +253,9 @@ class Gate:
         facts = db.lookup_facts(identity) if identity is not None else None
         if facts is not None:
             result = judge.judge(image, facts, from_cache=True)
-        else:
+        else:  # only here: a decision from cached facts loads no worker, no libguestfs
+            from vmaudit.run.runner import Runner
+
             runner = Runner(jobs=1, timeout=float(self.policy.timeout), on_notice=notices.append)
             outcome = runner.run_one(image, now)
             result = judge.outcome(image, outcome)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +67,8 @@ def install(hooks_dir: str, policy: str | None) -> InstallResult:
             raise ConfigError(f"{path}: exists and is not vmaudit's hook; left untouched")
         if path.read_text(encoding="utf-8", errors="replace") == text:
             return InstallResult(path, changed=False)
+    import tempfile  # the hook itself (every libvirt call) never needs it
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{HOOK_NAME}.", dir=path.parent)
     try:
