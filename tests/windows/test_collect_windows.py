@@ -169,7 +169,8 @@ def test_accounts_and_administrators_membership(windows_trees: dict[str, Path]) 
     contractor = users["contractor"]
     assert not contractor.admin and contractor.can_login and not contractor.disabled
     assert contractor.groups == ("Remote Desktop Users", "Users")
-    assert users["Guest"].disabled and not users["Guest"].can_login
+    assert not users["Guest"].disabled and users["Guest"].can_login  # left enabled (win.*)
+    assert users["DefaultAccount"].disabled and not users["DefaultAccount"].can_login
     assert users["erp-batch"].password == "empty"
     assert contractor.password == "set"
     assert contractor.last_logon == "2025-03-13T12:00:00Z"  # BUILD_TIME - 445 days

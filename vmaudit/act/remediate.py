@@ -28,7 +28,6 @@ import os
 import posixpath
 import shutil
 import stat
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -58,18 +57,19 @@ from vmaudit.act.fixnames import FIXES, Fix
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
 from vmaudit.clikit import table_or_json
-from vmaudit.discover.formats import qemu_driver
+from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.discover.identity import signature
 from vmaudit.discover.locks import in_use
 from vmaudit.errors import ConfigError, ErrorKind, VmauditError
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import (
-    QEMU_IMG_TIMEOUT,
     ApplianceFS,
     LaunchOptions,
     is_vhd_chain,
     launch,
     mount_root,
+    overlay_backing,
+    qemu_img,
     qemu_img_info,
     validate_disk,
 )
@@ -159,32 +159,6 @@ def overlay_names(output: str, disks: int) -> list[str]:
     return [os.path.abspath(output)] + [f"{stem}-disk{n}{suffix}" for n in range(1, disks)]
 
 
-def _backing_json(disk: DiskRef, locking: bool) -> str:
-    node = {
-        "driver": qemu_driver(disk.format),
-        "file": {
-            "driver": "file",
-            "filename": os.path.abspath(disk.path),
-            "locking": "on" if locking else "off",
-        },
-    }
-    return "json:" + json.dumps(node, separators=(",", ":"))
-
-
-def _qemu_img(args: list[str]) -> None:
-    proc = subprocess.run(
-        ["qemu-img", *args],
-        capture_output=True,
-        timeout=QEMU_IMG_TIMEOUT,
-        check=False,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
-    )
-    if proc.returncode != 0:
-        raise VmauditError(
-            ErrorKind.APPLIANCE_FAILED, proc.stderr.decode("utf-8", errors="replace").strip()[:500]
-        )
-
-
 def create_overlay(disk: DiskRef, size: int, path: str, locking: bool) -> None:
     """``qemu-img create -f qcow2 -F FORMAT -b IMAGE``, the chain not opened (``-u``).
 
@@ -192,41 +166,14 @@ def create_overlay(disk: DiskRef, size: int, path: str, locking: bool) -> None:
     ``json.dumps``) so that ``--force`` can open an image a VM holds without qemu's locks;
     ``finish_overlay`` then names the plain absolute path.
     """
-    _qemu_img(
-        [
-            "create",
-            "-q",
-            "-u",
-            "-f",
-            "qcow2",
-            "-F",
-            qemu_driver(disk.format),
-            "-b",
-            _backing_json(disk, locking),
-            path,
-            str(size),
-        ]
-    )
+    backing = overlay_backing(disk, locking)
+    qemu_img(["create", "-q", "-u", *qcow2_over(disk.format, backing), path, str(size)])
 
 
 def finish_overlay(disk: DiskRef, path: str) -> None:
     """Point the overlay at the image by its plain path, format pinned; check the header."""
     base = os.path.abspath(disk.path)
-    _qemu_img(
-        [
-            "rebase",
-            "-q",
-            "-U",
-            "-u",
-            "-f",
-            "qcow2",
-            "-F",
-            qemu_driver(disk.format),
-            "-b",
-            base,
-            path,
-        ]
-    )
+    qemu_img(["rebase", "-q", "-U", "-u", *qcow2_over(disk.format, base), path])
     check_overlay(disk, path)
 
 

@@ -530,6 +530,39 @@ BASELINE = Section(
             ),
             "Host firewall.",
         ),
+        "windows": Key(
+            Section(
+                {
+                    "require_uac": Key(Bool(), "User Account Control (EnableLUA) must be on."),
+                    "forbid_smb1": Key(Bool(), "The SMB 1 server must be off."),
+                    "require_rdp_nla": Key(Bool(), "Remote Desktop, when on, must require NLA."),
+                    "forbid_autologon_password": Key(
+                        Bool(), "No plaintext Winlogon DefaultPassword."
+                    ),
+                    "forbid_guest": Key(Bool(), "The built-in Guest account must be disabled."),
+                    "require_lsa_protection": Key(Bool(), "LSA protection (RunAsPPL) must be on."),
+                    "update_servers": Key(
+                        ListOf(Str(), single_ok=True),
+                        "Approved update sources: WSUS URLs, or `microsoft-update`.",
+                    ),
+                    "require_defender": Key(
+                        Bool(), "Microsoft Defender Antivirus must be installed and on."
+                    ),
+                    "max_signature_age_days": Key(
+                        Int(0), "`win.defender-signatures-stale` past this many days."
+                    ),
+                    "autoruns_allowed": Key(
+                        MapOf(Str(), key_describe="Run value name or glob"),
+                        "HKLM Run/RunOnce entries allowed, each with why.",
+                    ),
+                    "services_allowed": Key(
+                        MapOf(Str(), key_describe="service name or glob"),
+                        "Auto-start services allowed, each with why.",
+                    ),
+                }
+            ),
+            "Windows security configuration (`win.*` rules).",
+        ),
         "vulnerabilities": Key(
             Section(
                 {

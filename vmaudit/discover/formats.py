@@ -58,6 +58,11 @@ def qemu_driver(fmt: str) -> str:
     return QEMU_DRIVERS[fmt]
 
 
+def qcow2_over(fmt: str, backing: str) -> list[str]:
+    """``qemu-img`` arguments of a qcow2 overlay on ``backing``, its format pinned."""
+    return ["-f", "qcow2", "-F", qemu_driver(fmt), "-b", backing]
+
+
 def expected_format(path: str) -> str | None:
     """The format a file's name promises, '' for no extension, None for not an image name."""
     suffix = os.path.splitext(path)[1].lower()

@@ -21,9 +21,9 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
-from vmaudit.discover.formats import qemu_driver
+from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
-from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat, ModeWalk, OwnedStat
+from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
@@ -142,19 +142,37 @@ def is_vhd_chain(disk: DiskRef) -> bool:
     return len(disk.chain) > 1 and all(fmt == "vhd" for fmt in disk.chain_formats)
 
 
-def overlay_backing(disk: DiskRef) -> str:
+def overlay_backing(disk: DiskRef, locking: bool = False) -> str:
     """The backing our overlay names: the leaf, format pinned, opened without file locks.
 
     An image a running VM holds open for writing refuses qemu's shared lock ("Failed to get
     shared 'write' lock"); ``locking: off`` is the ``-U`` of spec/safety.md for the
-    appliance. The leaf is still opened read-only (it is a backing file), and we write this
-    ``json:`` ourselves with ``json.dumps``: no guest-written text reaches it.
+    appliance (``remediate`` without ``--force`` keeps qemu's locks on). The leaf is still
+    opened read-only (it is a backing file), and we write this ``json:`` ourselves with
+    ``json.dumps``: no guest-written text reaches it.
     """
-    node = {
-        "driver": qemu_driver(disk.format),
-        "file": {"driver": "file", "filename": os.path.abspath(disk.path), "locking": "off"},
+    file = {
+        "driver": "file",
+        "filename": os.path.abspath(disk.path),
+        "locking": "on" if locking else "off",
     }
+    node = {"driver": qemu_driver(disk.format), "file": file}
     return "json:" + json.dumps(node, separators=(",", ":"))
+
+
+def qemu_img(args: list[str]) -> None:
+    """Run ``qemu-img ARGS`` (C locale, bounded time); its failure is ``appliance-failed``."""
+    proc = subprocess.run(
+        ["qemu-img", *args],
+        capture_output=True,
+        timeout=QEMU_IMG_TIMEOUT,
+        check=False,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C"},
+    )
+    if proc.returncode != 0:
+        raise VmauditError(
+            ErrorKind.APPLIANCE_FAILED, proc.stderr.decode("utf-8", errors="replace").strip()[:500]
+        )
 
 
 def make_overlay(disk: DiskRef, size: int, directory: str, index: int) -> str:
@@ -169,29 +187,8 @@ def make_overlay(disk: DiskRef, size: int, directory: str, index: int) -> str:
         size = merge_chain(disk.chain, merged)
         disk = DiskRef(path=merged, format="raw", chain=(merged,), chain_formats=("raw",))
     overlay = os.path.join(directory, f"disk{index}.qcow2")
-    proc = subprocess.run(
-        [
-            "qemu-img",
-            "create",
-            "-q",
-            "-u",
-            "-f",
-            "qcow2",
-            "-F",
-            qemu_driver(disk.format),
-            "-b",
-            overlay_backing(disk),
-            overlay,
-            str(size),
-        ],
-        capture_output=True,
-        timeout=QEMU_IMG_TIMEOUT,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise VmauditError(
-            ErrorKind.APPLIANCE_FAILED, proc.stderr.decode("utf-8", errors="replace").strip()[:500]
-        )
+    backing = overlay_backing(disk)
+    qemu_img(["create", "-q", "-u", *qcow2_over(disk.format, backing), overlay, str(size)])
     return overlay
 
 
@@ -448,58 +445,3 @@ class ApplianceFS:
             return str(self.handle.readlink(path))
         except (RuntimeError, UnicodeError) as exc:
             raise GuestFileError(path, _reason(exc)) from None
-
-    def lstat_owner(self, path: str) -> OwnedStat | None:
-        try:
-            st = self.handle.lstatns(path)
-        except (RuntimeError, UnicodeError):
-            return None
-        return OwnedStat(path, _kind(st["st_mode"]), st["st_mode"], st["st_uid"], st["st_gid"])
-
-    def walk_modes(self, root: str, limit: int) -> ModeWalk:
-        """One ``find0`` for the names, then ``lstatnslist`` from ``root`` on relative
-        paths (the library batches them): a few calls, not one per file."""
-        top = self.lstat_owner(root)
-        if top is None or top.kind != "dir":
-            return ModeWalk((), False)
-        fd, listing = tempfile.mkstemp(dir=self.scratch_dir)
-        os.close(fd)
-        names: list[str] = []
-        skipped = 0
-        truncated = False
-        try:
-            self.handle.find0(root, listing)
-            with open(listing, "rb") as handle:
-                tail = b""
-                while not truncated:
-                    block = handle.read(1 << 20)
-                    if not block:
-                        break
-                    *complete, tail = (tail + block).split(b"\0")
-                    for raw in complete:
-                        if not raw:
-                            continue
-                        if len(names) >= limit:
-                            truncated = True
-                            break
-                        try:
-                            names.append(raw.decode("utf-8"))
-                        except UnicodeDecodeError:
-                            skipped += 1  # the bindings pass names as UTF-8 strings
-        except RuntimeError:
-            return ModeWalk((), False)
-        finally:
-            os.unlink(listing)
-        base = root.rstrip("/")
-        try:
-            stats = self.handle.lstatnslist(root, names) if names else []
-        except RuntimeError:
-            return ModeWalk((), truncated, skipped + len(names))
-        entries = tuple(
-            OwnedStat(
-                f"{base}/{name}", _kind(st["st_mode"]), st["st_mode"], st["st_uid"], st["st_gid"]
-            )
-            for name, st in zip(names, stats, strict=False)
-            if st["st_ino"] >= 0  # libguestfs marks a name it could not stat with -1
-        )
-        return ModeWalk(entries, truncated, skipped + len(names) - len(entries))
