@@ -176,7 +176,21 @@ def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
+@click.option(
+    "--libvirt",
+    "libvirt_sources",
+    multiple=True,
+    metavar="URI|DIR",
+    help="Also the domains of this libvirt (read-only), or a folder of domain XMLs",
+)
+@click.option(
+    "--proxmox",
+    "proxmox_dirs",
+    multiple=True,
+    metavar="DIR",
+    help="Also the VMs of this Proxmox VE configuration folder (/etc/pve)",
+)
 @click.option(
     "-b",
     "--baseline",
@@ -246,6 +260,8 @@ def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("-v", "--verbose", is_flag=True)
 def scan(
     paths: tuple[str, ...],
+    libvirt_sources: tuple[str, ...],
+    proxmox_dirs: tuple[str, ...],
     baselines: tuple[str, ...],
     inventory: str | None,
     fmt: str,
@@ -264,7 +280,10 @@ def scan(
     quiet: bool,
     verbose: bool,
 ) -> None:
-    """Discover images under each PATH, audit each, print the report."""
+    """Discover images under each PATH (a folder, an image, a block device) and the guests of
+    each --libvirt and --proxmox inventory, audit each, print the report."""
+    if not (paths or libvirt_sources or proxmox_dirs):
+        raise click.UsageError("give a PATH, --libvirt URI|DIR or --proxmox DIR")
     from vmaudit.report import render
     from vmaudit.run.fleet import check_fleet_options
     from vmaudit.scan import ScanOptions, load_judge, run_scan
@@ -281,6 +300,8 @@ def scan(
         no_cache=no_cache,
         batch=batch,
         feeds_db=feeds_db,
+        libvirt=libvirt_sources,
+        proxmox=proxmox_dirs,
     )
     with config_errors():
         check_fleet_options(scheduler, path_maps, discover_on_workers)

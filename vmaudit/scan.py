@@ -97,6 +97,8 @@ class ScanOptions:
     batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
     launch: LaunchOptions = field(default_factory=_launch_options)
     feeds_db: str | None = None  # the vulnerability feeds database; None: vmaudit's default
+    libvirt: tuple[str, ...] = ()  # libvirt URIs, or folders of domain XMLs (/etc/libvirt/qemu)
+    proxmox: tuple[str, ...] = ()  # Proxmox configuration folders (/etc/pve)
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def rejudge(report: ScanReport, judge: Judge) -> ScanReport:
 
 
 def skipped_ref(skipped: Skipped) -> ImageRef:
-    return ImageRef(path=skipped.path, format="unknown", disks=())
+    return skipped.image or ImageRef(path=skipped.path, format="unknown", disks=())
 
 
 def run_scan(
@@ -218,7 +220,13 @@ def _scan(
     started: datetime,
     auditors: Auditors,
 ) -> ScanReport:
-    found = auditors.discover(options.paths, options.excludes)
+    found = auditors.discover(options.paths, options.excludes) if options.paths else None
+    if options.libvirt or options.proxmox:  # hypervisors' own inventories, read here
+        from vmaudit.discover.hypervisor import inventories, merge
+
+        guests = inventories(options.libvirt, options.proxmox, options.paths)
+        found = merge(found, guests) if found is not None else guests
+    found = found if found is not None else auditors.discover((), options.excludes)
     observer.discovered(len(found.images) + len(found.skipped))
     if cache is not None:
         cache.begin(options.baselines, started)

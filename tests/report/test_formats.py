@@ -34,7 +34,7 @@ def _csv_rows(report: ScanReport) -> list[list[str]]:
 def test_csv_header_is_the_spec_header(report: ScanReport) -> None:
     header = (
         "image,vm,os,hostname,application,owner,criticality,risk_score,risk_level,"
-        "days_idle,rule,severity,subject,message,baseline"
+        "days_idle,rule,severity,subject,message,baseline,vm_source,vm_template,vm_state"
     )
     assert _csv_rows(report)[0] == header.split(",")
     assert ",".join(HEADER) == header
@@ -94,7 +94,7 @@ def test_json_content(report: ScanReport) -> None:
     assert risky["os"]["hostname"] == HOSTILE_HOST  # JSON keeps the data exact
     assert risky["dormancy"] == {"days_idle": 270, "last_seen_running": "2026-03-02T09:30:00+00:00"}
     assert risky["findings"][0]["subject"] == HOSTILE_USER
-    assert clean["vm"] == "web" and clean["from_cache"] is True
+    assert clean["vm"]["name"] == "web" and clean["from_cache"] is True
     # 68 x (1 + 270/365) x 1.5 = 177.4521; 100 x (1 - e^-0.887260) = 58.82
     assert risky["risk"] == {"score": 58.8, "level": "high", "exposure": 177.4521}
     assert clean["risk"] == {"score": 0.0, "level": "none", "exposure": 0.0}

@@ -41,7 +41,7 @@ from vmaudit.state import StateDB
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SPEC_HEADER = (
     "image,vm,os,hostname,application,owner,criticality,risk_score,risk_level,days_idle,"
-    "rule,severity,subject,message,baseline"
+    "rule,severity,subject,message,baseline,vm_source,vm_template,vm_state"
 )
 EXTRA_PACKAGE = (
     "Package: telnetd\nStatus: install ok installed\nArchitecture: amd64\n"

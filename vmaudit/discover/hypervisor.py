@@ -185,3 +185,58 @@ def merge(found: DiscoveryResult, hypervisors: DiscoveryResult) -> DiscoveryResu
     images.extend(hypervisors.images)
     images.sort(key=lambda ref: ref.path)
     return DiscoveryResult(images, [*found.skipped, *hypervisors.skipped])
+
+
+def inventories(
+    libvirt: Sequence[str],
+    proxmox: Sequence[str],
+    paths: Sequence[str],
+    timeout: float = 10.0,
+) -> DiscoveryResult:
+    """The guests of every libvirt (a URI, or a folder of domain XMLs) and Proxmox
+    configuration folder given; one that cannot be read is an error row and the rest go on.
+
+    A disk is allowed in the hypervisor's own storage (its pools, its storages) and in the
+    ``paths`` the user gave.
+    """
+    from vmaudit.discover import libvirt as libvirt_inventory
+    from vmaudit.discover import proxmox as proxmox_inventory
+
+    given = tuple(os.path.abspath(p) for p in paths)
+    result = DiscoveryResult()
+    for source in libvirt:
+        if os.path.isdir(source):
+            folder = os.path.abspath(source)
+            pools = libvirt_inventory.pools_in_folder(
+                os.path.join(os.path.dirname(folder), "storage")
+            )
+            guests = libvirt_inventory.read_folder(folder)
+            roots = (*libvirt_inventory.pool_roots(list(pools.values())), *given)
+        else:
+            try:
+                listing = libvirt_inventory.list_domains(source, timeout)
+            except VmauditError as exc:
+                result.skipped.append(Skipped(source, exc.kind, exc.message))
+                continue
+            guests = list(listing.guests)
+            roots = (*libvirt_inventory.pool_roots(listing.pools), *given)
+        found = discover_guests(guests, roots)
+        result.images.extend(found.images)
+        result.skipped.extend(found.skipped)
+    for folder in proxmox:
+        try:
+            vms, storage_roots = proxmox_inventory.list_vms(folder)
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            result.skipped.append(
+                Skipped(
+                    os.path.abspath(folder),
+                    ErrorKind.CORRUPT_IMAGE,
+                    f"Proxmox configuration: {why}",
+                )
+            )
+            continue
+        found = discover_guests(vms, (*storage_roots, *given))
+        result.images.extend(found.images)
+        result.skipped.extend(found.skipped)
+    return result

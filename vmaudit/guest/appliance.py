@@ -24,6 +24,7 @@ from typing import Any
 from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
 from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat
+from vmaudit.guest.blockdev import device_file_node, validate_block_disk
 from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
 from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
@@ -88,6 +89,8 @@ def validate_disk(disk: DiskRef) -> int:
 
     Returns the leaf's virtual size, as qemu read it.
     """
+    if disk.block:  # an LV, a zvol, a device given by hand: vmaudit/guest/blockdev.py
+        return validate_block_disk(disk, qemu_img_info)
     links = [(p, f) for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f != "extent"]
     extents = {p for p, f in zip(disk.chain, disk.chain_formats, strict=True) if f == "extent"}
     vhd_chain = is_vhd_chain(disk)
@@ -156,6 +159,8 @@ def overlay_backing(disk: DiskRef, locking: bool = False) -> str:
         "filename": os.path.abspath(disk.path),
         "locking": "on" if locking else "off",
     }
+    if disk.block:  # qemu's host_device driver on the checked node (vmaudit/guest/blockdev.py)
+        file = device_file_node(disk, locking)
     node = {"driver": qemu_driver(disk.format), "file": file}
     return "json:" + json.dumps(node, separators=(",", ":"))
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from vmaudit.judge.risk import rank
 from vmaudit.judge.rules import os_label, parse_when
-from vmaudit.models import SEVERITIES, Finding, ImageResult, Risk
+from vmaudit.models import SEVERITIES, Finding, ImageRef, ImageResult, Risk
 from vmaudit.text import csv_cell as csv_cell
 from vmaudit.text import terminal_safe as terminal_safe
 from vmaudit.text import xml_safe as xml_safe
@@ -71,3 +71,27 @@ def score_text(risk: Risk) -> str:
 def exposure_text(risk: Risk) -> str:
     """The exposure with one decimal: ranks where scores near 100 all read ``100``."""
     return "?" if risk.exposure is None else f"{risk.exposure:.1f}"
+
+
+def vm_fields(image: ImageRef) -> dict[str, str | bool | None]:
+    """``vm.name``, ``vm.source``, ``vm.template``, ``vm.state`` of the report (issue 20)."""
+    return {
+        "name": image.vm,
+        "source": image.source,
+        "template": image.template,
+        "state": image.state,
+    }
+
+
+def vm_label(image: ImageRef) -> str:
+    """One line naming a hypervisor's guest ("libvirt VM web01, shut off"); "" for an image
+    a folder walk found that is no template (its path names it)."""
+    if not (image.template or image.state is not None or image.source in ("libvirt", "proxmox")):
+        return ""
+    kind = "template" if image.template else "VM"
+    parts = [f"{image.source} {kind} {image.vm or '(unnamed)'}"]
+    if image.state is not None:
+        parts.append(image.state)
+    if image.in_use:
+        parts.append("in use")
+    return ", ".join(parts)

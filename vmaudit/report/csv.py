@@ -28,6 +28,10 @@ HEADER = (
     "subject",
     "message",
     "baseline",
+    # issue 20, after the spec's columns so that readers by position keep working
+    "vm_source",
+    "vm_template",
+    "vm_state",
 )
 
 
@@ -48,13 +52,21 @@ def _image_cells(result: ImageResult) -> list[str]:
     ]
 
 
+def _vm_cells(result: ImageResult) -> list[str]:
+    image = result.image
+    return [image.source, "true" if image.template else "false", image.state or ""]
+
+
 def rows(report: ScanReport) -> list[list[str]]:
     """Every data row, neutralised, riskiest image first (``sort_by_risk``)."""
     table: list[list[str]] = []
     for result in sort_by_risk(report.results):
         image = _image_cells(result)
+        vm = _vm_cells(result)
         if result.error is not None:
-            table.append([*image, "scan.error", "", result.error.kind, result.error.message, ""])
+            table.append(
+                [*image, "scan.error", "", result.error.kind, result.error.message, "", *vm]
+            )
             continue
         for finding in result.findings:
             table.append(
@@ -65,10 +77,11 @@ def rows(report: ScanReport) -> list[list[str]]:
                     finding.subject,
                     finding.message,
                     finding.baseline,
+                    *vm,
                 ]
             )
         for entry in result.not_judged:  # a rule that could not look is no pass
-            table.append([*image, entry.rule, "", "", f"not judged: {entry.reason}", ""])
+            table.append([*image, entry.rule, "", "", f"not judged: {entry.reason}", "", *vm])
     return [[csv_cell(cell) for cell in row] for row in table]
 
 

@@ -31,6 +31,7 @@ from vmaudit.report.common import (
     severity_counts,
     sort_by_risk,
     terminal_safe,
+    vm_label,
 )
 from vmaudit.report.json import report_dict
 from vmaudit.timeutil import parse_iso, utc_now
@@ -371,6 +372,8 @@ def _image_row(index: int, result: ImageResult) -> str:
         ]
         status = f"error: {_text(result.error.kind)}"
     vm = f'<br><span class="vm">VM {_text(result.image.vm)}</span>' if result.image.vm else ""
+    if vm_label(result.image):  # a hypervisor's guest: source, template, state
+        vm = f'<br><span class="vm">{_text(vm_label(result.image))}</span>'
     cells = [
         _cell(
             f'<a href="#image-{index}">{_text(result.image.path)}</a>{vm}',

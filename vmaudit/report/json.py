@@ -14,7 +14,7 @@ from typing import Any
 import vmaudit
 from vmaudit.judge.missed import missed
 from vmaudit.models import REPORT_SCHEMA, ImageResult, ScanReport, to_jsonable
-from vmaudit.report.common import last_seen_running, severity_counts, sort_by_risk
+from vmaudit.report.common import last_seen_running, severity_counts, sort_by_risk, vm_fields
 from vmaudit.timeutil import parse_iso, utc_now
 
 
@@ -22,7 +22,7 @@ def _image(result: ImageResult, scanned: datetime) -> dict[str, Any]:
     facts = result.facts
     return {
         "path": result.image.path,
-        "vm": result.image.vm,
+        "vm": vm_fields(result.image),
         "format": result.image.format,
         "status": result.status,
         "from_cache": result.from_cache,

@@ -31,6 +31,7 @@ from vmaudit.report.common import (
     severity_counts,
     sort_by_risk,
     terminal_safe,
+    vm_label,
 )
 from vmaudit.timeutil import parse_iso, utc_now
 
@@ -96,8 +97,9 @@ def _images_table(results: list[ImageResult], folder: str) -> Table:
                 _text(score_text(result.risk), style),
                 _text(result.risk.level, style),
             ]
+        label = vm_label(result.image)  # a hypervisor's guest: its name and state
         table.add_row(
-            _text(_short(result.image.path, folder)),
+            _text(_short(result.image.path, folder) + (f"\n{label}" if label else "")),
             _text(os_text(result)),
             _text(facts.os.hostname if facts is not None else ""),
             _text(result.business.application),

@@ -8,6 +8,7 @@ kind for an image that cannot be audited.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -40,12 +41,23 @@ def image_info(ref: ImageRef) -> ImageInfo:
     return ImageInfo(
         path=ref.path,
         format=ref.format,
-        size_bytes=sum(st.st_size for st in stats),
+        size_bytes=sum(_size(path, st) for path, st in zip(files, stats, strict=True)),
         mtime=iso_from_timestamp(max(st.st_mtime for st in stats)),
-        sha256_head=sha256_head(ref.disks[0].path),
+        sha256_head=sha256_head(ref.disks[0].path, block=ref.disks[0].block),
         vm=ref.vm,
         disks=tuple(disk.path for disk in ref.disks),
     )
+
+
+def _size(path: str, info: os.stat_result) -> int:
+    """A file's size; a block device's (whose ``st_size`` is 0) from the device itself."""
+    if not stat.S_ISBLK(info.st_mode):
+        return info.st_size
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.lseek(fd, 0, os.SEEK_END)
+    finally:
+        os.close(fd)
 
 
 def collect_facts(
