@@ -56,7 +56,7 @@ from vmaudit.collect.windows import find_windows
 from vmaudit.collect.windows_registry import HIVE_CAP, Hive, HiveError, open_hivex
 from vmaudit.collect.windows_sam import ACB_DISABLED
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError
-from vmaudit.guest.base import DEFAULT_CAP, MAX_LINE, GuestFS, GuestStat, safe_path
+from vmaudit.guest.base import DEFAULT_CAP, MAX_LINE, GuestFS, GuestStat, remembered, safe_path
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER
 from vmaudit.models import Facts, Finding
 
@@ -128,16 +128,7 @@ class PendingFS:
             return data
         if not path.startswith("/etc/"):
             return self.base.read(path, cap)
-        key = (path, cap)
-        if key not in self._cache:
-            try:
-                self._cache[key] = self.base.read(path, cap)
-            except GuestFileError as exc:
-                self._cache[key] = exc
-        found = self._cache[key]
-        if isinstance(found, GuestFileError):
-            raise found
-        return found
+        return remembered(self._cache, (path, cap), lambda: self.base.read(path, cap))
 
     def pread(self, path: str, offset: int, length: int) -> bytes:
         if path in self.writes:
@@ -162,19 +153,18 @@ class PendingFS:
             return GuestStat("dir", 0, 0.0, stat.S_IFDIR | 0o755)
         return None
 
-    def stat(self, path: str) -> GuestStat | None:
+    def _merged(self, path: str, base: GuestStat | None) -> GuestStat | None:
+        """The guest's own stat of a path we wrote, with our size; ours where it had none."""
         own = self._own(path)
-        if own is not None:
-            base = self.base.stat(path)
-            return own if base is None else replace(base, size=own.size)
-        return self.base.stat(path)
+        if own is None:
+            return base
+        return own if base is None else replace(base, size=own.size)
+
+    def stat(self, path: str) -> GuestStat | None:
+        return self._merged(path, self.base.stat(path))
 
     def lstat(self, path: str) -> GuestStat | None:
-        own = self._own(path)
-        if own is not None:
-            base = self.base.lstat(path)
-            return own if base is None else replace(base, size=own.size)
-        return self.base.lstat(path)
+        return self._merged(path, self.base.lstat(path))
 
     def readlink(self, path: str) -> str:
         return self.base.readlink(path)

@@ -34,7 +34,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from vmaudit.errors import GuestFileError
-from vmaudit.guest.base import GuestFS, GuestStat, list_dir, read_lines
+from vmaudit.guest.base import GuestFS, GuestStat, list_dir, read_lines, remembered
 
 # Debian's systemd 252 search path (``systemd-analyze unit-paths``); /run is empty at boot.
 SEARCH_PATH = (
@@ -382,15 +382,7 @@ class _CachedFS:
         return self._lstat[path]
 
     def readlink(self, path: str) -> str:
-        if path not in self._links:
-            try:
-                self._links[path] = self.fs.readlink(path)
-            except GuestFileError as exc:
-                self._links[path] = exc
-        value = self._links[path]
-        if isinstance(value, GuestFileError):
-            raise value
-        return value
+        return remembered(self._links, path, lambda: self.fs.readlink(path))
 
 
 def boot_units(fs: GuestFS, warnings: list[str]) -> BootUnits:

@@ -6,13 +6,17 @@ out of the guest root. Names that are not UTF-8 survive as ``surrogateescape`` s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 from vmaudit.errors import GuestFileError
 
 DEFAULT_CAP = 16 * 1024 * 1024  # bytes of one guest file we are willing to read
 MAX_LINE = 64 * 1024  # characters of one line we are willing to parse
+
+K = TypeVar("K")
+T = TypeVar("T")
 
 FileKind = Literal["file", "dir", "link", "other"]
 
@@ -200,3 +204,16 @@ def safe_path(path: str) -> str:
 
 def join(directory: str, name: str) -> str:
     return directory.rstrip("/") + "/" + name
+
+
+def remembered(memo: dict[K, T | GuestFileError], key: K, read: Callable[[], T]) -> T:
+    """``read()`` once per key: its value, or the same GuestFileError raised again."""
+    if key not in memo:
+        try:
+            memo[key] = read()
+        except GuestFileError as exc:
+            memo[key] = exc
+    found = memo[key]
+    if isinstance(found, GuestFileError):
+        raise found
+    return found
