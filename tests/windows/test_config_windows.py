@@ -12,14 +12,18 @@ from pathlib import Path
 import hivex
 import pytest
 
+from fixtures.windows.regf import empty_hive
+from vmaudit.baseline import facts_from_dict
 from vmaudit.baseline.loader import load_baseline
+from vmaudit.collect.windows import collect_windows
 from vmaudit.collect.windows_config import MAX_AUTORUNS_PER_KEY
 from vmaudit.collect.windows_registry import MAX_STRING, REG_BINARY, REG_DWORD, REG_SZ
+from vmaudit.guest.tree import TreeFS
 from vmaudit.judge.rules import RULES, evaluate
 from vmaudit.models import Autorun, AutoService, WindowsConfig
 
 from .conftest import BUILD_TIME
-from .test_collect_windows import NOW, copy_tree, facts_of
+from .test_collect_windows import IMAGE, NOW, copy_tree, facts_of
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = REPO / "fixtures" / "demo-windows-baseline.yaml"
@@ -217,8 +221,6 @@ def test_smb1_is_off_when_its_driver_is_removed_or_the_value_says_so(
 
 
 def test_a_tree_without_any_of_the_settings_is_read_with_unknowns(tmp_path: Path) -> None:
-    from fixtures.windows.regf import empty_hive
-
     config_dir = tmp_path / "root" / "Windows" / "System32" / "config"
     config_dir.mkdir(parents=True)
     for name in ("SOFTWARE", "SYSTEM"):
@@ -300,11 +302,6 @@ def test_huge_and_garbage_values_are_bounded(
     runs[0] = ("long\x01name", REG_SZ, utf16("x" * 100_000))
     set_values(software, "Microsoft\\Windows\\CurrentVersion\\Run", runs)
     warnings: list[str] = []
-    from vmaudit.collect.windows import collect_windows
-    from vmaudit.guest.tree import TreeFS
-
-    from .test_collect_windows import IMAGE
-
     facts = collect_windows(TreeFS(root), IMAGE, NOW, warnings)
     config = facts.config.windows
     assert config is not None
@@ -341,7 +338,5 @@ def test_the_guest_account_is_unknown_when_the_sam_is_unreadable(
 def test_config_facts_round_trip_through_the_facts_schema(
     windows_trees: dict[str, Path], guest_name: str
 ) -> None:
-    from vmaudit.baseline import facts_from_dict
-
     facts = facts_of(windows_trees[guest_name])
     assert facts_from_dict(json.loads(json.dumps(facts.to_dict()))) == facts
