@@ -132,7 +132,7 @@ def test_an_exempt_domain_passes_unaudited_and_is_recorded(
         (
             b"<domain><name>vm</name><devices><disk type='block' device='disk'>"
             b"<source dev='/dev/sda'/><target dev='vda'/></disk></devices></domain>",
-            "block disk /dev/sda",
+            "vda: /dev/sda is outside the allowed datastores",  # audited when inside them
         ),
         (
             b"<domain><name>vm</name><devices><disk type='file' device='disk'>"

@@ -1,12 +1,13 @@
 """The power-on decision: may this guest start, judged against today's baselines?
 
 A guest's disks (from a libvirt domain XML, a Proxmox VM config or the command line) are
-checked to be regular files inside the policy's datastores and read as one guest. When the
+checked to be regular files or block devices (LVs, zvols, pool volumes: checked to be the
+device they name) inside the policy's datastores and read as one guest. When the
 state database holds facts for exactly these files (the identity of ``vmaudit scan``), they
 are judged again with today's baselines and no appliance starts; otherwise the guest is
 audited now, bounded by the policy's timeout. Findings at or above ``fail_on`` refuse;
 anything that cannot be audited (unreadable XML, no disk, a disk outside the datastores, a
-network or block disk, an audit that failed or timed out, an incomplete audit) gets what
+network disk, an audit that failed or timed out, an incomplete audit) gets what
 ``on_error`` says. Every decision is recorded in the state database.
 
 Nothing here calls libvirt (it holds the domain's lock while its hook runs), starts a VM or
@@ -16,32 +17,28 @@ opens an image writable: images are read through ``vmaudit.run`` as a scan reads
 from __future__ import annotations
 
 import fnmatch
-import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vmaudit.act.domain import DiskSpec, GuestDisks
+from vmaudit.act.domain import GuestDisks
 from vmaudit.act.fixnames import ANSWERS, FIXES
 from vmaudit.act.policy import GatePolicy
+from vmaudit.discover.hypervisor import guest_image as hypervisor_image
 from vmaudit.discover.identity import Identity, image_identity
-from vmaudit.discover.walk import discover
-from vmaudit.errors import ErrorKind, VmauditError
+from vmaudit.errors import VmauditError
 from vmaudit.feeds.db import default_feeds_path
 from vmaudit.feeds.match import open_feeds
 from vmaudit.judge.verdict import at_or_above
-from vmaudit.models import DiskRef, Finding, ImageRef, ImageResult, PowerOn
+from vmaudit.models import Finding, ImageRef, ImageResult, PowerOn
 from vmaudit.scan import Judge
 from vmaudit.state.db import StateDB, StateError, open_state
 from vmaudit.text import terminal_safe
 
 MAX_REASON = 600  # libvirt shows the hook's stderr in one error line
 MAX_LISTED = 8  # findings named in a refusal; the rest are counted
-# libvirt's <driver type=...> names as vmaudit's formats (discover.sniff)
-LIBVIRT_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vhd", "vhdx": "vhdx"}
 
 
 @dataclass(frozen=True)
@@ -92,76 +89,14 @@ def _one_line(text: str) -> str:
     return flat if len(flat) <= MAX_REASON else flat[: MAX_REASON - 3] + "..."
 
 
-def _inside(path: str, datastores: tuple[str, ...]) -> bool:
-    """Whether ``path``'s real folder lies in one of the datastores' real folders."""
-    folder = os.path.realpath(os.path.dirname(path))
-    for store in datastores:
-        real = os.path.realpath(store)
-        if folder == real or folder.startswith(real.rstrip("/") + "/"):
-            return True
-    return False
-
-
-def _disk_ref(disk: DiskSpec, datastores: tuple[str, ...]) -> tuple[DiskRef, bool]:
-    """The disk's chain as a scan would find it, and whether a hypervisor holds it."""
-    if disk.kind == "network":
-        raise _Undecidable(
-            f"{disk.target}: network disk ({disk.detail}) cannot be audited from this host"
-        )
-    if disk.kind == "block":
-        raise _Undecidable(
-            f"{disk.target}: block disk {disk.path or disk.detail}: vmaudit audits regular"
-            " image files only"
-        )
-    if disk.kind != "file":
-        raise _Undecidable(f"{disk.describe()}: a {disk.kind} disk cannot be audited")
-    if not disk.path:
-        raise _Undecidable(f"{disk.target}: file disk without a source file")
-    path = disk.path
-    if not os.path.isabs(path) or "\0" in path:
-        raise _Undecidable(f"{disk.target}: {path!r} is not an absolute path")
-    path = os.path.normpath(path)
-    if not _inside(path, datastores):
-        raise _Undecidable(
-            f"{disk.target}: {path} is outside the allowed datastores ({', '.join(datastores)})"
-        )
-    try:
-        info = os.lstat(path)
-    except OSError as exc:
-        raise _Undecidable(f"{disk.target}: {path}: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise _Undecidable(f"{disk.target}: {path} is not a regular file")
-    found = discover([path])
-    for skipped in found.skipped:
-        raise _Undecidable(f"{disk.target}: {path}: {skipped.kind}: {skipped.message}")
-    matching = [image for image in found.images if image.path == path]
-    if len(matching) != 1 or len(matching[0].disks) != 1:
-        raise _Undecidable(f"{disk.target}: {path} is not recognised as a disk image")
-    ref = matching[0].disks[0]
-    declared = LIBVIRT_FORMATS.get(disk.declared_format or "", disk.declared_format)
-    if declared is not None and declared != ref.format:
-        raise _Undecidable(
-            f"{disk.target}: {path}: {ErrorKind.FORMAT_MISMATCH}: the hypervisor opens it as "
-            f"{disk.declared_format} but its content is {ref.format}"
-        )
-    return ref, matching[0].in_use
-
-
 def guest_image(guest: GuestDisks, datastores: tuple[str, ...]) -> ImageRef:
-    """The guest as one image to audit, keyed by its first disk (``_Undecidable`` if none)."""
-    if guest.problem is not None:
-        raise _Undecidable(guest.problem)
-    if not guest.disks:
-        raise _Undecidable("the configuration names no disk")
-    disks: list[DiskRef] = []
-    in_use = False
-    for disk in guest.disks:
-        ref, held = _disk_ref(disk, datastores)
-        disks.append(ref)
-        in_use = in_use or held
-    return ImageRef(
-        path=disks[0].path, format=disks[0].format, disks=tuple(disks), vm=guest.name, in_use=in_use
-    )
+    """The guest as one image to audit, keyed by its first disk: file disks and block disks
+    (LVs, zvols, pool volumes) checked as a scan checks them (vmaudit.discover.hypervisor);
+    ``_Undecidable`` when it cannot be audited from this host."""
+    try:
+        return hypervisor_image(guest, datastores)
+    except VmauditError as exc:
+        raise _Undecidable(exc.message) from None
 
 
 class Gate:
