@@ -237,8 +237,8 @@ def test_load_baseline_raises_config_error_listing_every_problem(tmp_path: Path)
     assert lines == [
         f"{path}:6: dormancy.max_days_idle: expected an integer, got a string",
         f"{path}:7: bogus: unknown key at the top level (known: apiVersion, kind, metadata, "
-        "extends, match, dormancy, patches, packages, accounts, ssh, firewall, windows, "
-        "vulnerabilities, severity)",
+        "extends, match, dormancy, patches, packages, accounts, ssh, permissions, executables, "
+        "services, startup, lockdown, firewall, windows, vulnerabilities, severity)",
     ]
 
 

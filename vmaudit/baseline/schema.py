@@ -391,6 +391,32 @@ class Section(Spec):
         return result
 
 
+@dataclass(frozen=True)
+class Word(Spec):
+    """A string or an integer, kept as text (a sysctl value: ``0``, ``"1"``, ``4096 87380``)."""
+
+    describe: str = "string or integer"
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
+            return walk.problem(
+                node, key, f"expected a string or an integer, got {_type_name(node)}"
+            )
+        return str(value)
+
+
+OCTAL_MODE = Str(r"0?[0-7]{3}", 'an octal mode in quotes, such as "0640"')
+FILE_LIMITS = Section(
+    {
+        "mode": Key(OCTAL_MODE, "Most permissive mode allowed: any other bit fails."),
+        "owner": Key(ListOf(Str(), single_ok=True), "Owner names allowed."),
+        "group": Key(ListOf(Str(), single_ok=True), "Group names allowed."),
+        "if_package": Key(Str(), "Judged only when this package is installed."),
+    }
+)
+
+
 def _known_rule(name: str) -> str | None:
     if name in RULES:
         return None
@@ -519,6 +545,71 @@ BASELINE = Section(
             ),
             "SSH daemon.",
         ),
+        "permissions": Key(
+            Section(
+                {
+                    "critical_files": Key(
+                        MapOf(FILE_LIMITS, key_describe="guest path or glob"),
+                        "`perm.critical-file`: path to its mode, owner and group limits.",
+                    ),
+                    "forbid_world_writable": Key(
+                        Bool(), "`perm.world-writable`: no world-writable file or open directory."
+                    ),
+                }
+            ),
+            "Permissions of guest files (Linux).",
+        ),
+        "executables": Key(
+            Section(
+                {
+                    "setuid_allowed": Key(
+                        ListOf(Str()), "Setuid/setgid programs allowed (paths, globs)."
+                    ),
+                    "forbidden": Key(
+                        ListOf(Str()), "Programs that must not be there (PATH names or paths)."
+                    ),
+                }
+            ),
+            "Allowed and disallowed programs (Linux).",
+        ),
+        "services": Key(
+            Section(
+                {
+                    "forbidden": Key(
+                        ListOf(Str()), "Services that must not start at boot (names, globs)."
+                    ),
+                }
+            ),
+            "Services at boot (Linux: systemd, inetd, SysV).",
+        ),
+        "startup": Key(
+            Section(
+                {
+                    "allowed": Key(
+                        ListOf(Str()),
+                        "What may run at power-on: @reboot commands, persistent timers, "
+                        "rc.local, unpackaged units (globs).",
+                    ),
+                }
+            ),
+            "What runs at power-on (Linux).",
+        ),
+        "lockdown": Key(
+            Section(
+                {
+                    "selinux": Key(
+                        Enum(("enforcing", "permissive")), "Weakest SELinux mode accepted."
+                    ),
+                    "apparmor": Key(Bool(), "AppArmor (or SELinux) must be on at boot."),
+                    "auditd": Key(Bool(), "auditd must start at boot."),
+                    "sysctl": Key(
+                        MapOf(Word(), key_describe="sysctl key"),
+                        "Kernel parameter to the value it must have at boot.",
+                    ),
+                }
+            ),
+            "Lockdowns (Linux): mandatory access control, audit, kernel parameters.",
+        ),
         "firewall": Key(
             Section(
                 {
@@ -606,6 +697,18 @@ BASELINE = Section(
     }
 )
 
+
+@dataclass(frozen=True)
+class OneOrListOf(ListOf):
+    """A list, or one mapping standing for a list of one (``match: {tag: payroll}``)."""
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            value = self.item.check(node, walk, key)
+            return value if isinstance(value, Invalid) else [value]
+        return super().check(node, walk, key)
+
+
 INVENTORY = Section(
     {
         "apiVersion": Key(Const(API_VERSION), "Schema version of the file.", required=True),
@@ -622,8 +725,35 @@ INVENTORY = Section(
                         ),
                         "images": Key(
                             ListOf(Str(), single_ok=True),
-                            "Globs on the image path relative to the scanned root, or VM names.",
-                            required=True,
+                            "Globs on the image path relative to the scanned root, or VM names"
+                            " (images or match is required).",
+                        ),
+                        "match": Key(
+                            OneOrListOf(
+                                Section(
+                                    {
+                                        "name": Key(Str(), "Glob on the VM name."),
+                                        "source": Key(
+                                            Enum(("folder", "libvirt", "proxmox", "vmware")),
+                                            "Where the VM was found.",
+                                        ),
+                                        "tag": Key(Str(), "Glob on one Proxmox tag."),
+                                        "notes": Key(
+                                            Str(),
+                                            "Glob on the libvirt title and description, the"
+                                            " Proxmox description or the vmx annotation.",
+                                        ),
+                                        "metadata": Key(
+                                            MapOf(Str(), key_describe="element name"),
+                                            "libvirt <metadata> leaves: element name to glob"
+                                            " on its text.",
+                                        ),
+                                        "template": Key(Bool(), "A template, or a VM."),
+                                    }
+                                ),
+                            ),
+                            "What the hypervisor says of the VM; all keys of one entry must"
+                            " hold, any entry suffices.",
                         ),
                     }
                 )

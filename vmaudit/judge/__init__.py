@@ -4,4 +4,7 @@ Importing the package registers every rule module's rules in ``vmaudit.judge.rul
 (the rule modules import ``rules``, never the other way round).
 """
 
-from vmaudit.judge import windows_rules  # noqa: F401  (the win.* rules)
+from vmaudit.judge import (
+    config_rules,  # noqa: F401  (the Linux config rules)
+    windows_rules,  # noqa: F401  (the win.* rules)
+)
