@@ -1,0 +1,116 @@
+"""The Linux config section on trees with real modes, and on the real debootstrap tree
+against dpkg's own answer for setuid owners and the CIS baseline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+from vmaudit.baseline import load_baseline
+from vmaudit.collect.config_linux import collect_linux_config
+from vmaudit.collect.linux import collect_linux
+from vmaudit.collect.osinfo import detect_linux
+from vmaudit.judge.rules import evaluate
+from vmaudit.models import Facts
+
+from .conftest import Guest, image_info
+
+REPO = Path(__file__).resolve().parents[2]
+NOW = datetime(2026, 11, 27, tzinfo=UTC)
+
+
+def test_world_writable_files_and_open_directories_are_counted(guest: Guest) -> None:
+    guest.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)
+    guest.write("/etc/app.conf", "x\n", 0o644)
+    os.chmod(guest.host("/etc/app.conf"), 0o666)
+    guest.mkdir("/srv/drop")
+    os.chmod(guest.host("/srv/drop"), 0o777)
+    guest.mkdir("/var/tmp")
+    os.chmod(guest.host("/var/tmp"), 0o1777)
+    guest.symlink("/etc/link", "/etc/app.conf")
+    config = collect_linux_config(guest.fs, [], [])
+    assert sorted(e.path for e in config.modes.world_writable_paths) == [
+        "/etc/app.conf",
+        "/srv/drop",
+    ]
+    assert config.modes.world_writable == 2
+
+
+def test_setuid_files_and_startup_entries(guest: Guest) -> None:
+    guest.write(
+        "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\njdoe:x:1000:1000::/home/jdoe:/bin/sh\n"
+    )
+    guest.write("/usr/local/bin/helper", b"\x7fELF", 0o755)
+    os.chmod(guest.host("/usr/local/bin/helper"), 0o4755)
+    guest.write("/etc/rc.local", "#!/bin/sh\n/opt/agent &\n", 0o755)
+    guest.write("/var/spool/cron/crontabs/jdoe", "@reboot /home/jdoe/run.sh\n0 * * * * true\n")
+    guest.write(
+        "/etc/inetd.conf",
+        "telnet stream tcp nowait root /usr/sbin/tcpd in.telnetd\n"
+        "#<off># tftp dgram udp wait nobody /usr/sbin/tcpd in.tftpd\n",
+    )
+    guest.write("/etc/sysctl.d/90-erp.conf", "net.ipv4.ip_forward = 1\n")
+    config = collect_linux_config(guest.fs, [], [])
+    assert [(f.path, f.mode) for f in config.setuid_files] == [("/usr/local/bin/helper", 0o4755)]
+    assert "/usr/local/bin/helper" in config.executables
+    kinds = {(e.kind, e.name, e.user) for e in config.startup}
+    assert kinds == {
+        ("rc-local", "/etc/rc.local", None),
+        ("cron-reboot", "/home/jdoe/run.sh", "jdoe"),
+    }
+    assert config.inetd_services == ("telnet",)
+    assert [(s.key, s.value) for s in config.sysctl] == [("net.ipv4.ip_forward", "1")]
+
+
+def _tree_facts(tree: Path) -> Facts:
+    warnings: list[str] = []
+    guest = Guest(tree)
+    os_info = detect_linux(guest.fs, warnings)
+    assert os_info is not None
+    return collect_linux(guest.fs, image_info(), os_info, NOW, warnings)
+
+
+def test_setuid_owners_of_the_debootstrap_tree_are_dpkg_s_answer(debian_rootfs: Path) -> None:
+    TREE = debian_rootfs
+    facts = _tree_facts(TREE)
+    config = facts.config.linux
+    assert config is not None and config.owners == "dpkg"
+    found = subprocess.run(
+        ["find", str(TREE), "-xdev", "-type", "f", "-perm", "/6000"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(f.path for f in config.setuid_files) == sorted(
+        "/" + os.path.relpath(p, TREE) for p in found
+    )
+    for entry in config.setuid_files:
+        answers = []
+        for path in (entry.path, entry.path.removeprefix("/usr")):  # dpkg lists /bin/su
+            out = subprocess.run(
+                ["dpkg-query", f"--admindir={TREE / 'var/lib/dpkg'}", "-S", path],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode == 0:
+                answers.append(out.stdout.split(":", 1)[0])
+        assert entry.package in answers, entry
+
+
+def test_debootstrap_tree_raises_no_false_perm_or_exec_finding_with_cis(
+    debian_rootfs: Path,
+) -> None:
+    TREE = debian_rootfs
+    facts = _tree_facts(TREE)
+    baseline = load_baseline(str(REPO / "baselines" / "cis-linux-l1.yaml"))
+    found = [
+        (f.rule, f.subject)
+        for f in evaluate(facts, [baseline], NOW).findings
+        if f.rule.startswith(("perm.", "exec."))
+    ]
+    # Stock Debian ships sshd_config 0644; CIS 5.2.1 wants 0600: a true finding.
+    assert found == [("perm.critical-file", "/etc/ssh/sshd_config")]
+    assert oct((TREE / "etc/ssh/sshd_config").stat().st_mode & 0o777) == "0o644"
