@@ -21,7 +21,7 @@ import os
 import sqlite3
 import struct
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -222,38 +222,56 @@ def read_sqlite_rpmdb(
         conn.close()
 
 
-def read_ndb_rpmdb(data: bytes, warnings: list[str], label: str) -> RpmDb:
-    """Packages of an ndb ``Packages.db``."""
+def _packages_of_database(
+    items: Callable[[Damage], Iterator[bytes]],
+    fault: type[Exception],
+    kind: str,
+    units: str,
+    warnings: list[str],
+    label: str,
+) -> RpmDb:
+    """Packages of the header blobs ``items`` yields, its damage counted in ``units``."""
     damage = Damage()
 
     def blobs() -> Iterator[bytes]:
         try:
-            yield from rpmdb_ndb.package_blobs(data, damage, HEADER_MAX)
-        except rpmdb_ndb.NdbError as exc:
-            raise RpmDbError(f"not a readable ndb package database ({exc})") from exc
+            yield from items(damage)
+        except fault as exc:
+            raise RpmDbError(f"not a readable {kind} ({exc})") from exc
 
     db = packages_from_blobs(blobs(), warnings, label)
-    if summary := damage.summary("slot(s) or blob(s)"):
+    if summary := damage.summary(units):
         warnings.append(f"{label}: {summary}")
     return db
+
+
+def read_ndb_rpmdb(data: bytes, warnings: list[str], label: str) -> RpmDb:
+    """Packages of an ndb ``Packages.db``."""
+
+    def items(damage: Damage) -> Iterator[bytes]:
+        return rpmdb_ndb.package_blobs(data, damage, HEADER_MAX)
+
+    return _packages_of_database(
+        items, rpmdb_ndb.NdbError, "ndb package database", "slot(s) or blob(s)", warnings, label
+    )
 
 
 def read_bdb_rpmdb(data: bytes, warnings: list[str], label: str) -> RpmDb:
     """Packages of a Berkeley DB hash ``Packages``."""
-    damage = Damage()
 
-    def blobs() -> Iterator[bytes]:
-        try:
-            for key, value in rpmdb_bdb.hash_items(data, damage, HEADER_MAX):
-                if key != BDB_JOIN_KEY:
-                    yield value
-        except rpmdb_bdb.BdbError as exc:
-            raise RpmDbError(f"not a readable Berkeley DB hash database ({exc})") from exc
+    def items(damage: Damage) -> Iterator[bytes]:
+        for key, value in rpmdb_bdb.hash_items(data, damage, HEADER_MAX):
+            if key != BDB_JOIN_KEY:
+                yield value
 
-    db = packages_from_blobs(blobs(), warnings, label)
-    if summary := damage.summary("item(s) or page chain(s)"):
-        warnings.append(f"{label}: {summary}")
-    return db
+    return _packages_of_database(
+        items,
+        rpmdb_bdb.BdbError,
+        "Berkeley DB hash database",
+        "item(s) or page chain(s)",
+        warnings,
+        label,
+    )
 
 
 def _read_sqlite_copy(fs: GuestFS, path: str, warnings: list[str]) -> RpmDb:

@@ -312,9 +312,7 @@ class _Lexer:
                 if self.bol:
                     keyword = self._bol_keyword(start)
                     if keyword is not None:
-                        yield keyword
-                        if keyword.kind == "DEFAULTS":
-                            yield from self._skip_entry()
+                        yield from self._entry(keyword, includes=False)
                         continue
                 self.bol = False
                 continue
@@ -337,11 +335,7 @@ class _Lexer:
             if self.bol:
                 keyword = self._bol_keyword(start)
                 if keyword is not None:
-                    yield keyword
-                    if keyword.kind == "DEFAULTS":
-                        yield from self._skip_entry()
-                    elif keyword.kind in ("INCLUDE", "INCLUDEDIR"):
-                        yield from self._include_argument()
+                    yield from self._entry(keyword, includes=True)
                     continue
             self.bol = False
             if ch == "#":
@@ -393,6 +387,15 @@ class _Lexer:
             self.bol = False
             return Token("ERROR") if self.continued else Token("ALIASKW", ALIAS_KEYWORDS[word])
         return None
+
+    def _entry(self, keyword: Token, includes: bool) -> Iterator[Token]:
+        """A keyword that begins a line, then what it swallows: a Defaults entry whole,
+        the argument of ``@include``/``@includedir`` where ``includes`` is set."""
+        yield keyword
+        if keyword.kind == "DEFAULTS":
+            yield from self._skip_entry()
+        elif includes and keyword.kind in ("INCLUDE", "INCLUDEDIR"):
+            yield from self._include_argument()
 
     def _include_argument(self) -> Iterator[Token]:
         """The path after an include keyword: a bare word or a double-quoted string."""
