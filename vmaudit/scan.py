@@ -116,7 +116,7 @@ class Judge:
         if self.inventory is None:
             return UNMAPPED
         root = _root_of(image.path, self.roots)
-        return self.inventory.business_for(image.path, image.vm, root)
+        return self.inventory.business_for(image.path, image.vm, root, image)
 
     def judge(self, image: ImageRef, facts: Facts, from_cache: bool) -> ImageResult:
         evaluation = evaluate(facts, self.baselines, self.now, self.feeds)

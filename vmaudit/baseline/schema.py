@@ -709,13 +709,30 @@ class OneOrListOf(ListOf):
         return super().check(node, walk, key)
 
 
+@dataclass(frozen=True)
+class EitherSection(Section):
+    """A section that needs at least one of ``either`` (reported on the first's key)."""
+
+    either: tuple[str, ...] = ()
+
+    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
+        result = super().check(node, walk, key)
+        if isinstance(result, dict) and self.either and not any(k in result for k in self.either):
+            names = [f"{key}.{name}" for name in self.either]
+            if not any(p.key in names for p in walk.problems):
+                walk.problem(
+                    node, names[0], f"required key is missing (or {', '.join(self.either[1:])})"
+                )
+        return result
+
+
 INVENTORY = Section(
     {
         "apiVersion": Key(Const(API_VERSION), "Schema version of the file.", required=True),
         "kind": Key(Const("Inventory"), "What the file is.", required=True),
         "applications": Key(
             ListOf(
-                Section(
+                EitherSection(
                     {
                         "name": Key(Str(), "Application name.", required=True),
                         "owner": Key(Str(), "Owning team or person."),
@@ -755,7 +772,8 @@ INVENTORY = Section(
                             "What the hypervisor says of the VM; all keys of one entry must"
                             " hold, any entry suffices.",
                         ),
-                    }
+                    },
+                    either=("images", "match"),
                 )
             ),
             "Applications and the images they run on.",
