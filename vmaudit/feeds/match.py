@@ -190,35 +190,17 @@ class FeedsMatcher:
             severity = feed_severity(cvss, rating or adv_rating)
             subjects = tuple(json.loads(cves)) or (advisory,)
             source = f"{src_format}: {src_path}"
-            if linux:
-                ranges = tuple(tuple(tuple(e) for e in r) for r in json.loads(a))
-                found.append(
-                    _Candidate(
-                        key,
-                        advisory,
-                        subjects,
-                        published,
-                        severity,
-                        cvss,
-                        source,
-                        ranges,
-                        tuple(json.loads(b)),
-                    )
-                )
-            else:
-                found.append(
-                    _Candidate(
-                        key,
-                        advisory,
-                        subjects,
-                        published,
-                        severity,
-                        cvss,
-                        source,
-                        kb=a,
-                        fixed_build=b,
-                    )
-                )
+            specific: dict[str, Any] = (
+                {
+                    "ranges": tuple(tuple(tuple(e) for e in r) for r in json.loads(a)),
+                    "versions": tuple(json.loads(b)),
+                }
+                if linux
+                else {"kb": a, "fixed_build": b}
+            )
+            found.append(
+                _Candidate(key, advisory, subjects, published, severity, cvss, source, **specific)
+            )
         return found
 
     # An advisory row beside the package (Linux) or product (Windows) it was asked for.
