@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from vmaudit import __version__
-from vmaudit.clikit import table_or_json
+from vmaudit.clikit import baselines_option, table_or_json, timeout_option
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
 from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult, ScanReport
@@ -191,14 +191,7 @@ def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
     metavar="DIR",
     help="Also the VMs of this Proxmox VE configuration folder (/etc/pve)",
 )
-@click.option(
-    "-b",
-    "--baseline",
-    "baselines",
-    multiple=True,
-    metavar="NAME|FILE",
-    help="Baseline to apply; repeatable, applied together  [default: default]",
-)
+@baselines_option("Baseline to apply; repeatable, applied together  [default: default]")
 @click.option(
     "-i",
     "--inventory",
@@ -222,13 +215,7 @@ def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
     default=None,
     help="Images audited in parallel  [default: number of CPUs]",
 )
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600,
-    show_default=True,
-    help="Wall-clock seconds for one image",
-)
+@timeout_option("Wall-clock seconds for one image")
 @_state_options
 @click.option("--no-cache", is_flag=True, help="Open every image even when unchanged")
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB", help="Paths to skip")
@@ -377,7 +364,7 @@ def _read_images(image: str, timeout: float) -> Iterator[tuple[str, dict[str, An
     default="json",
     show_default=True,
 )
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+@timeout_option()
 def inspect(image: str, fmt: str, timeout: float) -> None:
     """Print the facts read from one image (vmaudit.facts/v1), no baseline."""
     from vmaudit.report.facts_view import render_facts
@@ -475,14 +462,7 @@ def _open_state(state_path: str | None) -> Any:
     is_flag=True,
     help="The power-on gate's decisions (since --since) instead of the last scan",
 )
-@click.option(
-    "-b",
-    "--baseline",
-    "baselines",
-    multiple=True,
-    metavar="NAME|FILE",
-    help="Re-judge with these baselines  [default: the last scan's]",
-)
+@baselines_option("Re-judge with these baselines  [default: the last scan's]")
 @_feeds_option
 @_state_options
 def report(
@@ -561,7 +541,7 @@ def history(image: str, fmt: str, state_path: str | None) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-b", "--baseline", "baselines", multiple=True, metavar="NAME|FILE")
+@baselines_option()
 @click.option("-i", "--inventory", type=click.Path(dir_okay=False))
 @table_or_json
 @click.option(
@@ -578,7 +558,7 @@ def history(image: str, fmt: str, state_path: str | None) -> None:
     show_default=True,
     help="Seconds an image must stay unchanged before it is audited",
 )
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+@timeout_option()
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB")
 @_state_options
 def watch(
@@ -639,7 +619,7 @@ def watch(
     help="Write the baseline there (atomically) instead of stdout",
 )
 @click.option("--name", help="metadata.name of the baseline  [default: golden-<image>]")
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+@timeout_option()
 def baselines_capture(image: str, output: str | None, name: str | None, timeout: float) -> None:
     """Write a baseline that the given golden image passes."""
     from vmaudit.baseline.capture import capture_baseline

@@ -56,7 +56,7 @@ from vmaudit.act.fixes import (
 from vmaudit.act.fixnames import FIXES, Fix
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.baseline.model import Baseline
-from vmaudit.clikit import table_or_json
+from vmaudit.clikit import baselines_option, table_or_json, timeout_option
 from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.discover.identity import signature
 from vmaudit.discover.locks import in_use
@@ -560,14 +560,7 @@ def _publish(overlays: Sequence[str], names: Sequence[str], drives: set[int]) ->
     metavar="OVERLAY.qcow2",
     help="The overlay to write (disk N of a VM: OVERLAY-diskN.qcow2)",
 )
-@click.option(
-    "-b",
-    "--baseline",
-    "baselines",
-    multiple=True,
-    metavar="NAME|FILE",
-    help="Baseline whose findings the fixes answer; repeatable  [default: default]",
-)
+@baselines_option("Baseline whose findings the fixes answer; repeatable  [default: default]")
 @click.option(
     "--fix",
     "fixes",
@@ -578,13 +571,7 @@ def _publish(overlays: Sequence[str], names: Sequence[str], drives: set[int]) ->
 @click.option("--dry-run", is_flag=True, help="Print the changes; create nothing")
 @table_or_json
 @click.option("--force", is_flag=True, help="Remediate an image a running VM holds (warned)")
-@click.option(
-    "--timeout",
-    type=click.FloatRange(min=1),
-    default=600,
-    show_default=True,
-    help="Wall-clock seconds for the appliance",
-)
+@timeout_option("Wall-clock seconds for the appliance")
 def remediate_command(
     image: str,
     output: str,
