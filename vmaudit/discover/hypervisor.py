@@ -28,9 +28,12 @@ LIBVIRT_FORMATS = {"raw": "raw", "qcow2": "qcow2", "vmdk": "vmdk", "vpc": "vhd",
 
 
 def inside(path: str, roots: Sequence[str]) -> bool:
-    """Whether ``path``'s real folder lies in one of the roots' real folders."""
+    """Whether ``path``'s real folder lies in one of the roots' real folders, or ``path`` is
+    itself a root (a device or an image given by hand)."""
     folder = os.path.realpath(os.path.dirname(path))
     for root in roots:
+        if os.path.normpath(path) == os.path.normpath(root):
+            return True
         real = os.path.realpath(root)
         if folder == real or folder.startswith(real.rstrip("/") + "/"):
             return True
