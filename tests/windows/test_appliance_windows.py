@@ -1,7 +1,8 @@
 """virt-inspector and the collector agree on the built Windows images (slow: appliances).
 
 One libguestfs appliance holds both images (read-only drives, formats pinned) for the
-collector; virt-inspector runs once over both. Both read the same hives through NTFS.
+collector; virt-inspector runs once over both. Both read the same hives through NTFS, and
+the collector's config section through NTFS is the one it reads from a tree of the hives.
 """
 
 from __future__ import annotations
@@ -11,17 +12,18 @@ import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from fixtures.windows.build import build_windows_images
+from fixtures.windows.build import build_tree, build_windows_images, guest
 from vmaudit.collect.windows import collect_windows, detect_windows
 from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import DEFAULT_CAP, GuestStat
+from vmaudit.guest.tree import TreeFS
 from vmaudit.models import Facts, ImageInfo
 
 pytestmark = pytest.mark.appliance
@@ -162,3 +164,23 @@ def test_virt_inspector_agrees_with_the_collector(
     assert ours.os.version == theirs.version
     assert sorted((p.name, p.version) for p in ours.packages) == theirs.applications
     assert len(theirs.applications) >= 5
+
+
+@pytest.mark.parametrize(
+    ("hostname", "name"), [("web-prod-01", "win2019-patched"), ("erp-legacy-02", "win2016-dormant")]
+)
+def test_the_config_section_through_ntfs_is_the_trees(
+    collected: dict[str, Facts], hostname: str, name: str, tmp_path: Path
+) -> None:
+    """Same hives read through the appliance's NTFS and from a tree: same settings (only
+    the signature time, relative to each build, differs)."""
+    tree = build_tree(guest(name), tmp_path / "root", datetime.now(UTC))
+    image_info = ImageInfo("x", "raw", 0, "2020-01-01T00:00:00Z", "", None, ())
+    from_tree = collect_windows(TreeFS(tree), image_info, datetime.now(UTC), []).config.windows
+    through_ntfs = collected[hostname].config.windows
+    assert from_tree is not None and through_ntfs is not None
+    assert through_ntfs.defender_signatures_updated is not None
+    assert replace(through_ntfs, defender_signatures_updated=None) == replace(
+        from_tree, defender_signatures_updated=None
+    )
+    assert through_ntfs.autologon_password_stored is (name == "win2016-dormant")
