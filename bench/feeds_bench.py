@@ -28,10 +28,10 @@ from vmaudit.baseline.model import Baseline  # noqa: E402
 from vmaudit.feeds import FeedsMatcher, import_feeds  # noqa: E402
 from vmaudit.judge.rules import evaluate  # noqa: E402
 from vmaudit.models import (  # noqa: E402
+    AuditedImage,
     Facts,
     ImageInfo,
     ImageRef,
-    ImageResult,
     OsInfo,
     Package,
     ScanReport,
@@ -144,7 +144,7 @@ def main() -> int:
         # The same images as a state database holds them: `vmaudit report` re-judging.
         state = StateDB(folder / "state.db")
         scan_id = state.begin_scan(["bench"], NOW)
-        results = [ImageResult(ImageRef(f.image.path, "qcow2", ()), f, None) for f in facts]
+        results = [AuditedImage(ImageRef(f.image.path, "qcow2", ()), f) for f in facts]
         for stored in results:
             state.record_result(scan_id, stored, None)
         state.finish_scan(

@@ -7,13 +7,17 @@ high 1.5, critical 2; score = 100 x (1 - e^(-X/200)) to one decimal.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from vmaudit.judge.risk import contributions, exposure_by_severity, level_of, rank, score, why
 from vmaudit.models import (
+    AuditedImage,
     Business,
     Dormancy,
     Facts,
+    FailedImage,
     Finding,
     ImageError,
     ImageInfo,
@@ -144,10 +148,9 @@ def _result(
     business: Business = UNMAPPED,
 ) -> ImageResult:
     info = ImageInfo(path, "qcow2", 1, "2026-01-01T00:00:00Z", "0" * 64, None, (path,))
-    return ImageResult(
+    return AuditedImage(
         image=ImageRef(path, "qcow2", ()),
         facts=Facts(info, OsInfo("linux"), dormancy=Dormancy(None, None, None, days_idle)),
-        error=None,
         findings=tuple(findings),
         risk=score(findings, days_idle, business.criticality),
         business=business,
@@ -167,10 +170,8 @@ def test_rank_ties_by_path_and_puts_errors_and_unknown_exposure_last() -> None:
     same_b = _result("/ds/b.qcow2", _findings("high"), 10)
     same_a = _result("/ds/a.qcow2", _findings("high"), 10)
     clean = _result("/ds/0-clean.qcow2", [], 10)
-    broken = ImageResult(ImageRef("/ds/0-broken.qcow2", "qcow2", ()), None, ImageError("x", "y"))
-    capped = ImageResult(
-        ImageRef("/ds/0-old.qcow2", "qcow2", ()), None, None, risk=Risk(100.0, "critical", None)
-    )
+    broken = FailedImage(ImageRef("/ds/0-broken.qcow2", "qcow2", ()), ImageError("x", "y"))
+    capped = replace(_result("/ds/0-old.qcow2", [], None), risk=Risk(100.0, "critical", None))
     ranked = rank([broken, clean, capped, same_b, same_a])
     assert [r.image.path for r in ranked] == [
         "/ds/a.qcow2",

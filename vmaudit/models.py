@@ -13,7 +13,17 @@ import enum
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, Union, cast, get_args, get_origin, get_type_hints
+from typing import (
+    Any,
+    ClassVar,
+    Literal,
+    TypeVar,
+    Union,
+    cast,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from vmaudit.errors import ErrorKind
 
@@ -582,28 +592,44 @@ class ImageError:
 
 
 @dataclass(frozen=True)
-class ImageResult:
-    """One image's outcome: audited (facts, findings, risk) or in error."""
+class AuditedImage:
+    """An image audited: its facts, what the rules found, its risk."""
 
     image: ImageRef
-    facts: Facts | None
-    error: ImageError | None
+    facts: Facts
     findings: tuple[Finding, ...] = ()
     risk: Risk = Risk(0.0, "none")
     business: Business = Business(None, None, "medium")
     from_cache: bool = False
     rules_evaluated: tuple[str, ...] = ()
     not_judged: tuple[NotJudged, ...] = ()
-
-    @property
-    def status(self) -> str:
-        return "error" if self.error is not None else "audited"
+    error: ClassVar[None] = None
+    status: ClassVar[str] = "audited"
 
     @property
     def complete(self) -> bool:
-        """Audited with every section read (or absent): nothing was left unjudged."""
-        failed = self.facts.failed_sections() if self.facts is not None else {}
-        return self.error is None and not failed
+        """Every section read (or absent from the guest): nothing was left unjudged."""
+        return not self.facts.failed_sections()
+
+
+@dataclass(frozen=True)
+class FailedImage:
+    """An image that could not be audited, and why: no facts, no findings, no score."""
+
+    image: ImageRef
+    error: ImageError
+    business: Business = Business(None, None, "medium")
+    from_cache: bool = False
+    facts: ClassVar[None] = None
+    findings: ClassVar[tuple[Finding, ...]] = ()
+    risk: ClassVar[Risk] = Risk(0.0, "none")
+    rules_evaluated: ClassVar[tuple[str, ...]] = ()
+    not_judged: ClassVar[tuple[NotJudged, ...]] = ()
+    status: ClassVar[str] = "error"
+    complete: ClassVar[bool] = False
+
+
+ImageResult = AuditedImage | FailedImage  # one image's outcome
 
 
 # ---------------------------------------------------------------- history

@@ -23,8 +23,10 @@ from vmaudit.judge.risk import score
 from vmaudit.judge.rules import VulnerabilitySource, evaluate
 from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
+    AuditedImage,
     Business,
     Facts,
+    FailedImage,
     ImageError,
     ImageRef,
     ImageResult,
@@ -118,14 +120,13 @@ class Judge:
         root = _root_of(image.path, self.roots)
         return self.inventory.business_for(image.path, image.vm, root, image)
 
-    def judge(self, image: ImageRef, facts: Facts, from_cache: bool) -> ImageResult:
+    def judge(self, image: ImageRef, facts: Facts, from_cache: bool) -> AuditedImage:
         evaluation = evaluate(facts, self.baselines, self.now, self.feeds)
         business = self.business(image)
         risk = score(evaluation.findings, facts.dormancy.days_idle, business.criticality)
-        return ImageResult(
+        return AuditedImage(
             image=image,
             facts=facts,
-            error=None,
             findings=evaluation.findings,
             risk=risk,
             business=business,
@@ -141,8 +142,8 @@ class Judge:
             return self.failed(image, error)
         return self.judge(image, outcome.facts, from_cache=False)
 
-    def failed(self, image: ImageRef, error: ImageError) -> ImageResult:
-        return ImageResult(image=image, facts=None, error=error, business=self.business(image))
+    def failed(self, image: ImageRef, error: ImageError) -> FailedImage:
+        return FailedImage(image=image, error=error, business=self.business(image))
 
 
 def _root_of(path: str, roots: Sequence[str]) -> str:
@@ -171,7 +172,7 @@ def rejudge(report: ScanReport, judge: Judge) -> ScanReport:
     Each audited image keeps its facts and business mapping; findings, risk and the exit
     code are recomputed. ``vmaudit report`` shows the last scan against the current feeds.
     """
-    results = []
+    results: list[ImageResult] = []
     for stored in report.results:
         if stored.facts is None:
             results.append(stored)

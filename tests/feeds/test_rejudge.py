@@ -16,7 +16,12 @@ import pytest
 
 from tests.feeds.conftest import DSA_5724_1, bookworm, write_json
 from vmaudit.feeds import import_feeds
-from vmaudit.models import DiskRef, ImageRef, ImageResult, ScanReport
+from vmaudit.models import (
+    AuditedImage,
+    DiskRef,
+    ImageRef,
+    ScanReport,
+)
 from vmaudit.scan import ScanOptions, load_judge, rejudge, run_scan
 from vmaudit.state import StateDB
 from vmaudit.state.cache import StateCache
@@ -43,7 +48,7 @@ def cached_datastore(tmp_path: Path) -> tuple[Path, Path, Path]:
     cache = StateCache(StateDB(state))
     started = datetime(2026, 11, 1, tzinfo=UTC)
     cache.begin(["vulns"], started)
-    result = ImageResult(image, facts, None)
+    result = AuditedImage(image, facts)
     cache.record(result)
     cache.finish(
         ScanReport(

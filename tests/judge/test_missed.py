@@ -15,7 +15,13 @@ from vmaudit.baseline.model import Baseline
 from vmaudit.feeds import FeedsMatcher, import_feeds
 from vmaudit.judge.missed import Missed, missed
 from vmaudit.judge.rules import evaluate
-from vmaudit.models import Dormancy, ImageRef, ImageResult, ScanReport
+from vmaudit.models import (
+    AuditedImage,
+    Dormancy,
+    ImageRef,
+    ImageResult,
+    ScanReport,
+)
 from vmaudit.report import Format, render
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
@@ -32,10 +38,9 @@ def _result(tmp_path: Path, last_update: str | None, last_boot: str | None) -> I
         bookworm("1:9.2p1-2+deb12u1"), dormancy=Dormancy(last_boot, None, last_update, 300)
     )
     evaluation = evaluate(facts, [BASELINE], NOW, matcher)
-    return ImageResult(
+    return AuditedImage(
         ImageRef(facts.image.path, "qcow2", ()),
         facts,
-        None,
         evaluation.findings,
         rules_evaluated=evaluation.rules_evaluated,
     )

@@ -6,14 +6,15 @@ import pytest
 
 from vmaudit.judge.risk import score
 from vmaudit.models import (
+    AuditedImage,
     Business,
     Dormancy,
     Facts,
+    FailedImage,
     Finding,
     ImageError,
     ImageInfo,
     ImageRef,
-    ImageResult,
     OsInfo,
     Risk,
     ScanReport,
@@ -62,10 +63,9 @@ def report() -> ScanReport:
             "default",
         ),
     )
-    risky = ImageResult(
+    risky = AuditedImage(
         image=ImageRef(hostile_path, "vmdk", ()),
         facts=_facts(hostile_path, HOSTILE_HOST, 270),
-        error=None,
         findings=findings,
         # 68 x (1 + 270/365) x 1.5 = 177.4521: 58.8, high
         risk=score(findings, 270, "high"),
@@ -77,17 +77,15 @@ def report() -> ScanReport:
             "package.forbidden",
         ),
     )
-    clean = ImageResult(
+    clean = AuditedImage(
         image=ImageRef("/ds/web-01.qcow2", "qcow2", (), vm="web"),
         facts=_facts("/ds/web-01.qcow2", "web-01", None),
-        error=None,
         risk=Risk(0.0, "none", 0.0),
         from_cache=True,
         rules_evaluated=("account.extra-uid0", "firewall.disabled"),
     )
-    broken = ImageResult(
+    broken = FailedImage(
         image=ImageRef("/ds/evil.qcow2", "qcow2", ()),
-        facts=None,
         error=ImageError("unsafe-backing-file", "backing file /etc/shadow\x1b[31m is outside"),
     )
     return ScanReport(

@@ -11,7 +11,15 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from tests.feeds.conftest import bookworm, linux_facts, windows_facts
-from vmaudit.models import Finding, ImageRef, ImageResult, Package, ScanReport
+from vmaudit.models import (
+    AuditedImage,
+    FailedImage,
+    Finding,
+    ImageError,
+    ImageRef,
+    Package,
+    ScanReport,
+)
 from vmaudit.report.cyclonedx import bom, package_url, render, render_bom
 
 WHEN = datetime(2026, 11, 27, tzinfo=UTC)
@@ -113,8 +121,8 @@ def test_windows_bom_has_applications_without_purl_and_cves_on_the_os() -> None:
 
 def test_a_scan_renders_one_bom_a_line_and_none_for_an_error() -> None:
     facts = bookworm("1:9.2p1-2+deb12u3")
-    audited = ImageResult(ImageRef(facts.image.path, "qcow2", ()), facts, None)
-    failed = ImageResult(ImageRef("/images/broken.qcow2", "qcow2", ()), None, None)
+    audited = AuditedImage(ImageRef(facts.image.path, "qcow2", ()), facts)
+    failed = FailedImage(ImageRef("/images/broken.qcow2", "qcow2", ()), ImageError("timeout", "x"))
     report = ScanReport(
         "2026-11-27T00:00:00Z", "2026-11-27T00:01:00Z", ("default",), "high", (audited, failed), 0
     )

@@ -5,18 +5,31 @@ from __future__ import annotations
 import pytest
 
 from vmaudit.judge.verdict import exit_code
-from vmaudit.models import Finding, ImageError, ImageRef, ImageResult, Severity
+from vmaudit.models import (
+    AuditedImage,
+    Facts,
+    FailedImage,
+    Finding,
+    ImageError,
+    ImageInfo,
+    ImageRef,
+    ImageResult,
+    OsInfo,
+    Severity,
+)
 
 IMAGE = ImageRef("/ds/a.qcow2", "qcow2", ())
+FACTS = Facts(
+    ImageInfo(IMAGE.path, "qcow2", 1, "2026-01-01T00:00:00Z", "0" * 64, None, (IMAGE.path,)),
+    OsInfo("linux"),
+)
 
 
 def _audited(*severities: Severity) -> ImageResult:
-    return ImageResult(
-        IMAGE, None, None, findings=tuple(Finding("r", s, "x", "m") for s in severities)
-    )
+    return AuditedImage(IMAGE, FACTS, findings=tuple(Finding("r", s, "x", "m") for s in severities))
 
 
-ERROR = ImageResult(IMAGE, None, ImageError("timeout", "took too long"))
+ERROR = FailedImage(IMAGE, ImageError("timeout", "took too long"))
 
 
 @pytest.mark.parametrize(

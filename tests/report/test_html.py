@@ -24,8 +24,10 @@ from vmaudit.judge.rules import evaluate
 from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
     SEVERITIES,
+    AuditedImage,
     Business,
     DiskRef,
+    FailedImage,
     ImageError,
     ImageInfo,
     ImageRef,
@@ -101,10 +103,9 @@ def _audited(tree: Path, path: str, days_idle: int, business: Business) -> Image
     baseline_file = tree.parent / "test-hardening.yaml"
     baseline_file.write_text(BASELINE_YAML)
     evaluation = evaluate(facts, [load_baseline(str(baseline_file))], NOW)
-    return ImageResult(
+    return AuditedImage(
         image=ref,
         facts=facts,
-        error=None,
         findings=evaluation.findings,
         risk=score(evaluation.findings, facts.dormancy.days_idle, business.criticality),
         business=business,
@@ -145,9 +146,8 @@ def hostile_report(base: Path) -> ScanReport:
     ancient = _audited(
         _guest(base / "ancient", "legacy"), "/ds/legacy.qcow2", 1047, Business(None, None, "low")
     )
-    broken = ImageResult(
+    broken = FailedImage(
         image=ImageRef("/ds/evil.qcow2", "qcow2", ()),
-        facts=None,
         error=ImageError("unsafe-backing-file", ERROR_MESSAGE),
     )
     results = (fresh, broken, month, hostile, ancient)

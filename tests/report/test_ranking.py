@@ -17,9 +17,11 @@ import pytest
 
 from vmaudit.judge.risk import score
 from vmaudit.models import (
+    AuditedImage,
     Business,
     Dormancy,
     Facts,
+    FailedImage,
     Finding,
     ImageError,
     ImageInfo,
@@ -50,10 +52,9 @@ def _audited(
         OsInfo("linux", "debian", "12.4", hostname=path.rsplit("/", 1)[-1].split(".")[0]),
         dormancy=Dormancy(None, None, None, days_idle),
     )
-    return ImageResult(
+    return AuditedImage(
         image=ImageRef(path, "qcow2", ()),
         facts=facts,
-        error=None,
         findings=findings,
         risk=score(findings, days_idle, criticality),
         business=Business(app, "owner", criticality),
@@ -72,7 +73,7 @@ RANKED = [PAYROLL, ERP, TWIN_1, TWIN_2, CLEAN, BROKEN]
 @pytest.fixture()
 def report() -> ScanReport:
     results = (
-        ImageResult(ImageRef(BROKEN, "qcow2", ()), None, ImageError("timeout", "took too long")),
+        FailedImage(ImageRef(BROKEN, "qcow2", ()), ImageError("timeout", "took too long")),
         _audited(TWIN_2, 0, "medium", "high"),
         _audited(CLEAN, 800, "critical"),
         _audited(ERP, 430, "critical", *_n("critical", 10)),

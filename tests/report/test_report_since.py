@@ -25,9 +25,11 @@ from vmaudit.judge.risk import score
 from vmaudit.judge.rules import evaluate
 from vmaudit.judge.verdict import exit_code
 from vmaudit.models import (
+    AuditedImage,
     Business,
     DiskRef,
     Facts,
+    FailedImage,
     ImageError,
     ImageInfo,
     ImageRef,
@@ -66,10 +68,9 @@ def _ref(facts: Facts) -> ImageRef:
 
 def _audited(facts: Facts, from_cache: bool = False) -> ImageResult:
     evaluation = evaluate(facts, [load_baseline("default")], NOW)
-    return ImageResult(
+    return AuditedImage(
         image=_ref(facts),
         facts=facts,
-        error=None,
         findings=evaluation.findings,
         risk=score(evaluation.findings, facts.dormancy.days_idle, "medium"),
         business=Business(None, None, "medium"),
@@ -118,9 +119,8 @@ def state(tmp_path: Path) -> tuple[Path, datetime, dict[str, str]]:
             _audited(first["idle"], from_cache=True),
             _audited(_facts(base, "patched", EXTRA_PACKAGE)),
             _audited(new),
-            ImageResult(
+            FailedImage(
                 image=_ref(first["broken"]),
-                facts=None,
                 error=ImageError("timeout", "took longer than 600 s"),
             ),
             _audited(first["reread"]),

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from vmaudit.models import (
+    AuditedImage,
     Business,
     DiskRef,
     Dormancy,
     Facts,
+    FailedImage,
     Finding,
     FirewallBackend,
     FirewallFacts,
@@ -84,10 +86,9 @@ def make_finding(subject: str = "root", rule: str = "ssh.permit-root-login") -> 
 def audited(
     image: ImageRef, facts: Facts, *findings: Finding, from_cache: bool = False
 ) -> ImageResult:
-    return ImageResult(
+    return AuditedImage(
         image=image,
         facts=facts,
-        error=None,
         findings=findings,
         risk=Risk(60 if findings else 0, "high" if findings else "none"),
         business=Business("payroll", "finance-it", "high"),
@@ -97,4 +98,4 @@ def audited(
 
 
 def failed(image: ImageRef, kind: str = "timeout", message: str = "took too long") -> ImageResult:
-    return ImageResult(image=image, facts=None, error=ImageError(kind, message))
+    return FailedImage(image=image, error=ImageError(kind, message))

@@ -18,6 +18,7 @@ from state_helpers import failed, make_facts, make_image
 from vmaudit.cli import main
 from vmaudit.judge.risk import score
 from vmaudit.models import (
+    AuditedImage,
     Business,
     Dormancy,
     Finding,
@@ -119,10 +120,9 @@ def _n(severity: Severity, count: int) -> list[Severity]:
 def _audited(path: str, days_idle: int, criticality: str, *severities: Severity) -> ImageResult:
     facts = make_facts(path, dormancy=Dormancy(None, None, None, days_idle))
     findings = _findings(*severities)
-    return ImageResult(
+    return AuditedImage(
         image=make_image(path),
         facts=facts,
-        error=None,
         findings=findings,
         risk=score(findings, days_idle, criticality),  # what v3 records; v2's is computed above
         business=Business("app", "owner", criticality),

@@ -20,7 +20,11 @@ from fixtures.windows.build import build_image, build_tree, guest
 from vmaudit.baseline.loader import load_baseline
 from vmaudit.judge.rules import RULES, evaluate
 from vmaudit.judge.verdict import exit_code
-from vmaudit.models import ImageRef, ImageResult, ScanReport
+from vmaudit.models import (
+    AuditedImage,
+    ImageRef,
+    ScanReport,
+)
 from vmaudit.report import Format, render
 from vmaudit.report.json import report_dict
 
@@ -83,10 +87,9 @@ def test_an_image_with_a_failed_section_is_audited_incomplete_and_exits_3(
     facts = facts_of(root)
     judged = evaluate(facts, [load_baseline("windows-default")], NOW)
     ref = ImageRef("/ds/win.vhdx", "vhdx", ())
-    result = ImageResult(
+    result = AuditedImage(
         ref,
         facts,
-        None,
         findings=judged.findings,
         rules_evaluated=judged.rules_evaluated,
         not_judged=judged.not_judged,
@@ -94,7 +97,7 @@ def test_an_image_with_a_failed_section_is_audited_incomplete_and_exits_3(
     assert result.status == "audited" and not result.complete
     assert exit_code([result], "high") == 3
     assert exit_code([result], "never") == 3
-    clean = ImageResult(ref, facts_of(windows_trees["win2019-patched"]), None)
+    clean = AuditedImage(ref, facts_of(windows_trees["win2019-patched"]))
     assert clean.complete and exit_code([clean], "high") == 0
     report = ScanReport(
         "2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", ("windows-default",), "high", (result,), 3
@@ -112,10 +115,9 @@ def test_every_format_shows_the_rules_not_judged(
     corrupt_sam(root)
     facts = facts_of(root)
     judged = evaluate(facts, [load_baseline("windows-default")], NOW)
-    result = ImageResult(
+    result = AuditedImage(
         ImageRef("/ds/win.vhdx", "vhdx", ()),
         facts,
-        None,
         findings=judged.findings,
         rules_evaluated=judged.rules_evaluated,
         not_judged=judged.not_judged,

@@ -186,6 +186,7 @@ class Gate:
             identity = None
             notices.append(f"identity: {exc.message}")
         facts = db.lookup_facts(identity) if identity is not None else None
+        result: ImageResult
         if facts is not None:
             result = judge.judge(image, facts, from_cache=True)
         else:  # only here: a decision from cached facts loads no worker, no libguestfs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from vmaudit.judge.risk import rank
 from vmaudit.judge.rules import os_label, parse_when
@@ -46,7 +46,7 @@ def last_seen_running(result: ImageResult) -> str | None:
     return result.facts.image.mtime or None
 
 
-def common_folder(results: list[ImageResult]) -> str:
+def common_folder(results: Sequence[ImageResult]) -> str:
     """The folder all images lie under, so a table or chart can name them by what differs."""
     folders = [os.path.dirname(r.image.path) for r in results if os.path.isabs(r.image.path)]
     if len(folders) != len(results) or not folders:

@@ -26,9 +26,12 @@ from vmaudit.discover.identity import Identity, changed_files
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.judge.risk import FORMULA
 from vmaudit.models import (
+    AuditedImage,
     Facts,
+    FailedImage,
     HistoryEntry,
     HistoryEvent,
+    ImageError,
     ImageResult,
     PowerOn,
     ScanReport,
@@ -785,14 +788,21 @@ class StateDB:
                 and (from_cache or _parse_time(recorded_at) < since)
             ):
                 continue
+            image = image_ref_from_dict(codec.loads(image_json))
+            business = codec.business_from_dict(codec.loads(business_json))
+            error = codec.error_from_text(error_json)
+            if error is None and facts_json is None:
+                error = ImageError(ErrorKind.INTERNAL, "its facts are missing from the state")
+            if error is not None:
+                results.append(FailedImage(image, error, business, bool(from_cache)))
+                continue
             results.append(
-                ImageResult(
-                    image=image_ref_from_dict(codec.loads(image_json)),
-                    facts=codec.facts_from_text(facts_json) if facts_json is not None else None,
-                    error=codec.error_from_text(error_json),
+                AuditedImage(
+                    image=image,
+                    facts=codec.facts_from_text(facts_json),
                     findings=codec.findings_from_text(findings_json),
                     risk=codec.risk_from_columns(score, level, exposure),
-                    business=codec.business_from_dict(codec.loads(business_json)),
+                    business=business,
                     from_cache=bool(from_cache),
                     rules_evaluated=tuple(codec.loads(rules_json)),
                 )
