@@ -90,3 +90,9 @@ def test_a_proxmox_disk_on_a_device_is_decided_and_one_outside_refused(
     assert hookscript("201")[0] == 0
     code, err = hookscript("202")
     assert code == 1 and "scsi0: /dev/zero is outside the allowed datastores" in err
+
+
+def test_gate_check_takes_a_block_device(devices: dict[str, object]) -> None:
+    done = vmaudit_gate("check", "--policy", str(devices["policy"]), str(devices["bad"]))
+    assert done.returncode == 1
+    assert "account.extra-uid0 (toor) (cached facts)" in done.stdout.decode()

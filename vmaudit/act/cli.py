@@ -141,7 +141,8 @@ def gate_check(policy_path: str | None, state: str | None, images: tuple[str, ..
     refused = False
     for image in images:
         path = os.path.abspath(image)
-        guest = GuestDisks(os.path.basename(path), (DiskSpec("disk0", "file", path),))
+        kind = "block" if path.startswith("/dev/") else "file"  # an LV, a zvol, a disk
+        guest = GuestDisks(os.path.basename(path), (DiskSpec("disk0", kind, path),))
         decision = gate_.decide(guest, "check")
         click.echo(f"{'allow' if decision.allowed else 'refuse'}  {decision.reason}")
         refused = refused or not decision.allowed
