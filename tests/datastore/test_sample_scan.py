@@ -176,3 +176,9 @@ def test_windows_guests_facts_from_the_appliance(first_scan: Scan) -> None:
     assert profiles == {"Domain": True, "Private": True, "Public": False}
     assert dormant.packages and all(p.publisher is not None or p.version for p in dormant.packages)
     assert dormant.dormancy.days_idle is not None and dormant.dormancy.days_idle > 365
+    legacy, clean = dormant.config.windows, patched.config.windows
+    assert legacy is not None and clean is not None
+    assert (legacy.uac_enabled, legacy.smb1_server, legacy.rdp_nla) == (False, True, False)
+    assert legacy.autologon_password_stored and not clean.autologon_password_stored
+    assert "TeamViewer" in {s.name for s in legacy.auto_services}
+    assert (clean.update_server, clean.lsa_protected) == ("https://wsus.corp.example:8531", True)
