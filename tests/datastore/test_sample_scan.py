@@ -22,7 +22,7 @@ pytestmark = pytest.mark.appliance
 
 def test_every_image_is_audited_and_every_rule_fires_and_passes(first_scan: Scan) -> None:
     images = first_scan.report["images"]
-    assert len(images) == 12
+    assert len(images) == 13  # 12 guests, and crm-app-01's template (a .vmtx)
     assert [i["path"] for i in images if i["status"] != "audited"] == []
     fired: dict[str, set[str]] = {rule: set() for rule in RULES}
     for image in images:
@@ -53,9 +53,18 @@ def test_every_image_is_audited_and_every_rule_fires_and_passes(first_scan: Scan
 def test_vm_with_two_disks_and_snapshot_chain_are_one_guest_each(first_scan: Scan) -> None:
     erp = first_scan.image("legacy-erp")
     assert erp["vm"] and erp["path"].endswith("legacy-erp.vmx")
-    crm = first_scan.image("crm-app-01")
-    assert crm["path"].endswith("crm-app-01.vmx")
+    images = first_scan.report["images"]
+    crm = next(i for i in images if i["path"].endswith("crm-app-01.vmx"))
     assert crm["findings"] == []  # the snapshot leaf is patched; its base is not
+    # the base is the disk of the template crm-app-01 is a linked clone of: flagged, stale
+    gold = next(i for i in images if i["path"].endswith("crm-app-01-gold.vmtx"))
+    assert gold["vm"] == {
+        "name": "crm-gold-template",
+        "source": "vmware",
+        "template": True,
+        "state": None,
+    }
+    assert gold["status"] == "audited" and gold["findings"]
     paths = [i["path"] for i in first_scan.report["images"]]
     assert not any(
         p.endswith(("crm-app-01.vmdk", "base.qcow2", "legacy-erp_1.vmdk")) for p in paths
