@@ -289,6 +289,7 @@ def scan(
         feeds_db=feeds_db,
         libvirt=libvirt_sources,
         proxmox=proxmox_dirs,
+        stage_timing=verbose,
     )
     with config_errors():
         check_fleet_options(scheduler, path_maps, discover_on_workers)

@@ -33,20 +33,12 @@ from vmaudit.models import (
     ScanReport,
     Skipped,
 )
+from vmaudit.run.sizing import batch_size
 from vmaudit.timeutil import iso_utc, utc_now
 
 if TYPE_CHECKING:  # judging cached facts (the power-on gate) starts no worker
     from vmaudit.guest.appliance import LaunchOptions
     from vmaudit.run.runner import Auditors, RawOutcome, Runner
-
-DEFAULT_BATCH = 8
-
-
-def batch_size(requested: int | None, images: int, jobs: int) -> int:
-    """Images per appliance: as asked, or up to ``DEFAULT_BATCH`` spread over the jobs."""
-    if requested is not None:
-        return max(1, requested)
-    return max(1, min(DEFAULT_BATCH, -(-images // max(1, jobs))))
 
 
 class ScanObserver(Protocol):
@@ -96,11 +88,12 @@ class ScanOptions:
     timeout: float = 600.0
     excludes: tuple[str, ...] = ()
     no_cache: bool = False
-    batch: int | None = None  # None: DEFAULT_BATCH, spread evenly over the jobs
+    batch: int | None = None  # None: spread evenly over the jobs (vmaudit.run.sizing)
     launch: LaunchOptions = field(default_factory=_launch_options)
     feeds_db: str | None = None  # the vulnerability feeds database; None: vmaudit's default
     libvirt: tuple[str, ...] = ()  # libvirt URIs, or folders of domain XMLs (/etc/libvirt/qemu)
     proxmox: tuple[str, ...] = ()  # Proxmox configuration folders (/etc/pve)
+    stage_timing: bool = False  # a notice per appliance: seconds of launch, detect, reads...
 
 
 @dataclass(frozen=True)
@@ -257,6 +250,7 @@ def _scan(
         on_notice=observer.notice,
         batch=batch_size(options.batch, len(to_audit), auditors.capacity),
         executor=auditors.executor,
+        stage_timing=options.stage_timing,
     )
     for outcome in runner.run(to_audit, started):
         done(judge.outcome(outcome.image, outcome))

@@ -25,7 +25,14 @@ from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
 from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat
 from vmaudit.guest.blockdev import device_file_node, validate_block_disk
-from vmaudit.guest.detect import ENCRYPTED_FS, Root, find_roots, survey
+from vmaudit.guest.detect import (
+    ENCRYPTED_FS,
+    Layout,
+    Root,
+    find_image_roots,
+    find_roots,
+    survey,
+)
 from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
 
@@ -290,8 +297,29 @@ class GuestRoots:
     encrypted: set[int]  # images holding an encrypted volume
 
 
+@dataclass(frozen=True)
+class Surveyed:
+    """A whole appliance's devices, surveyed once, before any image's roots are probed."""
+
+    layout: Layout
+    drives_of_image: dict[int, list[int]]  # image index -> its drive indices
+    clashing: set[int]  # images whose volume groups clash with another image's
+    encrypted: set[int]  # images holding an encrypted volume
+
+    def roots(self, handle: Any, image: int) -> tuple[list[Root], str | None]:
+        """One image's roots, probed now, and the device left mounted at / (or None)."""
+        return find_image_roots(handle, self.layout, self.drives_of_image.get(image, []))
+
+
 def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
     """Survey the appliance once and give each image its roots (see guest/detect.py)."""
+    surveyed = survey_images(handle, attached)
+    roots = find_roots(handle, surveyed.layout, surveyed.drives_of_image)
+    return GuestRoots(roots, surveyed.clashing, surveyed.encrypted)
+
+
+def survey_images(handle: Any, attached: Attached) -> Surveyed:
+    """The appliance's devices tied to images: which clash, which are encrypted."""
     layout = survey(handle)
     drives_of_image: dict[int, list[int]] = {}
     for drive, image in attached.drives.items():
@@ -309,8 +337,7 @@ def inspect_roots(handle: Any, attached: Attached) -> GuestRoots:
         for device, fs_type in layout.fs_types.items()
         if fs_type in ENCRYPTED_FS and device in layout.drive_of
     }
-    roots = find_roots(handle, layout, drives_of_image)
-    return GuestRoots(roots, clashing, encrypted)
+    return Surveyed(layout, drives_of_image, clashing, encrypted)
 
 
 @dataclass(frozen=True)
@@ -320,10 +347,18 @@ class MountedGuest:
     warnings: tuple[str, ...]
 
 
-def mount_root(handle: Any, roots: Sequence[Root], encrypted: bool) -> MountedGuest:
-    """Unmount whatever was mounted, then mount one image's root read-only, shortest first."""
-    with suppress(RuntimeError):
-        handle.umount_all()
+def mount_root(
+    handle: Any, roots: Sequence[Root], encrypted: bool, mounted: str | None = None
+) -> MountedGuest:
+    """Unmount whatever was mounted, then mount one image's root read-only, shortest first.
+
+    ``mounted``: the device that probing left mounted at / (guest/detect.py); when it is
+    this root's, it is kept and only the root's other filesystems are mounted.
+    """
+    keep = mounted is not None and bool(roots) and roots[0].mountpoints[:1] == (("/", mounted),)
+    if not keep:
+        with suppress(RuntimeError):
+            handle.umount_all()
     if not roots:
         if encrypted:
             raise VmauditError(
@@ -337,7 +372,7 @@ def mount_root(handle: Any, roots: Sequence[Root], encrypted: bool) -> MountedGu
         warnings.append(
             f"{len(roots)} operating systems found; audited the one on {root.device}, not {others}"
         )
-    for mountpoint, device in root.mountpoints:
+    for mountpoint, device in root.mountpoints[1:] if keep else root.mountpoints:
         try:
             handle.mount_ro(device, mountpoint)
         except RuntimeError as exc:

@@ -24,6 +24,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmaudit.guest.sniff import HEAD_BYTES, sniff_fs_type, sniff_ids
+
 ROOT_FS = {"ext2", "ext3", "ext4", "xfs", "btrfs", "ntfs", "jfs", "reiserfs"}
 ENCRYPTED_FS = {"crypto_LUKS", "BitLocker"}
 FSTAB_CAP = 256 * 1024
@@ -71,6 +73,7 @@ class Layout:
     md_drives: dict[str, set[int]] = field(default_factory=dict)  # /dev/mdN -> its members'
     md_names: dict[str, str] = field(default_factory=dict)  # /dev/mdN -> name ("boot", "0")
     orphan_pvs: set[str] = field(default_factory=set)  # PVs in no active VG (a clone's twin)
+    ids: dict[str, tuple[str, str]] = field(default_factory=dict)  # device -> (UUID, label)
 
     def drives_of(self, device: str) -> set[int]:
         """Every drive ``device`` stands on: its members' for an md array."""
@@ -92,11 +95,16 @@ def survey(handle: Any) -> Layout:
     partitions = _tie_devices_to_drives(handle, layout)
     with_partitions = {layout.drive_of[p] for p in partitions if p in layout.drive_of}
     raw = [*partitions, *(dev for i, dev in layout.whole.items() if i not in with_partitions)]
-    _record_fs_types(handle, layout, raw)
+    # Superblocks read from the devices' heads, not blkid (a process in the appliance, dear
+    # in software emulation), unless an md array was assembled: its members may keep their
+    # RAID superblock at the end, where the head cannot show it.
+    sniff = not _call(handle, "list_md_devices", default=[])
+    _record_fs_types(handle, layout, raw, sniff)
     _tie_arrays_to_drives(handle, layout)
-    _record_fs_types(handle, layout, list(layout.md_drives))
-    _tie_volumes_to_drives(handle, layout)
-    _record_fs_types(handle, layout, list(layout.lvs))
+    _record_fs_types(handle, layout, list(layout.md_drives), sniff)
+    if "LVM2_member" in layout.fs_types.values():
+        _tie_volumes_to_drives(handle, layout)
+        _record_fs_types(handle, layout, list(layout.lvs), sniff)
     return layout
 
 
@@ -116,9 +124,18 @@ def _tie_devices_to_drives(handle: Any, layout: Layout) -> list[str]:
     return partitions
 
 
-def _record_fs_types(handle: Any, layout: Layout, devices: Sequence[str]) -> None:
+def _record_fs_types(
+    handle: Any, layout: Layout, devices: Sequence[str], sniff: bool = False
+) -> None:
     for device in devices:
-        fs_type = _call(handle, "vfs_type", device)
+        fs_type = None
+        if sniff:
+            head = _call(handle, "pread_device", device, HEAD_BYTES, 0, default=b"")
+            fs_type = sniff_fs_type(head) if isinstance(head, bytes) else None
+            ids = sniff_ids(head, fs_type) if fs_type else None
+            if ids is not None:
+                layout.ids[device] = ids
+        fs_type = fs_type or _call(handle, "vfs_type", device)
         if fs_type:
             layout.fs_types[device] = fs_type
 
@@ -218,9 +235,10 @@ class _Candidate:
 
 
 def _probe(handle: Any, device: str, fs_type: str) -> list[_Candidate]:
-    """Mount ``device`` read-only at / for a moment: the Linux or Windows roots it holds.
+    """Mount ``device`` read-only at / and see the Linux or Windows roots it holds.
 
-    A btrfs root may sit in a subvolume (Ubuntu's ``@``), mounted as libguestfs's
+    A plain root stays mounted (its audit mounts it once); anything else is unmounted. A
+    btrfs root may sit in a subvolume (Ubuntu's ``@``), mounted as libguestfs's
     ``btrfsvol:DEVICE/SUBVOLUME``.
     """
     with suppress(RuntimeError):
@@ -229,12 +247,15 @@ def _probe(handle: Any, device: str, fs_type: str) -> list[_Candidate]:
         handle.mount_ro(device, "/")
     except RuntimeError:
         return []
+    keep = False
     try:
         linux = _linux_root(handle, "", device)
         if linux is not None:
+            keep = True
             return [linux]
         config = _call(handle, "case_sensitive_path", "/windows/system32/config")
         if config and _call(handle, "is_dir", config, default=False):
+            keep = True
             return [_Candidate("windows", device)]
         if fs_type != "btrfs":
             return []
@@ -246,8 +267,9 @@ def _probe(handle: Any, device: str, fs_type: str) -> list[_Candidate]:
                 found.append(linux)
         return found
     finally:
-        with suppress(RuntimeError):
-            handle.umount_all()
+        if not keep:
+            with suppress(RuntimeError):
+                handle.umount_all()
 
 
 def _linux_root(handle: Any, prefix: str, mountable: str) -> _Candidate | None:
@@ -322,6 +344,9 @@ class _Resolver:
         return self._gpt[whole].get(number, ("", 0))
 
     def _ids_of(self, device: str) -> tuple[str, str]:
+        if device in self.layout.ids:  # read from the superblock by survey
+            uuid, label = self.layout.ids[device]
+            return uuid.lower(), label
         if device not in self._ids:
             uuid = _call(self.handle, "vfs_uuid", device, default="") or ""
             label = _call(self.handle, "vfs_label", device, default="") or ""
@@ -418,25 +443,52 @@ def find_roots(
     layout: Layout,
     drives_of_image: dict[int, list[int]],
 ) -> dict[int, list[Root]]:
-    """Image index -> the roots on its drives (``drives_of_image``: image -> drive indices)."""
-    image_of_drive = {d: image for image, drives in drives_of_image.items() for d in drives}
+    """Image index -> the roots on its drives (``drives_of_image``: image -> drive indices).
+
+    Nothing is left mounted."""
     found: dict[int, list[Root]] = {}
+    for image, drives in sorted(drives_of_image.items()):
+        roots, _ = find_image_roots(handle, layout, drives)
+        if roots:
+            found[image] = roots
+    with suppress(RuntimeError):
+        handle.umount_all()
+    return found
+
+
+def find_image_roots(
+    handle: Any, layout: Layout, drives: Sequence[int]
+) -> tuple[list[Root], str | None]:
+    """The roots on one image's ``drives``, and the device left mounted at / (or None).
+
+    Filesystems are probed in device order; one that a root found earlier mounts elsewhere
+    (its /boot, /var) is not probed again, so that the root probed last stays mounted for
+    its audit (mount_root): each filesystem is mounted once.
+    """
+    mine = set(drives)
+    resolver = _Resolver(handle, layout, drives)
+    roots: list[Root] = []
+    claimed: set[str] = set()
+    mounted: str | None = None
     for device, fs_type in sorted(layout.fs_types.items()):
-        if fs_type not in ROOT_FS or device not in layout.drive_of:
+        if fs_type not in ROOT_FS or layout.drive_of.get(device) not in mine:
             continue
-        image = image_of_drive.get(layout.drive_of[device])
-        if image is None:
+        if device in claimed:
             continue
-        for candidate in _probe(handle, device, fs_type):
+        candidates = _probe(handle, device, fs_type)
+        kept = len(candidates) == 1 and candidates[0].mountable == device
+        mounted = device if kept else None
+        for candidate in candidates:
             if candidate.os_type == "windows":
                 root = Root(candidate.mountable, "windows", (("/", candidate.mountable),))
             else:
-                resolver = _Resolver(handle, layout, drives_of_image[image])
                 root = _fstab_mounts(candidate.fstab, candidate.mountable, resolver)
                 if candidate.usr_release and "/usr" not in dict(root.mountpoints):
                     root = _with_usr(handle, root, candidate.usr_release, resolver)
-            found.setdefault(image, []).append(root)
-    return found
+                    mounted = None  # /usr was looked for by mounting the others
+            roots.append(root)
+            claimed.update(dev for point, dev in root.mountpoints if point != "/")
+    return roots, mounted
 
 
 def _with_usr(handle: Any, root: Root, usr_release: str, resolver: _Resolver) -> Root:

@@ -25,12 +25,13 @@ from vmaudit.guest.appliance import (
     Attached,
     LaunchOptions,
     attach_all,
-    inspect_roots,
     launch,
     mount_root,
+    survey_images,
 )
 from vmaudit.guest.base import GuestFS
 from vmaudit.models import Facts, ImageInfo, ImageRef
+from vmaudit.run.timing import StageClock, StageTimes, TimedHandle
 from vmaudit.timeutil import iso_from_timestamp
 
 
@@ -96,6 +97,7 @@ class BatchOutcome:
     tcg_fallback: bool
     clashing: tuple[int, ...] = ()  # images to re-run alone (shared VG or root with another)
     acceleration: accel.Acceleration | None = None  # this host's verdict, when it was asked
+    timings: StageTimes | None = None  # where the batch's seconds went
 
 
 def audit_batch(
@@ -106,10 +108,12 @@ def audit_batch(
     An image that is refused before the launch, or whose root cannot be told apart from
     another image's (clones sharing LVM names), does not stop the others.
     """
+    clock = StageClock()
     before = {index: signature(ref) for index, ref in enumerate(refs)}
     infos, results = _image_infos(refs)
     position = sorted(infos)  # candidate index -> request index
-    overlays, attached, refused = attach_all([refs[i] for i in position], workdir)
+    with clock.stage("prepare"):
+        overlays, attached, refused = attach_all([refs[i] for i in position], workdir)
     for candidate, error in refused.items():
         results[position[candidate]] = error
     clashing: list[int] = []
@@ -118,17 +122,20 @@ def audit_batch(
     if overlays:
         # Asked only now that an appliance is due: a batch refused before the launch costs
         # no probe. The verdict is cached per host boot (see vmaudit.guest.accel).
-        if not options.force_tcg:
-            verdict = accel.decide()
-            options = replace(options, force_tcg=not verdict.kvm)
-        appliance = launch(overlays, options)
+        with clock.stage("launch"):
+            if not options.force_tcg:
+                verdict = accel.decide()
+                options = replace(options, force_tcg=not verdict.kvm)
+            appliance = launch(overlays, options)
         tcg_fallback = appliance.tcg_fallback
         try:
+            handle = TimedHandle(appliance.handle, clock)
             read = _read_guests(
-                appliance.handle, attached, workdir, infos, position, now, alone=len(refs) == 1
+                handle, attached, workdir, infos, position, now, len(refs) == 1, clock
             )
         finally:
-            appliance.close()
+            with clock.stage("close"):
+                appliance.close()
         results.update(read)
         clashing = [index for index, result in read.items() if result is None]
     for index in clashing:
@@ -145,7 +152,11 @@ def audit_batch(
     final = [results[i] for i in range(len(refs))]
     assert all(result is not None for result in final)  # every clash was given its error
     return BatchOutcome(
-        tuple(r for r in final if r is not None), tcg_fallback, tuple(clashing), verdict
+        tuple(r for r in final if r is not None),
+        tcg_fallback,
+        tuple(clashing),
+        verdict,
+        clock.result(len(refs)),
     )
 
 
@@ -173,10 +184,12 @@ def _read_guests(
     position: list[int],
     now: datetime,
     alone: bool,
+    clock: StageClock,
 ) -> dict[int, Facts | VmauditError | None]:
     """Facts (or the error) of every attached image by request index; None: re-run alone."""
     try:
-        split = inspect_roots(handle, attached)
+        with clock.stage("detect"):
+            split = survey_images(handle, attached)
     except (VmauditError, RuntimeError):
         if not _alive(handle):
             raise VmauditError(
@@ -190,9 +203,13 @@ def _read_guests(
             read[index] = None
             continue
         try:
-            guest = mount_root(handle, split.roots.get(candidate, []), candidate in split.encrypted)
+            with clock.stage("detect"):  # probing leaves the root mounted: mount_root keeps it
+                roots, mounted = split.roots(handle, candidate)
+            with clock.stage("mounts"):
+                guest = mount_root(handle, roots, candidate in split.encrypted, mounted)
             fs = ApplianceFS(handle, workdir)
-            read[index] = collect_facts(fs, infos[index], now, list(guest.warnings))
+            with clock.collecting():
+                read[index] = collect_facts(fs, infos[index], now, list(guest.warnings))
         except VmauditError as exc:
             read[index] = exc
         if not _alive(handle):

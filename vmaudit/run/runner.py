@@ -34,6 +34,8 @@ from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.models import CodecError, Facts, ImageError, ImageRef, from_jsonable, to_jsonable
+from vmaudit.run.sizing import appliance_smp
+from vmaudit.run.timing import StageTimes
 from vmaudit.run.worker import RESULT_PREFIX
 
 STDERR_TAIL = 2000
@@ -73,6 +75,7 @@ class Runner:
         on_notice: Callable[[str], None] | None = None,
         batch: int = 1,
         executor: Executor | None = None,
+        stage_timing: bool = False,
     ) -> None:
         self.jobs = max(1, jobs)
         self.batch = max(1, batch)
@@ -83,6 +86,8 @@ class Runner:
         self._force_tcg = self.options.force_tcg or accel.forced_tcg()
         self._told = False
         self.executor = executor
+        self.stage_timing = stage_timing  # tell on_notice where each batch's seconds went
+        self._smp = self.options.smp
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -108,7 +113,7 @@ class Runner:
         return {
             "force_tcg": force_tcg,
             "memsize_mb": self.options.memsize_mb,
-            "smp": self.options.smp,
+            "smp": self._smp,
         }
 
     def note_verdict(self, verdict: dict[str, Any]) -> None:
@@ -153,6 +158,9 @@ class Runner:
             self.note_verdict(answer["acceleration"])
         if answer.get("tcg_fallback"):
             self.note_fallback()
+        timings = StageTimes.from_dict(answer.get("timings")) if self.stage_timing else None
+        if timings is not None:
+            self.on_notice(timings.line())
         outcomes = [
             _outcome(image, entry)
             for image, entry in zip(images, answer.get("results", []), strict=True)
@@ -218,6 +226,8 @@ class Runner:
         if self.executor is not None:  # remote workers decide KVM on their own hosts
             yield from _as_finished(self.executor, self.run_batch, batches, now)
             return
+        if self.options.smp is None:
+            self._smp = appliance_smp(os.cpu_count() or 1, len(batches), self.jobs)
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             yield from _as_finished(pool, self.run_batch, batches, now)
 

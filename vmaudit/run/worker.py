@@ -53,6 +53,7 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
         "tcg_fallback": outcome.tcg_fallback,
         "acceleration": None if verdict is None else dataclasses.asdict(verdict),
         "clashing": list(outcome.clashing),
+        "timings": None if outcome.timings is None else outcome.timings.to_dict(),
     }
 
 

@@ -1,0 +1,43 @@
+"""Batch sizes and vCPUs per appliance: the launch spread over as many images as is safe."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmaudit.run.sizing import MAX_BATCH, MAX_SMP, appliance_smp, batch_size
+
+
+def test_a_requested_batch_is_kept() -> None:
+    assert batch_size(3, images=100, jobs=2) == 3
+    assert batch_size(0, images=100, jobs=2) == 1
+
+
+@pytest.mark.parametrize(
+    ("images", "jobs", "expected"),
+    [(0, 2, 1), (1, 2, 1), (12, 2, 6), (24, 2, 12), (24, 8, 3), (7, 2, 4)],
+)
+def test_images_are_spread_evenly_over_the_jobs(images: int, jobs: int, expected: int) -> None:
+    assert batch_size(None, images, jobs) == expected
+
+
+def test_batches_grow_with_the_datastore_up_to_the_cap() -> None:
+    sizes = [batch_size(None, images, 2) for images in (8, 16, 24, 32)]
+    assert sizes == [4, 8, 12, 16]
+    assert batch_size(None, 1000, 2) <= MAX_BATCH
+
+
+def test_past_the_cap_the_rounds_are_equal() -> None:
+    # 34 images per job cut in 3 rounds of 12, 11, 11: never 16, 16 and a straggler of 2
+    size = batch_size(None, 68, 2)
+    assert size == 12
+    per_job = 34
+    rounds = -(-per_job // size)
+    assert rounds == 3 and per_job - (rounds - 1) * size >= size - 2
+
+
+def test_appliances_share_the_host_cpus() -> None:
+    assert appliance_smp(cpus=2, batches=2, jobs=2) == 1
+    assert appliance_smp(cpus=2, batches=1, jobs=2) == 2
+    assert appliance_smp(cpus=8, batches=2, jobs=8) == 4
+    assert appliance_smp(cpus=64, batches=1, jobs=1) == MAX_SMP
+    assert appliance_smp(cpus=1, batches=5, jobs=3) == 1
