@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -328,3 +330,28 @@ def test_device_nodes_and_links_outside_dev_are_refused(tmp_path: Path) -> None:
             check_device(str(node))
         with pytest.raises(VmauditError, match="not a block device"):
             check_device("/dev/null")
+
+
+def test_a_silent_libvirt_is_an_error_row_and_the_scan_goes_on(
+    etc_libvirt: dict[str, Path], tmp_path: Path
+) -> None:
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(str(path))
+        silent.listen(1)  # accepts, never answers
+        started = time.monotonic()
+        code, report, err = scan(
+            "--libvirt",
+            f"qemu:///system?socket={path}",
+            "--libvirt",
+            str(etc_libvirt["qemu"]),
+            "--state",
+            str(etc_libvirt["state"]),
+            env=_env(tmp_path),
+        )
+    assert time.monotonic() - started < 60
+    assert code == 1, err  # the offline folder's legacy guest was still judged
+    (row,) = [i for i in report["images"] if i["path"].startswith("qemu:///system")]
+    assert row["error"]["kind"] == "hypervisor-unreachable"
+    assert "no answer within 10 s" in row["error"]["message"]
+    assert by_vm(report)["legacy"]["status"] == "audited"
