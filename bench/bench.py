@@ -6,7 +6,7 @@ names into ``build/bench-24``), in turn: ``virt-inspector`` once per image, diss
 state database: every image opened), warm (nothing changed: no image opened) and cold through
 a local Dask cluster. Prints seconds per image, the ratios against the goals of issue 21
 (cold <= 0.1 x virt-inspector and <= dissect.target per image, warm < 2 % of cold), the peak
-resident memory of each vmaudit scan (the sum over its whole process tree, sampled from
+memory of each vmaudit scan (the PSS summed over its whole process tree, sampled from
 /proc: the scan, its workers and their qemu), and cold seconds per image at 8, 16 and 24
 images, so that the cost of a launch per batch shows.
 """
@@ -41,7 +41,6 @@ GIB = 1 << 30
 MIB = 1 << 20
 APPLIANCE_BOUND = 1.3 * GIB  # the memory goal: jobs x this + 200 MiB for the host process
 HOST_BOUND = 200 * MIB
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def kvm_works() -> bool:
@@ -61,35 +60,42 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants (shared pages counted per process)."""
+def tree_pss(root: int) -> int:
+    """Proportional set size of ``root`` and all its descendants, in bytes.
+
+    PSS shares each page among the processes that map it, so the sum is the memory the
+    process tree takes (a plain sum of RSS counts Python's and qemu's shared libraries once
+    per process).
+    """
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
-            with open(f"/proc/{entry}/statm", "rb") as handle:
-                pages = int(handle.read().split()[1])
-        except (OSError, IndexError, ValueError):
+        except (OSError, IndexError):
             continue  # gone meanwhile
-        pid = int(entry)
-        children.setdefault(int(fields[1]), []).append(pid)
-        rss[pid] = pages * PAGE
+        children.setdefault(int(fields[1]), []).append(int(entry))
     total, todo = 0, [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
         todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+                for line in handle:
+                    if line.startswith(b"Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError):
+            continue
     return total
 
 
 @dataclass(frozen=True)
 class Timed:
     seconds: float
-    peak_rss: int  # bytes, the process tree's sampled sum
+    peak_rss: int  # bytes: the process tree's PSS, summed, at its sampled peak
     returncode: int
     stderr: str
     stdout: str
@@ -107,7 +113,7 @@ def timed_run(args: Sequence[str], env: dict[str, str] | None = None) -> Timed:
     def sample() -> None:
         nonlocal peak
         while not done.wait(0.2):
-            peak = max(peak, tree_rss(proc.pid))
+            peak = max(peak, tree_pss(proc.pid))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -219,7 +225,7 @@ class Table:
         return next((s for name, s, _ in self.rows if name == label), None)
 
     def print(self) -> None:
-        print(f"  {'what':<50} {'total s':>8} {'s/image':>8} {'peak RSS':>10}")
+        print(f"  {'what':<50} {'total s':>8} {'s/image':>8} {'peak PSS':>10}")
         for label, seconds, rss in self.rows:
             memory = f"{rss / MIB:7.0f} MiB" if rss else ""
             print(f"  {label:<50} {seconds:8.1f} {seconds / self.count:8.2f} {memory:>10}")
@@ -283,7 +289,8 @@ def verdicts(table: Table, cold: Timed) -> None:
     jobs = os.cpu_count() or 1
     bound = jobs * APPLIANCE_BOUND + HOST_BOUND
     print(
-        f"  cold scan peak RSS (process tree, /proc sampled every 0.2 s): "
+        f"  cold scan peak memory (PSS of the process tree: scan, workers, qemu; "
+        f"/proc sampled every 0.2 s): "
         f"{cold.peak_rss / MIB:.0f} MiB; goal < {jobs} jobs x 1.3 GiB + 200 MiB = "
         f"{bound / MIB:.0f} MiB: {goal(cold.peak_rss < bound)}"
     )
@@ -294,7 +301,7 @@ def scaling(path: str, sizes: Sequence[int], whole: Timed, whole_count: int) -> 
     whole datastore's cold scan, ``whole``, stands for its own size)."""
     folders = sorted(str(p) for p in Path(path).iterdir() if p.is_dir())
     print(f"\ncold seconds per image as the datastore grows ({path}); load {load_average()}")
-    print(f"  {'images':>6} {'total s':>8} {'s/image':>8} {'peak RSS':>10}")
+    print(f"  {'images':>6} {'total s':>8} {'s/image':>8} {'peak PSS':>10}")
     for size in sizes:
         chosen = folders[:size]
         count = len(discover(chosen).images)

@@ -33,13 +33,16 @@ from vmaudit.guest.detect import (
     find_roots,
     survey,
 )
+from vmaudit.guest.statcache import STAT_PREFETCH, StatCache, batchable
 from vmaudit.guest.vhd import merge_chain
 from vmaudit.models import DiskRef, ImageRef
 
 QEMU_IMG_TIMEOUT = 30
 QEMU_IMG_MEMORY = 1 << 30
 QEMU_IMG_CPU_SECONDS = 20
-APPLIANCE_MEMSIZE_MB = 1280
+# The appliance's RAM. qemu's resident size is this plus ~150 MiB of its own, so that N
+# jobs stay under N x 1.3 GiB (spec/performance.md); reading a guest needs far less.
+APPLIANCE_MEMSIZE_MB = 1024
 PREAD_CHUNK = 2 * 1024 * 1024  # the protocol refuses preads over ~4 MB
 
 
@@ -47,7 +50,7 @@ PREAD_CHUNK = 2 * 1024 * 1024  # the protocol refuses preads over ~4 MB
 class LaunchOptions:
     force_tcg: bool = False
     # Every appliance gets a fixed memory bound, so N jobs cost at most N times this,
-    # whatever the images hold (libguestfs 1.48's own default, made explicit).
+    # whatever the images hold (and however many images share the appliance).
     memsize_mb: int | None = APPLIANCE_MEMSIZE_MB
     smp: int | None = None
     trace: bool = False
@@ -384,6 +387,15 @@ def mount_root(
     return MountedGuest(root.device, root.os_type, tuple(warnings))
 
 
+def _guest_stat(st: dict[str, Any]) -> GuestStat:
+    return GuestStat(
+        kind=_kind(st["st_mode"]),
+        size=int(st["st_size"]),
+        mtime=float(st["st_mtime_sec"]),
+        mode=st["st_mode"],
+    )
+
+
 def _kind(mode: int) -> FileKind:
     if stat.S_ISREG(mode):
         return "file"
@@ -411,18 +423,30 @@ class ApplianceFS:
     def __init__(self, handle: Any, scratch_dir: str) -> None:
         self.handle = handle
         self.scratch_dir = scratch_dir
+        self.stats = StatCache()  # the guest stays mounted read-only while we read it
+
+    def _answer(self, path: str, follow: bool) -> GuestStat | str:
+        """The path's metadata, or the reason it has none; asked of the appliance once."""
+        answer = self.stats.get(path, follow)
+        if answer is None:
+            try:
+                answer = _guest_stat((self.handle.statns if follow else self.handle.lstatns)(path))
+            except (RuntimeError, UnicodeError) as exc:
+                answer = _reason(exc)
+            self.stats.put(path, follow, answer)
+        return answer
 
     def _stat(self, path: str, follow: bool) -> GuestStat | None:
-        try:
-            st = (self.handle.statns if follow else self.handle.lstatns)(path)
-        except (RuntimeError, UnicodeError):
-            return None
-        return GuestStat(
-            kind=_kind(st["st_mode"]),
-            size=st["st_size"],
-            mtime=float(st["st_mtime_sec"]),
-            mode=st["st_mode"],
-        )
+        answer = self._answer(path, follow)
+        return answer if isinstance(answer, GuestStat) else None
+
+    def _regular(self, path: str) -> GuestStat:
+        answer = self._answer(path, follow=True)
+        if isinstance(answer, str):
+            raise GuestFileError(path, answer)
+        if answer.kind != "file":
+            raise GuestFileError(path, "not a regular file")
+        return answer
 
     def stat(self, path: str) -> GuestStat | None:
         return self._stat(path, follow=True)
@@ -431,25 +455,14 @@ class ApplianceFS:
         return self._stat(path, follow=False)
 
     def read(self, path: str, cap: int = DEFAULT_CAP) -> bytes:
-        try:
-            st = self.handle.statns(path)
-        except (RuntimeError, UnicodeError) as exc:
-            raise GuestFileError(path, _reason(exc)) from None
-        if not stat.S_ISREG(st["st_mode"]):
-            raise GuestFileError(path, "not a regular file")
-        size = int(st["st_size"])
+        size = self._regular(path).size
         if size > cap:
             raise GuestFileError(path, f"{size} bytes, over the {cap}-byte cap")
         return self._pread(path, 0, size)
 
     def pread(self, path: str, offset: int, length: int) -> bytes:
         """libguestfs ``pread`` in chunks the protocol accepts: only the bytes asked for."""
-        try:
-            mode = self.handle.statns(path)["st_mode"]
-        except (RuntimeError, UnicodeError) as exc:
-            raise GuestFileError(path, _reason(exc)) from None
-        if not stat.S_ISREG(mode):
-            raise GuestFileError(path, "not a regular file")
+        self._regular(path)
         return self._pread(path, offset, length)
 
     def _pread(self, path: str, offset: int, length: int) -> bytes:
@@ -478,7 +491,28 @@ class ApplianceFS:
             raise GuestFileError(path, _reason(exc)) from None
         finally:
             os.unlink(listing)
-        return [os.fsdecode(name) for name in raw.split(b"\0") if name not in (b"", b".", b"..")]
+        names = [os.fsdecode(name) for name in raw.split(b"\0") if name not in (b"", b".", b"..")]
+        self._prefetch(path, names)
+        return names
+
+    def _prefetch(self, directory: str, names: list[str]) -> None:
+        """The entries' own metadata in one ``lstatnslist`` (the library batches it): the
+        collectors that list a directory stat its entries next."""
+        base = directory.rstrip("/")
+        wanted = [
+            name
+            for name in names[:STAT_PREFETCH]
+            if batchable(name) and self.stats.missing(f"{base}/{name}")
+        ]
+        if not wanted or self.stats.full:
+            return
+        try:
+            answers = self.handle.lstatnslist(directory, wanted)
+        except (RuntimeError, UnicodeError):
+            return  # each entry is asked on its own when wanted
+        for name, st in zip(wanted, answers, strict=False):
+            if st["st_ino"] >= 0:  # -1: libguestfs could not stat it (asked again on its own)
+                self.stats.put(f"{base}/{name}", False, _guest_stat(st))
 
     def readlink(self, path: str) -> str:
         try:
