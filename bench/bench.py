@@ -14,6 +14,7 @@ images, so that the cost of a launch per batch shows.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -178,6 +179,17 @@ def vmaudit_scan(paths: Sequence[str], state: str, extra: Sequence[str] = ()) ->
     return run
 
 
+def outcomes(report: str) -> str:
+    """How many images a scan's JSON report says were audited, and the errors of the rest."""
+    try:
+        images = json.loads(report)["images"]
+    except (ValueError, KeyError, TypeError):
+        return "no JSON report"
+    audited = sum(1 for image in images if image.get("status") == "audited")
+    errors = sorted({str((image.get("error") or {}).get("kind")) for image in images} - {"None"})
+    return f"{audited} of {len(images)} images audited" + (f"; errors: {errors}" if errors else "")
+
+
 def fleet_scan(paths: Sequence[str], state: str) -> Timed:
     """A cold scan on a local Dask cluster (its start and stop not counted by the script)."""
     script = str(Path(__file__).resolve().parent / "fleet_bench.py")
@@ -249,6 +261,7 @@ def bench_datastore(
     with tempfile.TemporaryDirectory(prefix="vmaudit-bench-") as tmp:
         cold = vmaudit_scan([path], os.path.join(tmp, "state.db"))
         table.add(COLD, cold.seconds, cold.peak_rss)
+        print(f"  cold scan: {outcomes(cold.stdout)}")
         warm = vmaudit_scan([path], os.path.join(tmp, "state.db"))
         table.add(WARM, warm.seconds, warm.peak_rss)
         if not args.skip_dissect:
