@@ -110,7 +110,7 @@ def test_empty_folder_is_exit_0(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == [
         "image,vm,os,hostname,application,owner,criticality,risk_score,risk_level,days_idle,"
-        "rule,severity,subject,message,baseline"
+        "rule,severity,subject,message,baseline,vm_source,vm_template,vm_state"
     ]
 
 
