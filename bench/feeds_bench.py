@@ -4,7 +4,8 @@
 - importing a generated OSV set of 100,000 records in one ``.zip`` (seconds, records/s);
 - re-judging 1,000 cached images (bookworm guests of 400 packages each, drawn from a fleet's
   3,000 common packages, each current or a few security updates behind) against those
-  feeds through ``evaluate()``, as a scan of unchanged images does: seconds; goal under 5 s.
+  feeds through ``evaluate()``, as a scan of unchanged images does: seconds; goal under 5 s;
+- re-judging the same images against a changed built-in baseline (issue 21): goal under 2 s.
 
 No image is opened: re-judging is host-side, which is what makes a new import instant.
 """
@@ -18,12 +19,14 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from vmaudit.baseline.loader import load_baseline  # noqa: E402
 from vmaudit.baseline.model import Baseline  # noqa: E402
 from vmaudit.feeds import FeedsMatcher, import_feeds  # noqa: E402
 from vmaudit.judge.rules import evaluate  # noqa: E402
@@ -141,6 +144,20 @@ def main() -> int:
         judge_seconds = time.perf_counter() - started
         judge_cpu = time.process_time() - cpu_started  # what a shared, loaded host hides
 
+        # The operator edits the baseline (idle limit, a package's minimum version, a
+        # forbidden package): every cached image is re-judged, none opened (issue 21).
+        default = load_baseline("default")
+        changed = replace(
+            default,
+            max_days_idle=30,
+            minimum_versions={**default.minimum_versions, "openssl": "3.0.15"},
+            forbidden_packages=(*default.forbidden_packages, "telnetd"),
+        )
+        started, cpu_started = time.perf_counter(), time.process_time()
+        baseline_findings = sum(len(evaluate(g, [changed], NOW).findings) for g in facts)
+        baseline_seconds = time.perf_counter() - started
+        baseline_cpu = time.process_time() - cpu_started
+
         # The same images as a state database holds them: `vmaudit report` re-judging.
         state = StateDB(folder / "state.db")
         scan_id = state.begin_scan(["bench"], NOW)
@@ -165,6 +182,12 @@ def main() -> int:
         assert last is not None
         again = rejudge(last, Judge((baseline,), None, (), NOW, matcher))
         report_seconds = time.perf_counter() - started
+        # ... and as `vmaudit report -b` does it: the state database read, then judged.
+        started = time.perf_counter()
+        stored = state.last_report()
+        assert stored is not None
+        rejudged = rejudge(stored, Judge((changed,), None, (), NOW, None))
+        state_baseline_seconds = time.perf_counter() - started
         state.close()
         report_findings = sum(len(r.findings) for r in again.results)
 
@@ -182,11 +205,17 @@ def main() -> int:
         f"({judge_cpu:.2f} s of CPU; {findings:,} findings; goal < 5 s)"
     )
     print(
+        f"re-judge against a changed baseline: {args.images:,} cached images in "
+        f"{baseline_seconds:.2f} s ({baseline_cpu:.2f} s of CPU; {baseline_findings:,} "
+        f"findings; goal < 2 s); read from the state database and judged: "
+        f"{state_baseline_seconds:.2f} s ({len(rejudged.results):,} images)"
+    )
+    print(
         f"report re-judge: the state database's {len(again.results):,} cached images read and "
         f"judged in {report_seconds:.2f} s, {read_seconds:.2f} s of it reading the stored facts "
         f"({report_findings:,} findings)"
     )
-    return 0 if judge_seconds < 5 else 1
+    return 0 if judge_seconds < 5 and state_baseline_seconds < 2 else 1
 
 
 if __name__ == "__main__":
