@@ -24,7 +24,7 @@ import pytest
 from tests.act.gatehelpers import COMPLIANT, OUT_OF_BASELINE, build_image, cache_facts
 from tests.discover.hvhelpers import by_vm, dir_pool, domain, file_disk, scan, volume_disk
 from tests.loopdev import dm_available, loop_device, run, usable, volume_group
-from vmaudit.discover.blockdev import check_device
+from vmaudit.discover.blockdev import check_device, lvm_seqno
 from vmaudit.discover.hypervisor import inventories
 from vmaudit.discover.identity import device_identity, image_identity
 from vmaudit.discover.proxmox import list_vms
@@ -355,3 +355,13 @@ def test_a_silent_libvirt_is_an_error_row_and_the_scan_goes_on(
     assert row["error"]["kind"] == "hypervisor-unreachable"
     assert "no answer within 10 s" in row["error"]["message"]
     assert by_vm(report)["legacy"]["status"] == "audited"
+
+
+@needs_root
+def test_a_volume_groups_seqno_grows_with_each_metadata_change(tmp_path: Path) -> None:
+    with volume_group(tmp_path / "pv.img", "vmauditseqvg"):
+        first = lvm_seqno("vmauditseqvg")
+        assert first is not None
+        assert run("vgchange", "-q", "--addtag", "audited", "vmauditseqvg").returncode == 0
+        assert lvm_seqno("vmauditseqvg") == first + 1
+    assert lvm_seqno("vmauditseqvg") is None  # gone

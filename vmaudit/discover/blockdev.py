@@ -180,23 +180,15 @@ def device_format(node: str) -> str:
     return "qcow2" if head == b"QFI\xfb" else "raw"
 
 
-def lvm_seqno(vg: str, lv: str) -> int | None:
-    """The metadata sequence number of VG (which LV belongs to), read-only; None if unknown.
+def lvm_seqno(vg: str) -> int | None:
+    """The metadata sequence number of volume group ``vg``, read-only; None if unknown.
 
-    It grows with every change LVM makes to the group (a volume resized, a snapshot taken),
-    which the volume's first bytes would not show.
+    It grows with every change LVM makes to the group (a volume created, resized or
+    snapshotted, a tag set), which a volume's first bytes would not show.
     """
     try:
         done = subprocess.run(
-            [
-                "lvs",
-                "--readonly",
-                "--noheadings",
-                "--nosuffix",
-                "-o",
-                "vg_seqno",
-                f"{vg}/{lv}",
-            ],
+            ["vgs", "--readonly", "--noheadings", "--nosuffix", "-o", "vg_seqno", "--", vg],
             capture_output=True,
             text=True,
             timeout=LVM_TIMEOUT,

@@ -197,7 +197,7 @@ def device_identity(path: str) -> FileIdentity:
         inode=0,
         device=device.rdev,
         sha256_head=digest,
-        lvm_seqno=lvm_seqno(*device.lvm) if device.lvm is not None else None,
+        lvm_seqno=lvm_seqno(device.lvm[0]) if device.lvm is not None else None,
     )
 
 
