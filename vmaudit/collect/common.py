@@ -1,4 +1,6 @@
-"""Helpers shared by the Linux collectors: bounded reads, guest globbing, time formatting.
+"""What the collectors share: the collector contract (``Collector``: a section, whether
+it applies, its facts or its failure, recorded in a ``CoverageLog``), guest globbing,
+os-release style files and time formatting.
 
 Every helper turns a guest-side failure into a line in ``warnings`` and returns an empty
 result, so one hostile file never stops the collection of the others.
@@ -10,8 +12,9 @@ import fnmatch
 import re
 import shlex
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from vmaudit.errors import GuestFileError
 from vmaudit.guest.base import GuestFS, join, safe_path
@@ -108,6 +111,7 @@ def shell_assignments(lines: list[str]) -> dict[str, str]:
 
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 class SectionFailed(Exception):
@@ -146,6 +150,34 @@ class CoverageLog:
         )
 
 
+@dataclass(frozen=True)
+class SectionFailure:
+    """A section that could not be read, and why: its rules are not judged."""
+
+    section: str
+    reason: str
+
+
+def attempt(
+    section: str,
+    warnings: list[str],
+    run: Callable[[], T],
+    expected: tuple[type[Exception], ...] = (),
+) -> T | SectionFailure:
+    """``run()``'s facts, or the section's failure (its reason also a warning): one broken
+    section of a guest's facts must not cost the others. ``expected`` errors (and
+    ``SectionFailed``) already say what is wrong; their text is kept."""
+    explained: tuple[type[Exception], ...] = (SectionFailed, *expected)
+    try:
+        return run()
+    except explained as exc:
+        reason = str(exc)
+    except Exception as exc:
+        reason = f"collection failed ({type(exc).__name__}: {exc})"
+    warnings.append(f"{section}: {reason}")
+    return SectionFailure(section, reason)
+
+
 def guarded(
     section: str,
     warnings: list[str],
@@ -154,21 +186,58 @@ def guarded(
     expected: tuple[type[Exception], ...] = (),
     coverage: CoverageLog | None = None,
 ) -> T:
-    """``run()``, or ``fallback`` with a warning: one broken section of a guest's facts must
-    not cost the others. ``expected`` errors already say what is wrong; their text is kept.
-    With ``coverage``, the section is recorded as read, or as failed with the reason."""
+    """``run()``, or ``fallback`` when the section fails (``attempt``); with ``coverage``,
+    the section is recorded as read, or as failed with the reason."""
+    outcome = attempt(section, warnings, run, expected)
     log = coverage or CoverageLog()
-    explained: tuple[type[Exception], ...] = (SectionFailed, *expected)
-    try:
-        result = run()
-    except explained as exc:
-        reason = str(exc)
-        warnings.append(f"{section}: {reason}")
-    except Exception as exc:
-        reason = f"collection failed ({type(exc).__name__}: {exc})"
-        warnings.append(f"{section}: {reason}")
-    else:
-        log.read(section)
-        return result
-    log.failed(section, reason)
-    return fallback
+    if isinstance(outcome, SectionFailure):
+        log.failed(section, outcome.reason)
+        return fallback
+    log.read(section)
+    return outcome
+
+
+def _applies(_source: object) -> str | None:
+    return None
+
+
+def _present(_facts: object) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class Collector(Generic[S, T]):
+    """One section of a guest's facts, as its collector declares it.
+
+    ``applies(source)`` looks before anything is read: None when the guest has what the
+    section reads, else why not (the section is *absent*, its facts ``empty``). ``read``
+    returns the facts; a ``SectionFailed``, one of the ``expected`` errors or any crash is
+    the section *failing* with its reason: its facts are ``empty`` and its rules are not
+    judged, never an empty list that reads as a clean guest. ``absent(facts)`` may still
+    say, from what was read, that the guest has none of it (no sshd among the packages).
+    """
+
+    section: str
+    read: Callable[[S], T]
+    empty: T
+    applies: Callable[[S], str | None] = _applies
+    absent: Callable[[T], str | None] = _present
+    expected: tuple[type[Exception], ...] = ()
+
+    def collect(self, source: S, warnings: list[str], coverage: CoverageLog) -> T:
+        """The section's facts from ``source``; its coverage recorded in ``coverage``."""
+        reason = attempt(self.section, warnings, lambda: self.applies(source))
+        if reason is None:
+            facts = attempt(self.section, warnings, lambda: self.read(source), self.expected)
+            if not isinstance(facts, SectionFailure):
+                coverage.read(self.section)
+                why = self.absent(facts)
+                if why is not None:
+                    coverage.absent(self.section, why)
+                return facts
+            reason = facts
+        if isinstance(reason, SectionFailure):
+            coverage.failed(self.section, reason.reason)
+        else:
+            coverage.absent(self.section, reason)
+        return self.empty

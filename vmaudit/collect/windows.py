@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -58,7 +59,7 @@ from vmaudit.models import (
 )
 from vmaudit.timeutil import iso_utc, parse_iso
 
-from .common import CoverageLog, guarded
+from .common import Collector, CoverageLog, SectionFailed, guarded
 from .windows_config import collect_windows_config, guest_enabled
 from .windows_registry import (
     Hive,
@@ -408,19 +409,87 @@ def windows_dormancy(
 # ---------------------------------------------------------------- all
 
 
+@dataclass(frozen=True)
+class WindowsGuest:
+    """One Windows guest's hives while its facts are read; None for a hive not readable."""
+
+    software: Hive | None
+    system: Hive | None
+    sam: Hive | None
+    now: datetime
+    warnings: list[str]
+
+
+def _needs(*names: str) -> Callable[[WindowsGuest], str | None]:
+    """A collector that reads these hives fails, before reading, when one is not readable."""
+
+    def applies(guest: WindowsGuest) -> str | None:
+        for name in names:
+            if getattr(guest, name.lower()) is None:
+                raise SectionFailed(f"the {name} hive is not readable")
+        return None
+
+    return applies
+
+
+def _hive(hive: Hive | None) -> Hive:
+    if hive is None:  # the collector's applies() said so first
+        raise SectionFailed("a hive it reads is not readable")
+    return hive
+
+
+def _config(guest: WindowsGuest) -> WindowsConfig:
+    system = _hive(guest.system)
+    control_set = current_control_set(system, guest.warnings)
+    return collect_windows_config(_hive(guest.software), system, control_set, guest.warnings)
+
+
+# The sections of a Windows guest and the hives each reads (os and dormancy read what there is).
+WINDOWS_PACKAGES: Collector[WindowsGuest, list[Package]] = Collector(
+    "packages",
+    lambda g: collect_applications(_hive(g.software), g.warnings),
+    [],
+    _needs("SOFTWARE"),
+    expected=(HiveError,),
+)
+HOTFIXES: Collector[WindowsGuest, list[Hotfix]] = Collector(
+    "hotfixes",
+    lambda g: collect_hotfixes(_hive(g.software), g.warnings),
+    [],
+    _needs("SOFTWARE"),
+    expected=(HiveError,),
+)
+WINDOWS_FIREWALL: Collector[WindowsGuest, FirewallFacts] = Collector(
+    "firewall",
+    lambda g: collect_firewall(_hive(g.system), g.software, g.warnings),
+    FirewallFacts(False, ()),
+    _needs("SYSTEM"),
+    expected=(HiveError,),
+)
+SHUTDOWN: Collector[WindowsGuest, datetime | None] = Collector(
+    "dormancy",
+    lambda g: shutdown_time(g.system, g.warnings) if g.system is not None else None,
+    None,
+    expected=(HiveError,),
+)
+WINDOWS_CONFIG: Collector[WindowsGuest, WindowsConfig | None] = Collector(
+    "config", _config, None, _needs("SOFTWARE", "SYSTEM"), expected=(HiveError,)
+)
+USERS: Collector[WindowsGuest, list[User]] = Collector(
+    "accounts",
+    lambda g: collect_sam_users(_hive(g.sam), g.now, g.warnings),
+    [],
+    _needs("SAM"),
+    expected=(HiveError,),
+)
+
+
 def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list[str]) -> Facts:
     """Everything vmaudit reads from a Windows guest, each hive downloaded once;
     ``warnings`` gathers every problem."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
     paths = find_windows(fs)
-    os_info = OsInfo("windows", distro="windows")
-    packages: list[Package] = []
-    hotfixes: list[Hotfix] = []
-    users: list[User] = []
-    firewall = FirewallFacts(False, ())
-    shutdown = None
-    config: WindowsConfig | None = None
     coverage = CoverageLog()
     coverage.absent("ssh", "not read on Windows guests")
     coverage.absent("sudo", "not a Linux guest")
@@ -428,70 +497,41 @@ def collect_windows(fs: GuestFS, image: ImageInfo, now: datetime, warnings: list
         warnings.append("windows: no Windows/System32/config/SOFTWARE found")
         for section in ("os", "packages", "hotfixes", "accounts", "firewall", "config"):
             coverage.failed(section, "no Windows/System32/config found")
-    else:
-        with opened_hive(fs, paths.hive(fs, "SOFTWARE"), "SOFTWARE", warnings) as software:
-            if software is not None:
-                packages = _section(
-                    "packages",
-                    warnings,
-                    [],
-                    lambda: collect_applications(software, warnings),
-                    coverage,
-                )
-                hotfixes = _section(
-                    "hotfixes",
-                    warnings,
-                    [],
-                    lambda: collect_hotfixes(software, warnings),
-                    coverage,
-                )
-            else:
-                for section in ("os", "packages", "hotfixes"):
-                    coverage.failed(section, "the SOFTWARE hive is not readable")
-            with opened_hive(fs, paths.hive(fs, "SYSTEM"), "SYSTEM", warnings) as system:
-                os_info = windows_os(fs, paths, software, system, warnings)
-                coverage.read("os")
-                if system is not None:
-                    firewall = _section(
-                        "firewall",
-                        warnings,
-                        firewall,
-                        lambda: collect_firewall(system, software, warnings),
-                        coverage,
-                    )
-                    shutdown = _section(
-                        "dormancy",
-                        warnings,
-                        None,
-                        lambda: shutdown_time(system, warnings),
-                        coverage,
-                    )
-                else:
-                    coverage.failed("firewall", "the SYSTEM hive is not readable")
-                if software is not None and system is not None:
-                    config = _section(
-                        "config",
-                        warnings,
-                        None,
-                        lambda: collect_windows_config(
-                            software, system, current_control_set(system, warnings), warnings
-                        ),
-                        coverage,
-                    )
-                else:
-                    unreadable = "SYSTEM" if software is not None else "SOFTWARE"
-                    coverage.failed("config", f"the {unreadable} hive is not readable")
-        with opened_hive(fs, paths.hive(fs, "SAM"), "SAM", warnings) as sam:
-            if sam is not None:
-                users = _section(
-                    "accounts",
-                    warnings,
-                    [],
-                    lambda: collect_sam_users(sam, now, warnings),
-                    coverage,
-                )
-            else:
-                coverage.failed("accounts", "the SAM hive is not readable")
+        return _facts(image, OsInfo("windows", distro="windows"), coverage, warnings, now)
+    with ExitStack() as hives:
+        software, system, sam = (
+            hives.enter_context(opened_hive(fs, paths.hive(fs, name), name, warnings))
+            for name in ("SOFTWARE", "SYSTEM", "SAM")
+        )
+        guest = WindowsGuest(software, system, sam, now, warnings)
+        os_info = windows_os(fs, paths, software, system, warnings)
+        coverage.read("os")
+        if software is None:
+            coverage.failed("os", "the SOFTWARE hive is not readable")
+        return _facts(image, os_info, coverage, warnings, now, guest)
+
+
+def _facts(
+    image: ImageInfo,
+    os_info: OsInfo,
+    coverage: CoverageLog,
+    warnings: list[str],
+    now: datetime,
+    guest: WindowsGuest | None = None,
+) -> Facts:
+    packages: list[Package] = []
+    hotfixes: list[Hotfix] = []
+    users: list[User] = []
+    firewall = FirewallFacts(False, ())
+    shutdown = None
+    config = None
+    if guest is not None:
+        packages = WINDOWS_PACKAGES.collect(guest, warnings, coverage)
+        hotfixes = HOTFIXES.collect(guest, warnings, coverage)
+        firewall = WINDOWS_FIREWALL.collect(guest, warnings, coverage)
+        shutdown = SHUTDOWN.collect(guest, warnings, coverage)
+        config = WINDOWS_CONFIG.collect(guest, warnings, coverage)
+        users = USERS.collect(guest, warnings, coverage)
         if config is not None:  # unknown (None) when the SAM could not be read
             config = replace(config, guest_enabled=guest_enabled(users))
     coverage.read("dormancy")
