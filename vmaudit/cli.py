@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import click
 
 from vmaudit import __version__
-from vmaudit.clikit import baselines_option, table_or_json, timeout_option
+from vmaudit.clikit import (
+    baselines_option,
+    exit_on,
+    file_option,
+    table_or_json,
+    timeout_option,
+)
 from vmaudit.errors import ConfigError, ExitCode, VmauditError
 from vmaudit.judge.verdict import FailOn
 from vmaudit.models import ImageResult, ScanReport
@@ -64,14 +70,9 @@ def emit(text: str, output: str | None) -> None:
         click.echo(text, nl=not text.endswith("\n"))
 
 
-@contextmanager
-def config_errors() -> Iterator[None]:
+def config_errors() -> AbstractContextManager[None]:
     """A configuration error is a message on stderr and exit code 2."""
-    try:
-        yield
-    except ConfigError as exc:
-        click.echo(f"vmaudit: {exc.message}", err=True)
-        raise SystemExit(ExitCode.CONFIG) from None
+    return exit_on(ConfigError)
 
 
 class Progress:
@@ -155,24 +156,18 @@ def main() -> None:
     """Audit dormant virtual-machine disk images read-only through libguestfs."""
 
 
-def _state_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--state",
-        "state_path",
-        type=click.Path(dir_okay=False),
-        help="State database: a file, or postgresql://USER@HOST/DB  "
-        "[default: $XDG_STATE_HOME/vmaudit/state.db]",
-    )(func)
-
-
-def _feeds_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--feeds-db",
-        "feeds_db",
-        type=click.Path(dir_okay=False),
-        help="Vulnerability feeds database (vmaudit feeds import)  "
-        "[default: $XDG_DATA_HOME/vmaudit/feeds.db]",
-    )(func)
+_state_options = file_option(
+    "--state",
+    "state_path",
+    "State database: a file, or postgresql://USER@HOST/DB  "
+    "[default: $XDG_STATE_HOME/vmaudit/state.db]",
+)
+_feeds_option = file_option(
+    "--feeds-db",
+    "feeds_db",
+    "Vulnerability feeds database (vmaudit feeds import)  "
+    "[default: $XDG_DATA_HOME/vmaudit/feeds.db]",
+)
 
 
 @main.command()

@@ -7,14 +7,13 @@ the import is one transaction), 3 ``show`` of an id that no stored advisory has.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import Any
 
 import click
 
-from vmaudit.clikit import table_or_json
+from vmaudit.clikit import exit_on, file_option, table_or_json
 from vmaudit.errors import ExitCode, VmauditError
 from vmaudit.feeds.db import default_feeds_path, list_sources, open_read, show
 from vmaudit.feeds.importer import import_feeds
@@ -23,13 +22,9 @@ from vmaudit.text import terminal_safe
 SCOPE_SHOWN = 4  # ecosystems or products listed by `feeds list` before "+N more"
 
 
-def _db_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option(
-        "--db",
-        "db_path",
-        type=click.Path(dir_okay=False),
-        help="Feeds database  [default: $XDG_DATA_HOME/vmaudit/feeds.db]",
-    )(func)
+_db_option = file_option(
+    "--db", "db_path", "Feeds database  [default: $XDG_DATA_HOME/vmaudit/feeds.db]"
+)
 
 
 def _path(db_path: str | None) -> Path:
@@ -40,13 +35,8 @@ def _notice(message: str) -> None:
     click.echo(f"vmaudit: {terminal_safe(message)}", err=True)
 
 
-@contextmanager
-def _errors() -> Iterator[None]:
-    try:
-        yield
-    except VmauditError as exc:
-        click.echo(f"vmaudit: {exc.message}", err=True)
-        raise SystemExit(ExitCode.CONFIG) from None
+def _errors() -> AbstractContextManager[None]:
+    return exit_on(VmauditError)
 
 
 @click.group("feeds", context_settings={"help_option_names": ["-h", "--help"]})
