@@ -415,6 +415,7 @@ class StartupEntry:
     name: str  # unit name, ``/etc/rc.local``, or the @reboot command
     source: str  # the file that says so
     user: str | None = None  # who a cron entry runs as
+    not_active: str | None = None  # why it would not run (no cron installed); None: it runs
 
 
 @dataclass(frozen=True)
@@ -443,6 +444,7 @@ class LinuxConfig:
     systemd: bool = False  # a boot target loads: systemd decides what starts
     boot_units: tuple[str, ...] = ()  # services, sockets, timers and paths started at boot
     inetd_services: tuple[str, ...] = ()  # enabled in inetd.conf or xinetd.d
+    inetd_not_active: tuple[str, ...] = ()  # enabled there, but no inetd / xinetd installed
     sysv_services: tuple[str, ...] = ()  # S links of runlevels 2-5 with no systemd unit
     startup: tuple[StartupEntry, ...] = ()
     selinux: str | None = None  # enforcing | permissive | disabled; None: not configured

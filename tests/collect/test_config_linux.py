@@ -13,7 +13,7 @@ from vmaudit.collect.config_linux import collect_linux_config
 from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
 from vmaudit.judge.rules import evaluate
-from vmaudit.models import Facts
+from vmaudit.models import ConfigFacts, Facts, OsInfo, Package
 
 from .conftest import Guest, image_info
 
@@ -114,3 +114,57 @@ def test_debootstrap_tree_raises_no_false_perm_or_exec_finding_with_cis(
     # Stock Debian ships sshd_config 0644; CIS 5.2.1 wants 0600: a true finding.
     assert found == [("perm.critical-file", "/etc/ssh/sshd_config")]
     assert oct((TREE / "etc/ssh/sshd_config").stat().st_mode & 0o777) == "0o644"
+
+
+def _startup_tree(guest: Guest) -> None:
+    guest.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    guest.write("/etc/crontab", "@reboot root /opt/agent/start\n")
+    guest.write("/var/spool/cron/crontabs/jdoe", "@reboot /home/jdoe/run.sh\n")
+    guest.write("/etc/inetd.conf", "telnet stream tcp nowait root /usr/sbin/tcpd in.telnetd\n")
+    guest.write("/etc/xinetd.d/tftp", "service tftp\n{\n  disable = no\n}\n")
+
+
+def _packages(*names: str) -> list[Package]:
+    return [Package(name, "1.0", "amd64") for name in ("base-files", *names)]
+
+
+def test_reboot_lines_and_inetd_services_without_their_daemon_are_not_active(
+    guest: Guest,
+) -> None:
+    _startup_tree(guest)
+    config = collect_linux_config(guest.fs, _packages(), [])
+    assert {(e.name, e.not_active) for e in config.startup} == {
+        ("/opt/agent/start", "no cron installed (cron, cronie, systemd-cron, bcron)"),
+        ("/home/jdoe/run.sh", "no cron installed (cron, cronie, systemd-cron, bcron)"),
+    }
+    assert (config.inetd_services, config.inetd_not_active) == ((), ("telnet", "tftp"))
+    baseline = load_baseline(str(REPO / "baselines" / "cis-linux-l1.yaml"))
+    facts = Facts(
+        image_info(), OsInfo("linux", "debian", "12"), packages=tuple(_packages()),
+        config=ConfigFacts(linux=config),
+    )  # fmt: skip
+    rules = {f.rule for f in evaluate(facts, [baseline], NOW).findings}
+    assert not rules & {"boot.unexpected-startup", "service.forbidden-enabled"}
+
+
+def test_reboot_lines_and_inetd_services_run_when_their_daemon_is_installed(
+    guest: Guest,
+) -> None:
+    _startup_tree(guest)
+    config = collect_linux_config(guest.fs, _packages("cronie", "openbsd-inetd"), [])
+    assert {(e.name, e.not_active) for e in config.startup} == {
+        ("/opt/agent/start", None),
+        ("/home/jdoe/run.sh", None),
+    }
+    assert (config.inetd_services, config.inetd_not_active) == (("telnet",), ("tftp",))
+    config = collect_linux_config(guest.fs, _packages("cron", "xinetd"), [])
+    assert (config.inetd_services, config.inetd_not_active) == (("tftp",), ("telnet",))
+
+
+def test_without_a_package_list_reboot_lines_and_inetd_services_count_as_active(
+    guest: Guest,
+) -> None:
+    _startup_tree(guest)
+    config = collect_linux_config(guest.fs, [], [])  # packages not read: never a false pass
+    assert {e.not_active for e in config.startup} == {None}
+    assert (config.inetd_services, config.inetd_not_active) == (("telnet", "tftp"), ())

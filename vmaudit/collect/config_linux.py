@@ -76,7 +76,8 @@ def collect_linux_config(fs: GuestFS, packages: list[Package], warnings: list[st
         m for p in critical_paths(fs, warnings) if (m := file_mode(fs, modes, p, users, groups))
     ]
     scan, setuid_modes, executables = _walk(fs, modes, users, groups, warnings)
-    startup = collect_startup(fs, warnings)
+    installed = {p.name for p in packages}
+    startup = collect_startup(fs, warnings, installed if packages else None)
     owners, owned = None, {}
     if packages and fs.lstat(f"{DPKG_INFO}") is not None:
         owners = "dpkg"
@@ -94,7 +95,6 @@ def collect_linux_config(fs: GuestFS, packages: list[Package], warnings: list[st
             if path not in owned and not path.startswith("/run/")
         ]
     cmdline = kernel_cmdline(fs, warnings)
-    installed = {p.name for p in packages}
     return LinuxConfig(
         critical_files=tuple(critical),
         modes=scan,
@@ -104,6 +104,7 @@ def collect_linux_config(fs: GuestFS, packages: list[Package], warnings: list[st
         systemd=startup.boot.systemd,
         boot_units=startup.boot_units,
         inetd_services=startup.inetd,
+        inetd_not_active=startup.inetd_not_active,
         sysv_services=startup.sysv,
         startup=tuple(entries),
         selinux=selinux_mode(fs, cmdline, warnings),

@@ -2,13 +2,15 @@
 services, SysV rc links, ``@reboot`` crontab entries, persistent timers and ``rc.local``.
 
 systemd's part is ``units.boot_units`` (checked against ``systemctl --root``); the rest is
-read from the files each daemon reads, with the same caps as every collector.
+read from the files each daemon reads, with the same caps as every collector. A crontab or
+an inetd.conf is only read by its daemon: when the guest's package list shows no cron (or
+no inetd, no xinetd) installed, what those files name is kept as not active.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from vmaudit.guest.base import GuestFS, join, list_dir, read_lines, safe_path
 from vmaudit.models import StartupEntry
@@ -23,6 +25,10 @@ SYSTEM_CRONTABS = ("/etc/crontab",)
 USER_CRONTAB_DIRS = ("/var/spool/cron/crontabs", "/var/spool/cron")  # Debian, then Red Hat
 CRON_NAME = re.compile(r"^[A-Za-z0-9_-]+$")  # run-parts' and cron's rule for cron.d names
 RC_LINK = re.compile(r"^S\d\d(.+)$")
+# Packages whose daemon runs @reboot crontab lines, serves inetd.conf, serves xinetd.d.
+CRON_PACKAGES = ("cron", "cronie", "systemd-cron", "bcron")
+INETD_PACKAGES = ("openbsd-inetd", "inetutils-inetd")
+XINETD_PACKAGES = ("xinetd",)
 
 
 @dataclass(frozen=True)
@@ -33,11 +39,21 @@ class Startup:
     boot_units: tuple[str, ...]
     fragments: dict[str, str]  # unit id -> the resolved guest path of its unit file
     inetd: tuple[str, ...]
+    inetd_not_active: tuple[str, ...]  # named in inetd.conf / xinetd.d, no daemon installed
     sysv: tuple[str, ...]
     entries: tuple[StartupEntry, ...]  # cron, timers, rc.local (unpackaged units: the caller)
 
 
-def collect_startup(fs: GuestFS, warnings: list[str]) -> Startup:
+def _missing(installed: set[str] | None, daemons: tuple[str, ...], what: str) -> str | None:
+    """Why entries for ``daemons`` would not run, or None when one is installed or the
+    guest's package list is unknown (then they count as active: never a false pass)."""
+    if installed is None or installed & set(daemons):
+        return None
+    return f"no {what} installed ({', '.join(daemons)})"
+
+
+def collect_startup(fs: GuestFS, warnings: list[str], installed: set[str] | None) -> Startup:
+    """``installed``: the guest's package names, None when they could not be read."""
     boot = boot_units(fs, warnings)
     started = sorted(u for u in boot.started if u.rsplit(".", 1)[-1] in BOOT_TYPES)
     fragments: dict[str, str] = {}
@@ -48,16 +64,26 @@ def collect_startup(fs: GuestFS, warnings: list[str]) -> Startup:
         resolved = chase(fs, loaded.fragment)
         if resolved is not None:
             fragments[unit_id] = resolved[0]
+    no_cron = _missing(installed, CRON_PACKAGES, "cron")
     entries = [
-        *_cron_reboot(fs, warnings),
+        *(replace(e, not_active=no_cron) for e in _cron_reboot(fs, warnings)),
         *_persistent_timers(fs, boot, fragments, warnings),
         *_rc_local(fs, boot),
     ]
+    inetd, xinetd = _inetd(fs, warnings), _xinetd(fs, warnings)
+    active: set[str] = set()
+    not_active: set[str] = set()
+    for names, reason in (
+        (inetd, _missing(installed, INETD_PACKAGES, "inetd")),
+        (xinetd, _missing(installed, XINETD_PACKAGES, "xinetd")),
+    ):
+        (not_active if reason else active).update(names)
     return Startup(
         boot,
         tuple(started),
         fragments,
-        tuple(_inetd(fs, warnings)),
+        tuple(sorted(active))[:MAX_ENTRIES],
+        tuple(sorted(not_active - active))[:MAX_ENTRIES],
         tuple(_sysv(fs, boot, warnings)),
         tuple(entries),
     )
@@ -152,13 +178,19 @@ def _rc_local(fs: GuestFS, boot: BootUnits) -> list[StartupEntry]:
     return [StartupEntry("rc-local", "/etc/rc.local", "/etc/rc.local")]
 
 
-def _inetd(fs: GuestFS, warnings: list[str]) -> list[str]:
-    """Services inetd (``/etc/inetd.conf``) and xinetd (``/etc/xinetd.d``) would serve."""
+def _inetd(fs: GuestFS, warnings: list[str]) -> set[str]:
+    """Services inetd would serve (``/etc/inetd.conf``)."""
     names: list[str] = []
     for line in read_lines(fs, "/etc/inetd.conf", warnings, cap=CONFIG_CAP) or []:
         words = line.split()
         if len(words) >= 6 and not words[0].startswith("#"):
             names.append(words[0].split(":")[-1])  # [address:]service
+    return {safe_path(name) for name in names}
+
+
+def _xinetd(fs: GuestFS, warnings: list[str]) -> set[str]:
+    """Services xinetd would serve (``/etc/xinetd.conf``, ``/etc/xinetd.d``)."""
+    names: list[str] = []
     paths = ["/etc/xinetd.conf"]
     paths += [
         join("/etc/xinetd.d", name)
@@ -167,7 +199,7 @@ def _inetd(fs: GuestFS, warnings: list[str]) -> list[str]:
     ]
     for path in paths:
         names += _xinetd_services(read_lines(fs, path, warnings, cap=CONFIG_CAP) or [])
-    return sorted(set(safe_path(name) for name in names))[:MAX_ENTRIES]
+    return {safe_path(name) for name in names}
 
 
 def _xinetd_services(lines: list[str]) -> list[str]:

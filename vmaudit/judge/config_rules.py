@@ -224,7 +224,9 @@ def service_forbidden_enabled(facts: Facts, baseline: Baseline, now: datetime) -
     """A forbidden service starts at boot: `services.forbidden` lists names (globs) matched
     against the systemd units of the boot transaction (with or without their suffix:
     `vsftpd` matches `vsftpd.service`), inetd and xinetd services, and SysV rc links of
-    runlevels 2 to 5 that no systemd unit replaces.
+    runlevels 2 to 5 that no systemd unit replaces. Services of an inetd.conf or
+    xinetd.d on a guest with no inetd (or xinetd) package installed do not start, and are
+    not reported (`inspect` lists them as not active).
     """
     config = _config(facts)
     forbidden = baseline.get("services.forbidden") or []
@@ -346,14 +348,15 @@ def boot_unexpected_startup(facts: Facts, baseline: Baseline, now: datetime) -> 
     crontab entry of any user (matched by its command), a systemd timer with
     `Persistent=true` (it fires at once after a long sleep), an executable `/etc/rc.local`,
     or a unit of the boot transaction whose file no package installed (matched by unit
-    name). Names are globs.
+    name). Names are globs. An `@reboot` line on a guest whose package list shows no cron
+    installed does not run: `inspect` shows it as not active, and it is not reported.
     """
     config = _config(facts)
     allowed = baseline.get("startup.allowed") or []
     if config is None:
         return
     for entry in config.startup:
-        if _matches(entry.name, allowed):
+        if entry.not_active is not None or _matches(entry.name, allowed):
             continue
         who = f" as {entry.user}" if entry.user else ""
         subject = f"{entry.kind}:{entry.user}:{entry.name}" if entry.user else entry.name
