@@ -85,6 +85,19 @@ class VulnMatch:
         return evidence
 
 
+# An advisory row beside the package (Linux) or product (Windows) it was asked for: the
+# name column, the CVSS score, two columns of fixes, the table, the column asked on.
+_ADVISORY = (
+    "SELECT t.{0}, adv.key, adv.id, adv.cves, adv.published, {1}, adv.rating, "
+    "s.path, s.format, t.{2}, t.{3}, t.rating FROM {4} t JOIN advisories adv ON "
+    "adv.key = t.key JOIN sources s ON s.id = adv.source_id WHERE t.{5} = ?"
+)
+_LINUX = _ADVISORY.format("package", "adv.cvss", "ranges", "versions", "affected", "ecosystem")
+_WINDOWS = _ADVISORY.format(
+    "product", "coalesce(t.cvss, adv.cvss)", "kb", "fixed_build", "windows_fixes", "product_key"
+)
+
+
 @dataclass(frozen=True)
 class _Candidate:
     key: str
@@ -203,29 +216,6 @@ class FeedsMatcher:
             )
         return found
 
-    # An advisory row beside the package (Linux) or product (Windows) it was asked for.
-    _ADVISORY = (
-        "SELECT t.{name}, adv.key, adv.id, adv.cves, adv.published, {cvss}, adv.rating, "
-        "s.path, s.format, {a}, {b}, t.rating FROM {table} t JOIN advisories adv ON "
-        "adv.key = t.key JOIN sources s ON s.id = adv.source_id WHERE {where}"
-    )
-    _LINUX = _ADVISORY.format(
-        name="package",
-        cvss="adv.cvss",
-        a="t.ranges",
-        b="t.versions",
-        table="affected",
-        where="t.ecosystem = ?",
-    )
-    _WINDOWS = _ADVISORY.format(
-        name="product",
-        cvss="coalesce(t.cvss, adv.cvss)",
-        a="t.kb",
-        b="t.fixed_build",
-        table="windows_fixes",
-        where="t.product_key = ?",
-    )
-
     def _rows(self, sql: str, key: str) -> list[Any]:
         with closing(self._connect()) as connection:
             return list(connection.execute(sql, (key,)))
@@ -235,7 +225,7 @@ class FeedsMatcher:
             known = self._linux.get(ecosystem)
             if known is None:
                 known = {}
-                for row in self._rows(self._LINUX, ecosystem):
+                for row in self._rows(_LINUX, ecosystem):
                     known.setdefault(row[0], []).extend(self._candidates([row[1:]], True))
                 self._linux[ecosystem] = known
             return known
@@ -247,7 +237,7 @@ class FeedsMatcher:
             if known is None:
                 known = [
                     (row[0], self._candidates([row[1:]], False)[0])
-                    for row in self._rows(self._WINDOWS, product)
+                    for row in self._rows(_WINDOWS, product)
                 ]
                 self._windows[product] = known
             return known
