@@ -14,6 +14,7 @@ import struct
 import subprocess
 from pathlib import Path
 
+from tests.discover.test_discover import make_differencing_vhd
 from tests.imaging import MINI_FILES, convert, write_tree
 
 SECRET = "HOST-SECRET-41c7e2-must-not-leak"
@@ -375,6 +376,13 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "nbdbacking/leaf.qcow2": ("error", "unsafe-backing-file"),
     "vmdk/missing-extent.vmdk": ("error", "missing-parent"),
     "loop/self.qcow2": ("error", "not-a-regular-file"),
+    # opening_hazards (spec/safety.md "Opening the disk")
+    "probe/evil.img": ("error", "format-mismatch"),
+    "escape/leaf.qcow2": ("error", "unsafe-backing-file"),
+    "extent/evil.vmdk": ("error", "unsafe-extent"),
+    "orphan/child.vhd": ("error", "missing-parent"),
+    "special/link.qcow2": ("error", "not-a-regular-file"),
+    "special/fifo.qcow2": ("error", "not-a-regular-file"),
 }
 
 
@@ -424,4 +432,29 @@ def build_datastore(work: Path, host_dir: Path) -> Path:
     os.symlink(".", place("loop/here"))
     os.symlink("..", place("loop/up"))
     os.symlink("self.qcow2", place("loop/self.qcow2"))
+    opening_hazards(store, secret)
     return store
+
+
+def opening_hazards(store: Path, secret: Path) -> None:
+    """spec/safety.md "Opening the disk": images that reach a host file, or are no file."""
+    # A raw image whose first sector is a qcow2 header with a backing file on the host.
+    (store / "probe").mkdir()
+    qcow2_header = ["qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", str(secret), "-F"]
+    subprocess.run([*qcow2_header, "raw", str(store / "probe" / "evil.img"), "1M"], check=True)
+    # A qcow2 whose backing file is outside its folder.
+    (store / "escape").mkdir()
+    subprocess.run([*qcow2_header, "raw", str(store / "escape" / "leaf.qcow2"), "1M"], check=True)
+    # A VMDK descriptor whose extent is a host file.
+    (store / "extent").mkdir()
+    (store / "extent" / "evil.vmdk").write_text(
+        "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+        f'createType="monolithicFlat"\n\nRW 2048 FLAT "{secret}" 0\n'
+    )
+    # A VHD differencing disk without its parent.
+    (store / "orphan").mkdir()
+    make_differencing_vhd(store / "orphan" / "child.vhd", "parent.vhd")
+    # A symlink and a FIFO named like images.
+    (store / "special").mkdir()
+    os.symlink(secret, store / "special" / "link.qcow2")
+    os.mkfifo(store / "special" / "fifo.qcow2")
