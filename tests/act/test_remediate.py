@@ -1,8 +1,8 @@
 """``vmaudit remediate`` on real images: the base untouched, the overlay audited fixed.
 
 One dry run and one remediation of a qcow2 guest, then ``vmaudit inspect`` of the base and
-of the overlay, then one appliance reading the overlay's files (five launches); a VM of
-three VMDK disks remediated once and read once.
+of the overlay; a VM of three VMDK disks remediated once; then one appliance reading the
+files of every overlay written, the guest's and the VM's (six launches in all).
 """
 
 from __future__ import annotations
@@ -197,19 +197,60 @@ def test_auditing_the_overlay_shows_the_fixed_findings_gone_and_nothing_else_cha
     assert fixed == expected
 
 
-def test_the_guest_reads_the_revoked_account_locked_and_expired(remedied: Remedied) -> None:
-    handle = guestfs_handle([remedied.overlay], remedied.work)
+@dataclass(frozen=True)
+class ReadBack:
+    """The remediated guests' own files, read in one appliance over every overlay written."""
+
+    shadow: str
+    st: dict[str, int]
+    label: bytes
+    drop_in: str
+    sshd: str
+    record: dict[str, Any]
+    keys: str
+    vm_shadow: str
+    vm_keys: str
+    vm_record: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def read_back(
+    remedied: Remedied, remedied_vm: RemediedVM, tmp_path_factory: pytest.TempPathFactory
+) -> ReadBack:
+    assert remedied.proc.returncode == 0, remedied.proc.stderr
+    assert remedied_vm.proc.returncode == 0, remedied_vm.proc.stderr
+    vm_overlays = [remedied_vm.out / "fixed.qcow2", remedied_vm.out / "fixed-disk1.qcow2"]
+    handle = guestfs_handle([remedied.overlay, *vm_overlays], tmp_path_factory.mktemp("read"))
     try:
         handle.mount_ro("/dev/sda1", "/")
         shadow = handle.read_file("/etc/shadow").decode()
         st = handle.lstatns("/etc/shadow")
-        label = handle.lgetxattr("/etc/shadow", "security.selinux")
+        label = bytes(handle.lgetxattr("/etc/shadow", "security.selinux"))
         drop_in = handle.read_file("/etc/sudoers.d/90-contractors").decode()
         sshd = handle.read_file(SSHD_DROP_IN).decode()
         record = json.loads(handle.read_file(LINUX_RECORD))
         keys = handle.read_file("/home/eve/.ssh/authorized_keys").decode()
+        handle.umount_all()
+        handle.mount_ro("/dev/sdb1", "/")  # the VM: its root disk, then its /home disk
+        handle.mount_ro("/dev/sdc1", "/home")
+        vm_shadow = handle.read_file("/etc/shadow").decode()
+        vm_keys = handle.read_file("/home/mallory/.ssh/authorized_keys").decode()
+        vm_record = json.loads(handle.read_file(LINUX_RECORD))
     finally:
         handle.close()
+    return ReadBack(shadow, st, label, drop_in, sshd, record, keys, vm_shadow, vm_keys, vm_record)
+
+
+def test_the_guest_reads_the_revoked_account_locked_and_expired(
+    remedied: Remedied, read_back: ReadBack
+) -> None:
+    shadow, st, label = read_back.shadow, read_back.st, read_back.label
+    drop_in, sshd, record, keys = (
+        read_back.drop_in,
+        read_back.sshd,
+        read_back.record,
+        read_back.keys,
+    )
 
     mallory = next(
         parse_shadow_line(line) for line in shadow.splitlines() if line.startswith("mallory:")
@@ -219,7 +260,7 @@ def test_the_guest_reads_the_revoked_account_locked_and_expired(remedied: Remedi
     others = [line for line in SHADOW.splitlines() if not line.startswith("mallory:")]
     assert [line for line in shadow.splitlines() if not line.startswith("mallory:")] == others
     assert (st["st_mode"] & 0o7777, st["st_uid"], st["st_gid"]) == (0o640, 0, SHADOW_GID)
-    assert bytes(label) == SHADOW_LABEL
+    assert label == SHADOW_LABEL
     assert "# mallory ALL=(ALL) NOPASSWD: ALL" in drop_in.splitlines()
     assert drop_in.splitlines()[-1] == SUDOERS_DROP_IN.splitlines()[-1]  # alice's stays
     assert sshd.endswith("PermitRootLogin no\n")
@@ -264,14 +305,23 @@ def _vm(folder: Path, work: Path) -> Path:
     return vmx
 
 
-def test_a_vm_gets_one_overlay_per_disk_written(tmp_path: Path) -> None:
-    vmx = _vm(tmp_path / "vm", tmp_path / "build")
-    disks = sorted((tmp_path / "vm").glob("*.vmdk"))
-    before = {d.name: digest(d) for d in disks}
-    baseline = baseline_file(tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
+@dataclass(frozen=True)
+class RemediedVM:
+    disks: list[Path]
+    before: dict[str, tuple[str, int]]
+    out: Path
+    proc: Any
 
+
+@pytest.fixture(scope="module")
+def remedied_vm(tmp_path_factory: pytest.TempPathFactory) -> RemediedVM:
+    work = tmp_path_factory.mktemp("remediate-vm")
+    vmx = _vm(work / "vm", work / "build")
+    disks = sorted((work / "vm").glob("*.vmdk"))
+    before = {d.name: digest(d) for d in disks}
+    baseline = baseline_file(work)
+    out = work / "out"
+    out.mkdir()
     proc = remediate(
         str(vmx),
         "-o",
@@ -280,21 +330,19 @@ def test_a_vm_gets_one_overlay_per_disk_written(tmp_path: Path) -> None:
         str(baseline),
         "--format",
         "json",
-        env=run_env(tmp_path),
+        env=run_env(work),
     )
+    return RemediedVM(disks, before, out, proc)
 
-    assert proc.returncode == 0, proc.stderr
+
+def test_a_vm_gets_one_overlay_per_disk_written(
+    remedied_vm: RemediedVM, read_back: ReadBack
+) -> None:
+    out = remedied_vm.out
+    assert remedied_vm.proc.returncode == 0, remedied_vm.proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["fixed-disk1.qcow2", "fixed.qcow2"]
-    assert {d.name: digest(d) for d in disks} == before
-    handle = guestfs_handle([out / "fixed.qcow2", out / "fixed-disk1.qcow2"], tmp_path)
-    try:
-        handle.mount_ro("/dev/sda1", "/")
-        handle.mount_ro("/dev/sdb1", "/home")
-        shadow = handle.read_file("/etc/shadow").decode()
-        keys = handle.read_file("/home/mallory/.ssh/authorized_keys").decode()
-        record = json.loads(handle.read_file(LINUX_RECORD))
-    finally:
-        handle.close()
+    assert {d.name: digest(d) for d in remedied_vm.disks} == remedied_vm.before
+    shadow, keys, record = read_back.vm_shadow, read_back.vm_keys, read_back.vm_record
     assert "mallory:!" + MALLORY_HASH + ":19000:0:99999:7::1:" in shadow.splitlines()
     assert keys.splitlines()[1].startswith("# ssh-ed25519")
     assert _changes(record) == EXPECTED_CHANGES
