@@ -46,7 +46,10 @@ NOT_ON_THE_CACHED_PATH = (
     "psycopg",
     "multiprocessing",
     "concurrent.futures",
-    "vmaudit.run",
+    "vmaudit.run.runner",  # vmaudit.run.sizing (batch arithmetic, no import) may load
+    "vmaudit.run.worker",
+    "vmaudit.run.audit",
+    "vmaudit.run.fleet",
     "vmaudit.guest.appliance",
     "vmaudit.guest.accel",
     "vmaudit.collect",
