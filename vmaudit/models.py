@@ -366,6 +366,10 @@ SECTIONS = (
     "config",
 )
 CoverageStatus = Literal["read", "absent", "failed"]
+CONFIG_NOT_READ = (
+    "not read: these facts were collected before vmaudit read the config section "
+    "(scan again with --no-cache)"
+)
 
 
 @dataclass(frozen=True)
@@ -535,8 +539,24 @@ class Facts:
     config: ConfigFacts = ConfigFacts()  # empty in facts cached before it was read
 
     def failed_sections(self) -> dict[str, str]:
-        """Section -> why it could not be read; a rule reading one of them is not judged."""
-        return {c.section: c.reason or "failed" for c in self.coverage if c.status == "failed"}
+        """Section -> why it could not be read; a rule reading one of them is not judged.
+
+        Facts cached by a vmaudit that recorded coverage but not yet the ``config`` section
+        hold none: for a Linux or Windows guest it counts as not read (the audit is not
+        complete), so its rules are not judged, never passed.
+        """
+        failed = {c.section: c.reason or "failed" for c in self.coverage if c.status == "failed"}
+        if self.coverage and self.config_not_read():
+            failed["config"] = CONFIG_NOT_READ
+        return failed
+
+    def config_not_read(self) -> bool:
+        """A Linux or Windows guest whose facts hold no config part and no coverage entry
+        saying why: facts collected before vmaudit read the ``config`` section."""
+        if any(c.section == "config" for c in self.coverage):
+            return False
+        part = {"linux": self.config.linux, "windows": self.config.windows}
+        return self.os.type in part and part[self.os.type] is None
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"schema": FACTS_SCHEMA}

@@ -3,17 +3,22 @@ against dpkg's own answer for setuid owners and the CIS baseline."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+from vmaudit.act.fixes import PendingFS
 from vmaudit.baseline import load_baseline
+from vmaudit.baseline.factsio import facts_from_dict
+from vmaudit.baseline.model import Baseline
 from vmaudit.collect.config_linux import collect_linux_config
 from vmaudit.collect.linux import collect_linux
 from vmaudit.collect.osinfo import detect_linux
-from vmaudit.judge.rules import evaluate
-from vmaudit.models import ConfigFacts, Facts, OsInfo, Package
+from vmaudit.judge.rules import RULES, evaluate
+from vmaudit.models import CONFIG_NOT_READ, ConfigFacts, Facts, OsInfo, Package
 
 from .conftest import Guest, image_info
 
@@ -168,3 +173,69 @@ def test_without_a_package_list_reboot_lines_and_inetd_services_count_as_active(
     config = collect_linux_config(guest.fs, [], [])  # packages not read: never a false pass
     assert {e.not_active for e in config.startup} == {None}
     assert (config.inetd_services, config.inetd_not_active) == (("telnet", "tftp"), ())
+
+
+def _small_guest(guest: Guest) -> Facts:
+    guest.write("/etc/os-release", 'ID=debian\nVERSION_ID="12"\n')
+    guest.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n")
+    guest.write("/etc/shadow", "root:*:19000:0:99999:7:::\n", 0o644)
+    return _tree_facts(guest.root)
+
+
+def _config_baselines() -> list[Baseline]:
+    """cis-linux-l1 and the demo baseline: between them, every config rule is on."""
+    return [
+        load_baseline(str(REPO / "baselines" / "cis-linux-l1.yaml")),
+        load_baseline(str(REPO / "fixtures" / "demo-baseline.yaml")),
+    ]
+
+
+def _config_rules() -> set[str]:
+    return {r for r in RULES if r.startswith(("perm.", "exec.", "service.", "lockdown.", "boot."))}
+
+
+def test_facts_cached_before_the_config_section_leave_its_rules_not_judged(guest: Guest) -> None:
+    fresh = _small_guest(guest)
+    baseline = _config_baselines()
+    assert ("perm.critical-file", "/etc/shadow") in {
+        (f.rule, f.subject) for f in evaluate(fresh, baseline, NOW).findings
+    }
+    older = replace(
+        fresh,
+        config=ConfigFacts(),
+        coverage=tuple(c for c in fresh.coverage if c.section != "config"),
+    )
+    cached = facts_from_dict(json.loads(json.dumps(older.to_dict())))  # as the cache keeps it
+    assert "config" not in older.to_dict() and cached == older
+    assert cached.failed_sections() == {"config": CONFIG_NOT_READ}
+    result = evaluate(cached, baseline, NOW)
+    assert not {f.rule for f in result.findings} & _config_rules()
+    assert {n.rule: n.reason for n in result.not_judged} == {
+        rule: f"config: {CONFIG_NOT_READ}" for rule in _config_rules()
+    }
+
+
+def test_facts_from_before_coverage_leave_the_config_rules_not_judged(guest: Guest) -> None:
+    ancient = replace(_small_guest(guest), config=ConfigFacts(), coverage=())
+    baseline = _config_baselines()
+    result = evaluate(ancient, baseline, NOW)
+    assert {n.rule for n in result.not_judged} == _config_rules()
+    assert not {f.rule for f in result.findings} & _config_rules()
+    assert ancient.failed_sections() == {}  # their other sections stay as they were
+
+
+def test_a_view_of_the_guest_without_modes_fails_the_config_section(guest: Guest) -> None:
+    _small_guest(guest)
+    warnings: list[str] = []
+    view = PendingFS(guest.fs)  # remediation's view of the guest as a plan leaves it
+    os_info = detect_linux(view, warnings)
+    assert os_info is not None
+    facts = collect_linux(view, image_info(), os_info, NOW, warnings)
+    reason = "this view of the guest (PendingFS) gives no file modes or owners"
+    assert facts.config.linux is None
+    assert facts.failed_sections() == {"config": reason}
+    baseline = _config_baselines()
+    result = evaluate(facts, baseline, NOW)
+    assert {n.rule: n.reason for n in result.not_judged} == {
+        rule: f"config: {reason}" for rule in _config_rules()
+    }

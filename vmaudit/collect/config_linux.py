@@ -68,7 +68,9 @@ FIXED_FILES = (
 def collect_linux_config(fs: GuestFS, packages: list[Package], warnings: list[str]) -> LinuxConfig:
     """Everything of the ``config`` section; ``SectionFailed`` when modes cannot be read."""
     if not isinstance(fs, ModeFS):
-        raise SectionFailed("this view of the guest gives no file modes or owners")
+        raise SectionFailed(
+            f"this view of the guest ({type(fs).__name__}) gives no file modes or owners"
+        )
     modes: ModeFS = fs
     users = _names(fs, "/etc/passwd", warnings)
     groups = _names(fs, "/etc/group", warnings)

@@ -15,7 +15,16 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Unpack
 
 from vmaudit.judge.eol import end_of_life
-from vmaudit.models import SECTIONS, SEVERITIES, Facts, Finding, NotJudged, Severity, User
+from vmaudit.models import (
+    CONFIG_NOT_READ,
+    SECTIONS,
+    SEVERITIES,
+    Facts,
+    Finding,
+    NotJudged,
+    Severity,
+    User,
+)
 from vmaudit.versions import comparator_for, dotted_compare
 
 if TYPE_CHECKING:  # rules read a baseline's values; they never load one
@@ -756,6 +765,8 @@ def evaluate(
     evaluated: set[str] = set()
     applied: list[str] = []
     failed = facts.failed_sections()
+    if facts.config_not_read():  # also facts from before coverage: their config was never read
+        failed.setdefault("config", CONFIG_NOT_READ)
     unjudged: dict[str, str] = {}
     for baseline in baselines:
         if not baseline.match.fits(facts):
