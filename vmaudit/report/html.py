@@ -23,7 +23,7 @@ from typing import Any
 import vmaudit
 from vmaudit.judge.missed import missed, missed_text
 from vmaudit.judge.risk import exposure_by_severity, level_of, why
-from vmaudit.models import SEVERITIES, ImageResult, ScanReport
+from vmaudit.models import SEVERITIES, ImageResult, ScanReport, to_jsonable
 from vmaudit.report.common import (
     common_folder,
     exposure_text,
@@ -33,6 +33,7 @@ from vmaudit.report.common import (
     terminal_safe,
     vm_label,
 )
+from vmaudit.report.facts_view import POWER_ON_COLUMNS, power_on_rows
 from vmaudit.report.json import report_dict
 from vmaudit.timeutil import parse_iso, utc_now
 
@@ -412,6 +413,29 @@ def _images_table(ordered: Sequence[tuple[int, ImageResult]]) -> str:
     )
 
 
+def _power_on(result: ImageResult) -> str:
+    """A Linux guest's "what runs at power-on", folded (its facts' ``config.linux``)."""
+    linux = result.facts.config.linux if result.facts is not None else None
+    if linux is None:
+        return ""
+    rows = power_on_rows(to_jsonable(linux))
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_text(row.get(c) or '-')}</td>" for c in POWER_ON_COLUMNS) + "</tr>"
+        for row in rows
+    )
+    head = "".join(f"<th>{c}</th>" for c in POWER_ON_COLUMNS)
+    table = (
+        '<table class="findings power-on">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        if rows
+        else "<p>Nothing starts at power-on.</p>"
+    )
+    return (
+        f'<details class="power-on"><summary>what runs at power-on ({len(rows)})</summary>'
+        f"{table}</details>"
+    )
+
+
 def _image_details(index: int, result: ImageResult, scanned: datetime) -> str:
     title = _text(result.image.path)
     if result.error is not None:
@@ -466,10 +490,10 @@ def _image_details(index: int, result: ImageResult, scanned: datetime) -> str:
         meta.append(f"application {_text(result.business.application)}")
     if result.from_cache:
         meta.append("facts from cache")
-    warnings = ""
+    warnings = _power_on(result)
     if result.facts is not None and result.facts.warnings:
         items = "".join(f"<li>{_text(w)}</li>" for w in result.facts.warnings)
-        warnings = (
+        warnings += (
             f'<details class="warnings"><summary>warnings</summary><ul>{items}</ul></details>'
         )
     return (
