@@ -56,7 +56,17 @@ from vmaudit.collect.windows import find_windows
 from vmaudit.collect.windows_registry import HIVE_CAP, Hive, HiveError, open_hivex
 from vmaudit.collect.windows_sam import ACB_DISABLED
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError
-from vmaudit.guest.base import DEFAULT_CAP, MAX_LINE, GuestFS, GuestStat, remembered, safe_path
+from vmaudit.guest.base import (
+    DEFAULT_CAP,
+    MAX_LINE,
+    GuestFS,
+    GuestStat,
+    ModeFS,
+    ModeWalk,
+    OwnedStat,
+    remembered,
+    safe_path,
+)
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER
 from vmaudit.models import Facts, Finding
 
@@ -168,6 +178,34 @@ class PendingFS:
 
     def readlink(self, path: str) -> str:
         return self.base.readlink(path)
+
+    def _modes(self) -> ModeFS:
+        if not isinstance(self.base, ModeFS):
+            raise GuestFileError("/", "this view of the guest gives no modes or owners")
+        return self.base
+
+    def lstat_owner(self, path: str) -> OwnedStat | None:
+        """An edited file keeps its inode (mode, owner); a created one is root's, as written."""
+        base = self._modes().lstat_owner(path)
+        own = self._own(path)
+        if base is not None or own is None:
+            return base
+        return OwnedStat(path, own.kind, own.mode, 0, 0)
+
+    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+        """The base's walk with the files and folders the plan creates below ``root``."""
+        walk = self._modes().walk_modes(root, limit)
+        seen = {entry.path for entry in walk.entries}
+        prefix = root.rstrip("/") + "/"
+        created = [
+            owned
+            for path in sorted({*self.writes, *self.folders} - seen)
+            if path.startswith(prefix) and (owned := self.lstat_owner(path)) is not None
+        ]
+        entries = (*walk.entries, *created)
+        return replace(
+            walk, entries=entries[:limit], truncated=walk.truncated or len(entries) > limit
+        )
 
 
 class Refused(VmauditError):

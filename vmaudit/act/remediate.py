@@ -513,8 +513,11 @@ def _work(
     apply_plan(handle, plan, scratch, labels=facts.os.type == "linux")
     handle.sync()
     written = collect_facts(ApplianceFS(handle, scratch), info, now, list(guest.warnings))
-    if _comparable(written) != _comparable(planned):
-        differ = sorted(k for k, v in _comparable(written).items() if _comparable(planned)[k] != v)
+    read_back, foreseen = _comparable(written), _comparable(planned)
+    if read_back != foreseen:
+        differ = sorted(
+            k for k in read_back.keys() | foreseen.keys() if read_back.get(k) != foreseen.get(k)
+        )
         raise VmauditError(
             ErrorKind.INTERNAL,
             f"the guest read back after the writes differs from the plan ({', '.join(differ)}); "

@@ -23,7 +23,7 @@ from typing import Any
 
 from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
-from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat
+from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat, ModeWalk, OwnedStat
 from vmaudit.guest.blockdev import device_file_node, validate_block_disk
 from vmaudit.guest.detect import (
     ENCRYPTED_FS,
@@ -519,3 +519,68 @@ class ApplianceFS:
             return str(self.handle.readlink(path))
         except (RuntimeError, UnicodeError) as exc:
             raise GuestFileError(path, _reason(exc)) from None
+
+    def lstat_owner(self, path: str) -> OwnedStat | None:
+        try:
+            st = self.handle.lstatns(path)
+        except (RuntimeError, UnicodeError):
+            return None
+        return OwnedStat(path, _kind(st["st_mode"]), st["st_mode"], st["st_uid"], st["st_gid"])
+
+    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+        """One ``find0`` for the names, then one ``lstatnslist`` per directory (it takes
+        plain file names of one directory): a call per folder, not one per file."""
+        top = self.lstat_owner(root)
+        if top is None or top.kind != "dir":
+            return ModeWalk((), False)
+        names, skipped, truncated = self._find_names(root, limit)
+        if names is None:
+            return ModeWalk((), False)
+        base = root.rstrip("/")
+        by_folder: dict[str, list[str]] = {}
+        for name in names:  # relative to ``root``; "/" first except below "/" itself
+            folder, _, leaf = ("/" + name.lstrip("/")).rpartition("/")
+            by_folder.setdefault(folder, []).append(leaf)
+        entries: list[OwnedStat] = []
+        for folder, leaves in by_folder.items():
+            try:
+                stats = self.handle.lstatnslist(base + folder or "/", leaves)
+            except (RuntimeError, UnicodeError):
+                skipped += len(leaves)
+                continue
+            for leaf, st in zip(leaves, stats, strict=False):
+                if st["st_ino"] < 0:  # libguestfs marks a name it could not stat with -1
+                    skipped += 1
+                    continue
+                mode = st["st_mode"]
+                path = f"{base}{folder}/{leaf}"
+                entries.append(OwnedStat(path, _kind(mode), mode, st["st_uid"], st["st_gid"]))
+        return ModeWalk(tuple(entries), truncated, skipped)
+
+    def _find_names(self, root: str, limit: int) -> tuple[list[str] | None, int, bool]:
+        """The first ``limit`` names ``find0`` lists below ``root``, the names it could not
+        pass (not UTF-8), and whether it listed more; None when it cannot list ``root``."""
+        fd, listing = tempfile.mkstemp(dir=self.scratch_dir)
+        os.close(fd)
+        names: list[str] = []
+        skipped = 0
+        try:
+            self.handle.find0(root, listing)
+            with open(listing, "rb") as handle:
+                tail = b""
+                while block := handle.read(1 << 20):
+                    *complete, tail = (tail + block).split(b"\0")
+                    for raw in complete:
+                        if not raw:
+                            continue
+                        if len(names) >= limit:
+                            return names, skipped, True
+                        try:
+                            names.append(raw.decode("utf-8"))
+                        except UnicodeDecodeError:
+                            skipped += 1  # the bindings pass names as UTF-8 strings
+        except RuntimeError:
+            return None, 0, False
+        finally:
+            os.unlink(listing)
+        return names, skipped, False
