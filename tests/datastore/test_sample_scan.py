@@ -6,13 +6,19 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from fixtures import spec as guestspec
+from fixtures.build import stage_tree
+from fixtures.rootfs import ensure_rootfs
 from tests.datastore.conftest import REPO, Scan, run_scan
+from vmaudit.collect.config_linux import collect_linux_config
 from vmaudit.discover.identity import image_identity
 from vmaudit.discover.walk import discover
+from vmaudit.guest.tree import TreeFS
 from vmaudit.judge.rules import RULES
 from vmaudit.models import Facts
 from vmaudit.state import StateDB
@@ -31,12 +37,33 @@ def test_every_image_is_audited_and_every_rule_fires_and_passes(first_scan: Scan
     # vuln.cve and os.end-of-life are judged against feeds and end-of-support dates: this
     # scan has no feeds database and no sample guest is past its end of support today
     # (tests/feeds and tests/judge cover both; make demo shows vuln.cve on these guests).
-    assert {rule for rule, where in fired.items() if not where} == {"vuln.cve", "os.end-of-life"}
+    # lockdown.apparmor and lockdown.auditd are off in the demo baseline: the guests' Debian
+    # base has neither, so they would fire on every guest (their rule fixtures cover them).
+    assert {rule for rule, where in fired.items() if not where} == {
+        "vuln.cve",
+        "os.end-of-life",
+        "lockdown.apparmor-disabled",
+        "lockdown.auditd-disabled",
+    }
+    where_fired = {(rule, guest) for rule, guests in fired.items() for guest in guests}
+    assert {  # the config families on the guests given their inputs (fixtures/guests)
+        ("perm.critical-file", "payroll-db-07"),
+        ("perm.world-writable", "payroll-db-07"),
+        ("exec.setuid-unexpected", "payroll-db-07"),
+        ("exec.forbidden", "build-agent-03"),
+        ("service.forbidden-enabled", "build-agent-03"),
+        ("lockdown.sysctl", "payroll-db-07"),
+        ("lockdown.selinux-disabled", "legacy-erp"),
+        ("boot.unexpected-startup", "legacy-erp"),
+    } <= where_fired
+    assert "boot.unexpected-startup" not in {  # its @reboot line: no cron installed to run it
+        f["rule"] for f in first_scan.image("build-agent-03")["findings"]
+    }
     clean = {Path(i["path"]).parent.name for i in images if not i["findings"]}
     assert {"web-01", "win2019-patched"} <= clean
     assert first_scan.exit_code == 1
     payroll = first_scan.image("payroll-db-07")
-    assert payroll["risk"] == {"score": 100.0, "level": "critical", "exposure": 1776.0}
+    assert payroll["risk"] == {"score": 100.0, "level": "critical", "exposure": 2112.0}
     assert payroll["business"] == {
         "application": "payroll",
         "owner": "finance-it",
@@ -191,3 +218,32 @@ def test_windows_guests_facts_from_the_appliance(first_scan: Scan) -> None:
     assert legacy.autologon_password_stored and not clean.autologon_password_stored
     assert "TeamViewer" in {s.name for s in legacy.auto_services}
     assert (clean.update_server, clean.lsa_protected) == ("https://wsus.corp.example:8531", True)
+
+
+def test_config_section_from_the_appliance_is_what_the_tree_backend_reads(
+    first_scan: Scan, tmp_path: Path
+) -> None:
+    """ApplianceFS.walk_modes and lstat_owner on the images against TreeFS on the same
+    guests' trees, staged again by the builder: modes, owners and paths agree."""
+    images = {i.path: i for i in discover([str(REPO / "build" / "datastore")]).images}
+    base = ensure_rootfs()
+    now = datetime.now(UTC)
+    for folder in ("payroll-db-07", "build-agent-03"):
+        with StateDB(first_scan.state) as db:
+            facts = db.lookup_facts(image_identity(images[first_scan.image(folder)["path"]]))
+        assert facts is not None and facts.config.linux is not None
+        image = facts.config.linux
+        tree = tmp_path / folder
+        stage_tree(guestspec.load(REPO / "fixtures" / "guests" / folder), base, tree, now)
+        staged = collect_linux_config(TreeFS(str(tree)), list(facts.packages), [])
+        # find0 and the tree's walk list a folder in different orders
+        writable = [sorted(c.modes.world_writable_paths, key=str) for c in (image, staged)]
+        assert writable[0] == writable[1], folder
+        assert sorted(image.setuid_files, key=str) == sorted(staged.setuid_files, key=str)
+        assert image.critical_files == staged.critical_files, folder
+        assert image.executables == staged.executables, folder
+        assert (image.inetd_services, image.startup) == (staged.inetd_services, staged.startup)
+        assert image.modes.setuid == staged.modes.setuid and image.modes.visited > 5000
+    payroll = first_scan.image("payroll-db-07")
+    modes = [f["evidence"]["mode"] for f in payroll["findings"] if f["rule"].startswith("perm.")]
+    assert sorted(modes) == ["0644", "0777"]  # /etc/shadow, /srv/payroll/export
