@@ -224,18 +224,17 @@ def test_facts_from_before_coverage_leave_the_config_rules_not_judged(guest: Gue
     assert ancient.failed_sections() == {}  # their other sections stay as they were
 
 
-def test_a_view_of_the_guest_without_modes_fails_the_config_section(guest: Guest) -> None:
-    _small_guest(guest)
+def test_remediation_s_view_of_the_guest_reads_the_config_section_with_modes(
+    guest: Guest,
+) -> None:
+    """PendingFS (the guest as a plan leaves it) gives the base's modes: the section is
+    read, not failed, and an unchanged guest's config is the tree's own."""
+    tree_facts = _small_guest(guest)
     warnings: list[str] = []
-    view = PendingFS(guest.fs)  # remediation's view of the guest as a plan leaves it
+    view = PendingFS(guest.fs)
     os_info = detect_linux(view, warnings)
     assert os_info is not None
     facts = collect_linux(view, image_info(), os_info, NOW, warnings)
-    reason = "this view of the guest (PendingFS) gives no file modes or owners"
-    assert facts.config.linux is None
-    assert facts.failed_sections() == {"config": reason}
-    baseline = _config_baselines()
-    result = evaluate(facts, baseline, NOW)
-    assert {n.rule: n.reason for n in result.not_judged} == {
-        rule: f"config: {reason}" for rule in _config_rules()
-    }
+    assert "config" not in facts.failed_sections()
+    assert facts.config == tree_facts.config and facts.config.linux is not None
+    assert ("/etc/shadow", 0o644) in {(m.path, m.mode) for m in facts.config.linux.critical_files}
