@@ -193,8 +193,31 @@ def test_auditing_the_overlay_shows_the_fixed_findings_gone_and_nothing_else_cha
     )
     users["eve"].update(authorized_keys=0)
     expected["ssh"]["permit_root_login"] = "no"
+    # The config section also sees what the fixes created: the sshd drop-in, root's 0644, is
+    # one more critical file, and the walk meets it; every other mode, owner and count stays.
+    walked = ("config", "linux", "modes", "visited")
+    grown = _at(fixed, walked) - _at(base, walked)
+    assert grown > 0
+    expected["config"]["linux"]["modes"]["visited"] += grown
+    critical = fixed["config"]["linux"]["critical_files"]
+    assert [entry for entry in critical if entry["path"] == SSHD_DROP_IN] == [
+        {"path": SSHD_DROP_IN, "kind": "file", "mode": 0o644, "uid": 0, "gid": 0}
+        | {"owner": "root", "group": "root", "link": None}
+    ]
+    assert [entry for entry in critical if entry["path"] != SSHD_DROP_IN] == (
+        expected["config"]["linux"]["critical_files"]
+    )
+    expected["config"]["linux"]["critical_files"] = critical
     del expected["image"], fixed["image"]
     assert fixed == expected
+
+
+def _at(document: dict[str, Any], keys: tuple[str, ...]) -> int:
+    value: Any = document
+    for key in keys:
+        value = value[key]
+    assert isinstance(value, int)
+    return value
 
 
 @dataclass(frozen=True)
