@@ -17,7 +17,7 @@ from tests.pgserver import Server, query
 from vmaudit.baseline.factsio import facts_from_dict
 from vmaudit.discover.identity import image_identity
 from vmaudit.errors import ErrorKind
-from vmaudit.models import ImageResult, Package, ScanReport
+from vmaudit.models import SECTIONS, Coverage, ImageResult, Package, ScanReport
 from vmaudit.state import StateDB, StateError, default_state_path, schema
 
 
@@ -222,6 +222,23 @@ def test_unchanged_image_gets_its_facts_back(db: StateDB, tmp_path: Path) -> Non
     scan = db.begin_scan(["default"], "2026-11-27T10:00:00Z")
     db.record_result(scan, audited(image, facts), image_identity(image))
     assert db.lookup_facts(image_identity(image)) == facts
+
+
+def test_facts_read_before_a_section_existed_are_read_again(db: StateDB, tmp_path: Path) -> None:
+    disk = tmp_path / "vm.qcow2"
+    disk.write_bytes(b"qcow" * 100)
+    image = make_image(disk)
+    every = tuple(Coverage(section, "read") for section in SECTIONS)
+    scan = db.begin_scan(["default"], "2026-11-27T10:00:00Z")
+    db.record_result(
+        scan, audited(image, make_facts(str(disk), coverage=every)), image_identity(image)
+    )
+    assert db.lookup_facts(image_identity(image)) is not None
+    before_config = tuple(c for c in every if c.section != "config")  # a vmaudit of last month
+    db.record_result(
+        scan, audited(image, make_facts(str(disk), coverage=before_config)), image_identity(image)
+    )
+    assert db.lookup_facts(image_identity(image)) is None
 
 
 def test_a_changed_image_is_not_served_from_the_cache(db: StateDB, tmp_path: Path) -> None:

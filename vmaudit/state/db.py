@@ -26,6 +26,7 @@ from vmaudit.discover.identity import Identity, changed_files
 from vmaudit.errors import ErrorKind, VmauditError
 from vmaudit.judge.risk import FORMULA
 from vmaudit.models import (
+    SECTIONS,
     AuditedImage,
     Facts,
     FailedImage,
@@ -481,11 +482,15 @@ class StateDB:
         if text is None:
             return None
         try:
-            return codec.facts_from_text(text)
+            facts = codec.facts_from_text(text)
         except (ValueError, KeyError, TypeError):
             # facts this vmaudit cannot read (damaged, or of a facts schema it does not
             # know) are never served: the image is read again and its new facts replace them
             return None
+        recorded = {coverage.section for coverage in facts.coverage}
+        if recorded and not recorded.issuperset(SECTIONS):
+            return None  # read by a vmaudit that knew fewer sections (no config): read again
+        return facts
 
     # ------------------------------------------------------------ history: writing
 
