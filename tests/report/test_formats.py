@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 
 import jsonschema
 import pytest
@@ -179,3 +180,20 @@ def test_table_sorts_images_by_risk_and_lists_the_riskiest_findings(report: Scan
     assert "\npayroll-db-07.vmdk (risk 58, high; exposure 177.5)" in text  # relative to /ds
     assert "idle for 270 days (limit 90)" in text
     assert "3 image(s), 2 audited, 1 in error" in text
+
+
+def test_a_hypervisor_guest_is_named_on_its_own_line_under_the_image(report: ScanReport) -> None:
+    first = report.results[0]
+    image = replace(first.image, source="vmware", template=True, vm="gold\x1b[2J")
+    text = render(
+        replace(report, results=(replace(first, image=image), *report.results[1:])),
+        Format.TABLE,
+        color=False,
+        width=300,
+    )
+    lines = text.splitlines()
+    name = next(i for i, line in enumerate(lines) if line.lstrip().startswith(first.image.path[4:]))
+    assert lines[name + 1].strip().startswith("vmware template")  # on a line of its own
+    shown = "".join(line[:40].strip() for line in lines[name + 1 : name + 4])
+    assert "gold\\x1b[2J" in shown and "\x1b" not in text  # the guest's name, escaped
+    assert "\\x0avmware" not in text  # our line break is not escaped as guest text

@@ -58,6 +58,16 @@ def _text(value: str | None, style: str = "") -> Text:
     return Text(terminal_safe(value or ""), style=style)
 
 
+def _image_cell(name: str, label: str | None) -> Text:
+    """The image's name and, on a line of its own, what its hypervisor calls it (each line
+    made safe on its own: the line break is ours, never the guest's)."""
+    cell = _text(name)
+    if label:
+        cell.append("\n")
+        cell.append_text(_text(label, "dim"))
+    return cell
+
+
 def _short(path: str, folder: str) -> str:
     return os.path.relpath(path, folder) if folder else path
 
@@ -99,7 +109,7 @@ def _images_table(results: list[ImageResult], folder: str) -> Table:
             ]
         label = vm_label(result.image)  # a hypervisor's guest: its name and state
         table.add_row(
-            _text(_short(result.image.path, folder) + (f"\n{label}" if label else "")),
+            _image_cell(_short(result.image.path, folder), label),
             _text(os_text(result)),
             _text(facts.os.hostname if facts is not None else ""),
             _text(result.business.application),
