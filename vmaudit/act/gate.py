@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -261,17 +261,8 @@ class Gate:
                 f"{name}: no finding at or above {self.policy.fail_on} ({below} below; {origin})"
             )
             allowed = True
-        return Decision(
-            allowed,
-            _one_line(reason),
-            guest.name,
-            source,
-            at,
-            result,
-            disks=disks,
-            notices=notices,
-            identity=identity,
-        )
+        decision = Decision(allowed, _one_line(reason), guest.name, source, at, result)
+        return replace(decision, disks=disks, notices=notices, identity=identity)
 
     def _on_error(
         self,
@@ -288,18 +279,8 @@ class Gate:
         name = guest.name or "guest"
         verb = "allowed" if allowed else "refused"
         reason = f"{name}: cannot be audited ({verb} by on_error: {self.policy.on_error}): {error}"
-        return Decision(
-            allowed,
-            _one_line(reason),
-            guest.name,
-            source,
-            at,
-            result,
-            error=error,
-            disks=disks,
-            notices=notices,
-            identity=identity,
-        )
+        decision = Decision(allowed, _one_line(reason), guest.name, source, at, result, error=error)
+        return replace(decision, disks=disks, notices=notices, identity=identity)
 
     def _record(self, db: StateDB, decision: Decision) -> None:
         record = PowerOn(

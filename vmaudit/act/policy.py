@@ -43,27 +43,20 @@ ON_ERROR = ("refuse", "allow")
 
 
 @dataclass(frozen=True)
-class _StateRef(Spec):
-    """A state database: a ``postgresql://`` URL, or a file path relative to the policy."""
-
-    describe: str = "path (relative to this file) or postgresql:// URL"
-
-    def check(self, node: Any, walk: Walk, key: str) -> Any:
-        value = Str().check(node, walk, key)
-        if isinstance(value, Invalid) or "://" in value:
-            return value
-        return str((walk.base_dir / value).resolve())
-
-
-@dataclass(frozen=True)
 class _RelativePath(Spec):
-    """A file path relative to the policy; it need not exist yet."""
+    """A file path relative to the policy (it need not exist yet); with ``urls``, a
+    ``postgresql://`` URL is taken as it is."""
 
-    describe: str = "path (relative to this file)"
+    urls: bool = False
+
+    @property
+    def describe(self) -> str:  # type: ignore[override]
+        path = "path (relative to this file)"
+        return f"{path} or postgresql:// URL" if self.urls else path
 
     def check(self, node: Any, walk: Walk, key: str) -> Any:
         value = Str().check(node, walk, key)
-        if isinstance(value, Invalid):
+        if isinstance(value, Invalid) or (self.urls and "://" in value):
             return value
         return str((walk.base_dir / value).resolve())
 
@@ -97,7 +90,7 @@ GATE_POLICY = Section(
         "on_error": Key(
             Enum(ON_ERROR), "What an image that cannot be audited in time gets (default refuse)."
         ),
-        "state": Key(_StateRef(), "The state database shared with `vmaudit scan`."),
+        "state": Key(_RelativePath(urls=True), "The state database shared with `vmaudit scan`."),
         "feeds_db": Key(
             _RelativePath(), "The vulnerability feeds database `vuln.cve` is judged against."
         ),
