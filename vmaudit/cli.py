@@ -434,6 +434,17 @@ def _parse_since(text: str | None) -> datetime | None:
     return moment
 
 
+@contextmanager
+def _state_db(state_path: str | None) -> Iterator[Any]:
+    """The state database, closed after use; its errors are exit code 2."""
+    with config_errors():
+        db = _open_state(state_path)
+        try:
+            yield db
+        finally:
+            db.close()
+
+
 def _open_state(state_path: str | None) -> Any:
     from vmaudit.state import StateDB, default_state_path, open_state
     from vmaudit.state.postgres import is_url
@@ -479,20 +490,13 @@ def report(
 
         if fmt not in ("table", "json"):
             raise click.BadParameter("with --power-on: table or json", param_hint="--format")
-        with config_errors():
-            db = _open_state(state_path)
-            try:
-                decisions = db.power_ons(since=moment)
-            finally:
-                db.close()
+        with _state_db(state_path) as db:
+            decisions = db.power_ons(since=moment)
         emit(render_power_ons(decisions, fmt), output)
         return
+    with _state_db(state_path) as db:
+        last = db.last_report(since=moment)
     with config_errors():
-        db = _open_state(state_path)
-        try:
-            last = db.last_report(since=moment)
-        finally:
-            db.close()
         if last is None:
             raise ConfigError("no finished scan in the state database")
         last = _rejudged(last, baselines, feeds_db)
@@ -523,12 +527,8 @@ def history(image: str, fmt: str, state_path: str | None) -> None:
     """The image's recorded scans: when, what changed, risk over time."""
     from vmaudit.report.history import render_history
 
-    with config_errors():
-        db = _open_state(state_path)
-        try:
-            entries = db.history(os.path.abspath(image))
-        finally:
-            db.close()
+    with _state_db(state_path) as db:
+        entries = db.history(os.path.abspath(image))
     if not entries:
         _stderr(f"{image}: no recorded scan")
         raise SystemExit(3)

@@ -202,26 +202,15 @@ def vm_disks(vmid: str, pve_dir: str = DEFAULT_PVE_DIR) -> GuestDisks:
     if not VMID.fullmatch(vmid):
         return GuestDisks(None, (), problem=f"{vmid!r} is not a Proxmox VM id", source="proxmox")
     config_path = Path(pve_dir) / "qemu-server" / f"{vmid}.conf"
+    where = str(config_path)  # what is being read, for the problem
     try:
         config = read_capped(config_path)
-    except (OSError, ValueError) as exc:
-        return GuestDisks(
-            f"vm{vmid}",
-            (),
-            problem=f"{config_path}: {_why(exc)}",
-            source="proxmox",
-            config=str(config_path),
-        )
-    try:
+        where = f"{pve_dir}/storage.cfg"
         storages = load_storages(pve_dir)
     except (OSError, ValueError) as exc:
-        return GuestDisks(
-            f"vm{vmid}",
-            (),
-            problem=f"{pve_dir}/storage.cfg: {_why(exc)}",
-            source="proxmox",
-            config=str(config_path),
-        )
+        problem = f"{where}: {_why(exc)}"
+        config_file = str(config_path)
+        return GuestDisks(f"vm{vmid}", (), problem=problem, source="proxmox", config=config_file)
     return parse_vm_config(vmid, config, storages, str(config_path))
 
 
