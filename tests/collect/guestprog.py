@@ -144,3 +144,33 @@ def sshd_test(tree: Guest) -> SshdTest:
         if keyword:
             settings.setdefault(keyword, value)
     return SshdTest(result.returncode, settings, text(result.stderr))
+
+
+SYSTEMD = "/usr/lib/systemd/systemd"
+
+
+def systemd_boot_jobs(binds: list[tuple[str, str]], empty_run: str) -> set[str]:
+    """The units systemd's own initial boot transaction starts (``systemd --test``), with each
+    ``(tree path, host path)`` of ``binds`` mounted over the host's in a private namespace and
+    an empty ``/run/systemd``, as nobody."""
+    mounts = "".join(f"mount --bind {source} {target}; " for source, target in binds)
+    script = (
+        f"set -e; mount --make-rprivate /; {mounts}mount --bind {empty_run} /run/systemd; "
+        "exec setpriv --reuid=65534 --regid=65534 --clear-groups "
+        f"{SYSTEMD} --test --system --no-pager --log-target=console --log-level=err"
+    )
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = set()
+    for line in result.stdout.splitlines():
+        line = line.strip()
+        if line.startswith("Action: ") and line.endswith(" -> start"):
+            jobs.add(line[len("Action: ") : -len(" -> start")])
+    assert jobs, "systemd --test enqueued nothing"
+    return jobs

@@ -64,6 +64,7 @@ from vmaudit.collect.units import boot_units
 from vmaudit.judge.rules import evaluate
 
 from .conftest import Guest, image_info
+from .guestprog import systemd_boot_jobs
 
 NOW = datetime(2026, 11, 27, tzinfo=UTC)
 HOST_UNITS = Path("/usr/lib/systemd/system")
@@ -171,26 +172,13 @@ class BootTree:
         root = self.guest.root
         empty = root.parent / "empty-run"
         empty.mkdir(exist_ok=True)
-        script = (
-            "set -e; mount --make-rprivate /; "
-            f"mount --bind {root}/etc/systemd /etc/systemd; "
-            f"mount --bind {root}{LIB} {LIB}; "
-            f"mount --bind {root}/etc/init.d /etc/init.d; "
-            f"mount --bind {root}/opt /opt; "
-            f"mount --bind {empty} /run/systemd; "
-            "exec setpriv --reuid=65534 --regid=65534 --clear-groups "
-            f"{SYSTEMD} --test --system --no-pager --log-target=console --log-level=err"
-        )
-        result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
-                                text=True, timeout=120, check=False)  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
-        jobs = set()
-        for line in result.stdout.splitlines():
-            line = line.strip()
-            if line.startswith("Action: ") and line.endswith(" -> start"):
-                jobs.add(line[len("Action: ") : -len(" -> start")])
-        assert jobs, "systemd --test enqueued nothing"
-        return jobs
+        binds = [
+            (f"{root}/etc/systemd", "/etc/systemd"),
+            (f"{root}{LIB}", LIB),
+            (f"{root}/etc/init.d", "/etc/init.d"),
+            (f"{root}/opt", "/opt"),
+        ]
+        return systemd_boot_jobs(binds, str(empty))
 
 
 @pytest.fixture(scope="module")

@@ -27,6 +27,7 @@ import pytest
 from vmaudit.collect.units import boot_units
 
 from .conftest import Guest
+from .guestprog import systemd_boot_jobs
 
 FIREWALL_UNITS = ("nftables.service", "netfilter-persistent.service", "firewalld.service",
                   "ufw.service")  # fmt: skip
@@ -66,24 +67,8 @@ class UnitTree:
         empty = self.guest.root.parent / "empty"
         empty.mkdir(exist_ok=True)
         root = self.guest.root
-        script = (
-            "set -e; mount --make-rprivate /; "
-            f"mount --bind {root}/etc/systemd /etc/systemd; "
-            f"mount --bind {root}/usr/lib/systemd/system /usr/lib/systemd/system; "
-            f"mount --bind {empty} /run/systemd; "
-            "exec setpriv --reuid=65534 --regid=65534 --clear-groups "
-            f"{SYSTEMD} --test --system --no-pager --log-target=console --log-level=err"
-        )
-        result = subprocess.run(["unshare", "--mount", "sh", "-c", script], capture_output=True,
-                                text=True, timeout=120, check=False)  # fmt: skip
-        assert result.returncode == 0, result.stderr[-2000:]
-        jobs = set()
-        for line in result.stdout.splitlines():
-            line = line.strip()
-            if line.startswith("Action: ") and line.endswith(" -> start"):
-                jobs.add(line[len("Action: ") : -len(" -> start")])
-        assert jobs, "systemd --test enqueued nothing"
-        return jobs
+        binds = [(f"{root}/etc/systemd", "/etc/systemd"), (f"{root}{LIB}", LIB)]
+        return systemd_boot_jobs(binds, str(empty))
 
     def systemctl(self, *args: str) -> str:
         command = ["systemctl", f"--root={self.guest.root}", *args]
