@@ -33,7 +33,7 @@ fixtures: setup
 	$(PY) fixtures/build.py build/datastore
 
 test: setup
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=25
 
 test-fast: setup
 	$(PY) -m pytest -q -ra -m 'not appliance'

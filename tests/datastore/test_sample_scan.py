@@ -122,7 +122,7 @@ def test_rescan_of_unchanged_datastore_opens_no_image(first_scan: Scan, tmp_path
     state = tmp_path / "state.db"
     shutil.copy(first_scan.state, state)
     second = run_scan(state)
-    assert second.report["summary"]["from_cache"] == 12
+    assert second.report["summary"]["from_cache"] == 13
     assert all(i["from_cache"] for i in second.report["images"])
     assert "software emulation" not in second.stderr  # no launch was even tried
 
@@ -143,7 +143,7 @@ def test_changed_baseline_changes_findings_without_opening(
         "match: {os: linux}\npackages:\n  forbidden: [sudo]\n"
     )
     again = run_scan(state, "-b", str(strict))
-    assert again.report["summary"]["from_cache"] == 12
+    assert again.report["summary"]["from_cache"] == 13
     web = next(i for i in again.report["images"] if "web-01" in i["path"])
     assert ("package.forbidden", "sudo") in {(f["rule"], f["subject"]) for f in web["findings"]}
 

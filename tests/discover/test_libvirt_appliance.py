@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.build import build_datastore
 from tests.act.gatehelpers import OUT_OF_BASELINE, build_image
 from tests.discover.hvhelpers import block_disk, by_vm, dir_pool, domain, file_disk, scan
 from tests.imaging import fingerprint
@@ -24,13 +25,12 @@ from tests.libvirtd import usable as libvirtd_usable
 from tests.loopdev import dm_available, loop_device, run, volume_group
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLE = REPO / "build" / "datastore" / "web-01" / "web-01.qcow2"
+DATASTORE = REPO / "build" / "datastore"
 VG = "vmauditappvg"
 
 pytestmark = [
     pytest.mark.appliance,
     pytest.mark.skipif(not libvirtd_usable(), reason="needs root and Debian's libvirt"),
-    pytest.mark.skipif(not SAMPLE.exists(), reason="needs the sample datastore (make fixtures)"),
 ]
 
 
@@ -68,10 +68,17 @@ def block(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         yield device, backing
 
 
+@pytest.fixture(scope="module")
+def sample() -> Path:
+    """The sample datastore's web-01 (built, or taken from the builder's cache)."""
+    build_datastore(DATASTORE)
+    return DATASTORE / "web-01" / "web-01.qcow2"
+
+
 @pytest.fixture
-def site(tmp_path: Path, block: tuple[str, Path]) -> Iterator[dict[str, Any]]:
+def site(tmp_path: Path, block: tuple[str, Path], sample: Path) -> Iterator[dict[str, Any]]:
     device, backing = block
-    copied = run("qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", str(SAMPLE), device)
+    copied = run("qemu-img", "convert", "-n", "-f", "qcow2", "-O", "raw", str(sample), device)
     assert copied.returncode == 0, copied.stderr
     store = tmp_path / "images"
     legacy, _tree = build_image(store, "legacy.img", OUT_OF_BASELINE)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vmaudit.run.sizing import MAX_BATCH, MAX_SMP, appliance_smp, batch_size
+from vmaudit.models import DiskRef, ImageRef
+from vmaudit.run.sizing import MAX_BATCH, MAX_SMP, appliance_smp, batch_size, cut_batches
 
 
 def test_a_requested_batch_is_kept() -> None:
@@ -41,3 +42,22 @@ def test_appliances_share_the_host_cpus() -> None:
     assert appliance_smp(cpus=8, batches=2, jobs=8) == 4
     assert appliance_smp(cpus=64, batches=1, jobs=1) == MAX_SMP
     assert appliance_smp(cpus=1, batches=5, jobs=3) == 1
+
+
+def _image(path: str, *chain: str) -> ImageRef:
+    return ImageRef(path, "vmdk", (DiskRef(path, "vmdk", chain or (path,)),))
+
+
+def test_batches_are_cut_in_order_as_slicing_would() -> None:
+    images = [_image(f"/ds/{n}.qcow2") for n in range(7)]
+    assert cut_batches(images, 3) == [images[0:3], images[3:6], images[6:7]]
+
+
+def test_a_template_and_its_linked_clone_never_share_an_appliance() -> None:
+    base = "/ds/crm/crm-base.vmdk"
+    vm = _image("/ds/crm/crm.vmx", "/ds/crm/crm-000001.vmdk", base)
+    template = _image("/ds/crm/crm-gold.vmtx", base)  # the clone's snapshot base
+    others = [_image(f"/ds/{n}.qcow2") for n in range(3)]
+    batches = cut_batches([vm, template, *others], 4)
+    assert batches == [[vm, *others], [template]]
+    assert len(cut_batches([vm, template, *others], 3)) == 2  # no more appliances than needed

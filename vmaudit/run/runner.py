@@ -34,7 +34,7 @@ from vmaudit.errors import ErrorKind
 from vmaudit.guest import accel
 from vmaudit.guest.appliance import LaunchOptions
 from vmaudit.models import CodecError, Facts, ImageError, ImageRef, from_jsonable, to_jsonable
-from vmaudit.run.sizing import appliance_smp
+from vmaudit.run.sizing import appliance_smp, cut_batches
 from vmaudit.run.timing import StageTimes
 from vmaudit.run.worker import RESULT_PREFIX
 
@@ -220,7 +220,7 @@ class Runner:
 
     def run(self, images: Sequence[ImageRef], now: datetime) -> Iterator[RawOutcome]:
         """Outcomes as batches finish (not in input order)."""
-        batches = [list(images[i : i + self.batch]) for i in range(0, len(images), self.batch)]
+        batches = cut_batches(images, self.batch)
         if not batches:
             return
         if self.executor is not None:  # remote workers decide KVM on their own hosts

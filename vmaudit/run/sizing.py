@@ -9,6 +9,13 @@ images would share one appliance kernel (README, "Speed").
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vmaudit.models import ImageRef
+
 MAX_BATCH = 16
 MAX_SMP = 4
 
@@ -33,3 +40,28 @@ def appliance_smp(cpus: int, batches: int, jobs: int) -> int:
     """
     at_once = max(1, min(batches, jobs))
     return max(1, min(MAX_SMP, cpus // at_once))
+
+
+def _files(image: ImageRef) -> set[str]:
+    """Every file qemu reads for the image: its disks' chains (a leaf alone when unknown)."""
+    found: set[str] = set()
+    for disk in image.disks:
+        found.update(os.path.realpath(path) for path in disk.chain or (disk.path,))
+    return found
+
+
+def cut_batches(images: Sequence[ImageRef], size: int) -> list[list[ImageRef]]:
+    """The images in batches of at most ``size``, each in the first batch with room (in
+    order, as slicing would cut them), except that two images sharing a file (a template and
+    the linked clone made from it, two VMs on one base) never share a batch: one appliance
+    cannot tell their roots apart, and both would be audited again, alone."""
+    batches: list[tuple[list[ImageRef], set[str]]] = []
+    for image in images:
+        mine = _files(image)
+        home = next((b for b in batches if len(b[0]) < size and not b[1] & mine), None)
+        if home is None:
+            home = ([], set())
+            batches.append(home)
+        home[0].append(image)
+        home[1].update(mine)
+    return [batch for batch, _files_used in batches]
