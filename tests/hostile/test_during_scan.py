@@ -87,7 +87,7 @@ def status_of(stdout: str, root: Path) -> dict[str, tuple[str, str | None]]:
 def test_qemu_killed_while_reading_the_guest(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
-    slow_to_list_guest(tmp_path, store / "a-victim.qcow2", "victim")
+    slow_to_list_guest(tmp_path, store / "a-victim.qcow2", "victim", entries=15000)
     mini_guest(tmp_path, store / "b-good.qcow2", "bystander")
     before = fingerprint(store)
     tmpdir = tmp_path / "tmpdir"
