@@ -117,90 +117,118 @@ class Spec:
 
 
 @dataclass(frozen=True)
-class Str(Spec):
-    pattern: str | None = None
-    explain: str = ""
-    describe: str = "string"
+class Refused:
+    """Why a scalar's value is not accepted; its check records this as the key's problem."""
+
+    why: str
+
+
+class Scalar(Spec):
+    """One value: ``read`` gets it as YAML reads it (None for a mapping or a list) and
+    returns the checked value, or ``Refused``."""
 
     def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        if not isinstance(node, yaml.ScalarNode) or not isinstance(_scalar(node), str):
-            return walk.problem(node, key, f"expected a string, got {_type_name(node)}")
-        value: str = _scalar(node)
-        if not value.strip():
-            return walk.problem(node, key, "must not be empty")
-        if self.pattern is not None and not re.fullmatch(self.pattern, value):
-            return walk.problem(node, key, f"{value!r} is not {self.explain}")
-        return value
+        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+        checked = self.read(value, node)
+        return walk.problem(node, key, checked.why) if isinstance(checked, Refused) else checked
+
+    def read(self, value: Any, node: yaml.Node) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class Const(Spec):
+class Text(Scalar):
+    """A value taken as text (``text``) that must match ``pattern``, if given, in full;
+    ``explain`` says what the pattern stands for."""
+
+    pattern: str | None = None
+    explain: str = ""
+
+    def read(self, value: Any, node: yaml.Node) -> Any:
+        text = self.text(value, node)
+        if isinstance(text, Refused) or self.pattern is None or re.fullmatch(self.pattern, text):
+            return text
+        return Refused(f"{text!r} is not {self.explain}")
+
+    def text(self, value: Any, node: yaml.Node) -> str | Refused:
+        raise NotImplementedError
+
+
+class Str(Text):
+    describe = "string"
+
+    def text(self, value: Any, node: yaml.Node) -> str | Refused:
+        if not isinstance(value, str):
+            return Refused(f"expected a string, got {_type_name(node)}")
+        return value if value.strip() else Refused("must not be empty")
+
+
+class Version(Text):
+    """A version string; integers are accepted, YAML floats refused (``1.10`` reads 1.1)."""
+
+    describe = "version string"
+
+    def text(self, value: Any, node: yaml.Node) -> str | Refused:
+        if isinstance(value, bool | Unreadable) or value is None:
+            return Refused(f"expected a version string, got {_type_name(node)}")
+        if isinstance(value, float):
+            return Refused(
+                f"write the version in quotes: YAML reads {node.value!r} as the number {value!r}"
+            )
+        return str(value)
+
+
+class Word(Scalar):
+    """A string or an integer, kept as text (a sysctl value: ``0``, ``"1"``, ``4096 87380``)."""
+
+    describe = "string or integer"
+
+    def read(self, value: Any, node: yaml.Node) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
+            return Refused(f"expected a string or an integer, got {_type_name(node)}")
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Const(Scalar):
     value: str = ""
 
     @property
     def describe(self) -> str:  # type: ignore[override]
         return f"`{self.value}`"
 
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        actual = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
-        if actual != self.value:
-            readable = actual is not None and not isinstance(actual, Unreadable)
-            shown = repr(actual) if readable else _type_name(node)
-            return walk.problem(node, key, f"must be {self.value!r}, got {shown}")
-        return actual
+    def read(self, value: Any, node: yaml.Node) -> Any:
+        if value == self.value:
+            return value
+        readable = value is not None and not isinstance(value, Unreadable)
+        shown = repr(value) if readable else _type_name(node)
+        return Refused(f"must be {self.value!r}, got {shown}")
+
+
+class Bool(Scalar):
+    describe = "boolean"
+
+    def read(self, value: Any, node: yaml.Node) -> Any:
+        if isinstance(value, bool):
+            return value
+        return Refused(f"expected true or false, got {_type_name(node)}")
 
 
 @dataclass(frozen=True)
-class Version(Spec):
-    """A version string; integers are accepted, YAML floats refused (``1.10`` reads 1.1)."""
-
-    pattern: str | None = None
-    explain: str = ""
-    describe: str = "version string"
-
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
-        if isinstance(value, bool | Unreadable) or value is None:
-            return walk.problem(node, key, f"expected a version string, got {_type_name(node)}")
-        if isinstance(value, float):
-            return walk.problem(
-                node,
-                key,
-                f"write the version in quotes: YAML reads {node.value!r} as the number {value!r}",
-            )
-        text = str(value)
-        if self.pattern is not None and not re.fullmatch(self.pattern, text):
-            return walk.problem(node, key, f"{text!r} is not {self.explain}")
-        return text
-
-
-@dataclass(frozen=True)
-class Bool(Spec):
-    describe: str = "boolean"
-
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
-        if not isinstance(value, bool):
-            return walk.problem(node, key, f"expected true or false, got {_type_name(node)}")
-        return value
-
-
-@dataclass(frozen=True)
-class Int(Spec):
+class Int(Scalar):
     minimum: int = 0
-    describe: str = "integer"
+    describe = "integer"
 
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    def read(self, value: Any, node: yaml.Node) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
-            return walk.problem(node, key, f"expected an integer, got {_type_name(node)}")
+            return Refused(f"expected an integer, got {_type_name(node)}")
         if value < self.minimum:
-            return walk.problem(node, key, f"must be at least {self.minimum}, got {value}")
+            return Refused(f"must be at least {self.minimum}, got {value}")
         return value
 
 
 @dataclass(frozen=True)
-class Enum(Spec):
+class Enum(Scalar):
     values: tuple[str, ...] = ()
     # YAML 1.1 reads an unquoted no/yes as a boolean; where the words are values
     # (PermitRootLogin), the boolean says unambiguously which one was meant.
@@ -210,33 +238,39 @@ class Enum(Spec):
     def describe(self) -> str:  # type: ignore[override]
         return " \\| ".join(f"`{v}`" for v in self.values)
 
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    def read(self, value: Any, node: yaml.Node) -> Any:
         if isinstance(value, bool) and value in self.booleans:
             return self.booleans[value]
-        if not isinstance(value, str) or value not in self.values:
-            shown = repr(value) if isinstance(value, str) else _type_name(node)
-            return walk.problem(node, key, f"must be one of {', '.join(self.values)}; got {shown}")
-        return value
+        if isinstance(value, str) and value in self.values:
+            return value
+        shown = repr(value) if isinstance(value, str) else _type_name(node)
+        return Refused(f"must be one of {', '.join(self.values)}; got {shown}")
 
 
-@dataclass(frozen=True)
-class Date(Spec):
+class Date(Scalar):
     """A calendar date, ``2027-01-31`` (YAML reads it as a date; a quoted one is parsed)."""
 
-    describe: str = "date (YYYY-MM-DD)"
+    describe = "date (YYYY-MM-DD)"
 
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
+    def read(self, value: Any, node: yaml.Node) -> Any:
         if isinstance(value, str):
             try:
-                value = date.fromisoformat(value.strip())
+                return date.fromisoformat(value.strip())
             except ValueError:
-                return walk.problem(node, key, f"{value!r} is not a date such as 2027-01-31")
+                return Refused(f"{value!r} is not a date such as 2027-01-31")
         if isinstance(value, datetime) or not isinstance(value, date):
-            shown = value.what if isinstance(value, Unreadable) else _type_name(node)
-            return walk.problem(node, key, f"expected a date such as 2027-01-31, got {shown}")
+            return Refused(f"expected a date such as 2027-01-31, got {_type_name(node)}")
         return value
+
+
+class VersionExpr(Scalar):
+    describe = 'version test (`"12"`, `">=12"`, `"<11"`, `"==12.4"`, comma = and)'
+
+    def read(self, value: Any, node: yaml.Node) -> Any:
+        text = Version().read(value, node)
+        if isinstance(text, Refused) or is_version_expression(text):
+            return text
+        return Refused(f'{text!r} is not a version test such as ">=12", "<11", "==12.4" or "12"')
 
 
 @dataclass(frozen=True)
@@ -253,23 +287,6 @@ class FilePath(Spec):
         if not path.is_file():
             return walk.problem(node, key, f"file not found: {path}")
         return str(path)
-
-
-@dataclass(frozen=True)
-class VersionExpr(Spec):
-    describe: str = 'version test (`"12"`, `">=12"`, `"<11"`, `"==12.4"`, comma = and)'
-
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = Version().check(node, walk, key)
-        if isinstance(value, Invalid):
-            return value
-        if not is_version_expression(value):
-            return walk.problem(
-                node,
-                key,
-                f'{value!r} is not a version test such as ">=12", "<11", "==12.4" or "12"',
-            )
-        return value
 
 
 @dataclass(frozen=True)
@@ -389,21 +406,6 @@ class Section(Spec):
             ):
                 walk.problem(node, f"{key}.{name}" if key else name, "required key is missing")
         return result
-
-
-@dataclass(frozen=True)
-class Word(Spec):
-    """A string or an integer, kept as text (a sysctl value: ``0``, ``"1"``, ``4096 87380``)."""
-
-    describe: str = "string or integer"
-
-    def check(self, node: yaml.Node, walk: Walk, key: str) -> Any:
-        value = _scalar(node) if isinstance(node, yaml.ScalarNode) else None
-        if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
-            return walk.problem(
-                node, key, f"expected a string or an integer, got {_type_name(node)}"
-            )
-        return str(value)
 
 
 OCTAL_MODE = Str(r"0?[0-7]{3}", 'an octal mode in quotes, such as "0640"')
