@@ -120,8 +120,7 @@ def _build(hint: Any) -> Decoder:
         item = _decoder(get_args(hint)[0])
 
         def sequence(data: Any) -> Any:
-            if not isinstance(data, list):
-                raise CodecError("expected a list")
+            _expect(data, list, "a list")
             try:
                 return tuple(map(item, data))
             except CodecError as exc:
@@ -133,8 +132,7 @@ def _build(hint: Any) -> Decoder:
         value_of = _decoder(get_args(hint)[1])
 
         def mapping(data: Any) -> Any:
-            if not isinstance(data, dict):
-                raise CodecError("expected an object")
+            _expect(data, dict, "an object")
             out = {}
             for key, value in data.items():
                 try:
@@ -176,6 +174,12 @@ def _build(hint: Any) -> Decoder:
     raise TypeError(f"no decoder for {hint!r}")
 
 
+def _expect(data: Any, kind: type, what: str) -> None:
+    """Refuse a JSON value that is not a ``kind``; ``what`` names it in the error."""
+    if not isinstance(data, kind):
+        raise CodecError(f"expected {what}")
+
+
 def _fails(decode: Decoder, value: Any) -> bool:
     try:
         decode(value)
@@ -198,8 +202,7 @@ def _build_dataclass(cls: type[Any]) -> Decoder:
     ]
 
     def dataclass_value(data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise CodecError("expected an object")
+        _expect(data, dict, "an object")
         if not known.issuperset(data):
             raise CodecError(f": unknown key {sorted(set(data) - known)[0]!r}")
         values = {}
@@ -366,6 +369,17 @@ SECTIONS = (
     "config",
 )
 CoverageStatus = Literal["read", "absent", "failed"]
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """Whether one section of the facts was read, is absent from the guest, or failed."""
+
+    section: str
+    status: CoverageStatus
+    reason: str | None = None
+
+
 CONFIG_NOT_READ = (
     "not read: these facts were collected before vmaudit read the config section "
     "(scan again with --no-cache)"
@@ -511,15 +525,6 @@ class ConfigFacts:
 
     linux: LinuxConfig | None = None
     windows: WindowsConfig | None = None
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """Whether one section of the facts was read, is absent from the guest, or failed."""
-
-    section: str
-    status: CoverageStatus
-    reason: str | None = None
 
 
 @dataclass(frozen=True)
