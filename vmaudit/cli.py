@@ -21,6 +21,7 @@ import click
 
 from vmaudit import __version__
 from vmaudit.clikit import (
+    F,
     baselines_option,
     exit_on,
     file_option,
@@ -168,6 +169,17 @@ _feeds_option = file_option(
     "Vulnerability feeds database (vmaudit feeds import)  "
     "[default: $XDG_DATA_HOME/vmaudit/feeds.db]",
 )
+
+
+def _seconds_option(flag: str, minimum: float, default: float, help_text: str) -> Callable[[F], F]:
+    """``FLAG SECONDS``: a number of seconds, at least ``minimum``."""
+    return click.option(
+        flag,
+        type=click.FloatRange(min=minimum),
+        default=default,
+        show_default=True,
+        help=help_text,
+    )
 
 
 @main.command()
@@ -540,20 +552,8 @@ def history(image: str, fmt: str, state_path: str | None) -> None:
 @baselines_option()
 @click.option("-i", "--inventory", type=click.Path(dir_okay=False))
 @table_or_json
-@click.option(
-    "--interval",
-    type=click.FloatRange(min=0.1),
-    default=5,
-    show_default=True,
-    help="Seconds between polls",
-)
-@click.option(
-    "--settle",
-    type=click.FloatRange(min=0),
-    default=30,
-    show_default=True,
-    help="Seconds an image must stay unchanged before it is audited",
-)
+@_seconds_option("--interval", 0.1, 5, "Seconds between polls")
+@_seconds_option("--settle", 0, 30, "Seconds an image must stay unchanged before it is audited")
 @timeout_option()
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB")
 @_state_options
