@@ -20,9 +20,9 @@ from vmaudit.discover.formats import VHD_DIFFERENCING, VHD_DYNAMIC, VHD_FIXED
 from vmaudit.errors import ErrorKind, VmauditError
 
 SECTOR = 512
+UNALLOCATED = 0xFFFFFFFF
 MAX_BLOCK_SIZE = 256 * 1024 * 1024
 MAX_VIRTUAL_SIZE = 64 * 1024**4  # 64 TiB: what VHDX allows; VHD's own limit is 2 TiB
-UNALLOCATED = 0xFFFFFFFF
 COPY_CHUNK = 4 * 1024 * 1024
 
 
