@@ -11,10 +11,10 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from vmaudit.judge.rules import Hit, parse_when, rule
-from vmaudit.models import Facts, WindowsConfig
+from vmaudit.models import Autorun, AutoService, Facts, WindowsConfig
 
 if TYPE_CHECKING:
     from vmaudit.baseline.model import Baseline
@@ -22,21 +22,22 @@ if TYPE_CHECKING:
 WINDOWS = ("windows",)
 CONFIG = ("config",)
 MICROSOFT_UPDATE = "microsoft-update"
+Entry = TypeVar("Entry", Autorun, AutoService)
 
 
 def _config(facts: Facts) -> WindowsConfig | None:
     return facts.config.windows
 
 
-def _allowed(baseline: Baseline, key: str) -> Mapping[str, Any]:
-    value = baseline.get(key)
-    return value if isinstance(value, Mapping) else {}
-
-
-def _listed(name: str, patterns: Mapping[str, Any]) -> bool:
-    """Whether ``name`` matches one of the allowlist's names or globs, ignoring case."""
-    folded = name.casefold()
-    return any(fnmatch.fnmatchcase(folded, pattern.casefold()) for pattern in patterns)
+def _unlisted(entries: tuple[Entry, ...], baseline: Baseline, key: str) -> Iterator[Entry]:
+    """The entries whose name matches none of the names or globs of the allowlist at
+    ``key``, ignoring case."""
+    allowed = baseline.get(key)
+    patterns = [pattern.casefold() for pattern in allowed] if isinstance(allowed, Mapping) else []
+    for entry in entries:
+        folded = entry.name.casefold()
+        if not any(fnmatch.fnmatchcase(folded, pattern) for pattern in patterns):
+            yield entry
 
 
 @rule(
@@ -285,15 +286,13 @@ def unexpected_autorun(facts: Facts, baseline: Baseline, now: datetime) -> Itera
     config = _config(facts)
     if config is None:
         return
-    allowed = _allowed(baseline, "windows.autoruns_allowed")
-    for entry in config.autoruns:
-        if not _listed(entry.name, allowed):
-            subject = f"{entry.key}\\{entry.name}"
-            yield Hit(
-                subject,
-                f"{subject} runs {entry.command!r} at logon",
-                {"key": entry.key, "name": entry.name, "command": entry.command},
-            )
+    for entry in _unlisted(config.autoruns, baseline, "windows.autoruns_allowed"):
+        subject = f"{entry.key}\\{entry.name}"
+        yield Hit(
+            subject,
+            f"{subject} runs {entry.command!r} at logon",
+            {"key": entry.key, "name": entry.name, "command": entry.command},
+        )
 
 
 @rule(
@@ -314,15 +313,13 @@ def unexpected_service(facts: Facts, baseline: Baseline, now: datetime) -> Itera
     config = _config(facts)
     if config is None:
         return
-    allowed = _allowed(baseline, "windows.services_allowed")
-    for service in config.auto_services:
-        if not _listed(service.name, allowed):
-            yield Hit(
-                service.name,
-                f"service {service.name} starts at boot ({service.image_path or 'no image path'})",
-                {
-                    "display_name": service.display_name,
-                    "image_path": service.image_path,
-                    "delayed": service.delayed,
-                },
-            )
+    for service in _unlisted(config.auto_services, baseline, "windows.services_allowed"):
+        yield Hit(
+            service.name,
+            f"service {service.name} starts at boot ({service.image_path or 'no image path'})",
+            {
+                "display_name": service.display_name,
+                "image_path": service.image_path,
+                "delayed": service.delayed,
+            },
+        )
