@@ -116,12 +116,11 @@ class Judge:
     def judge(self, image: ImageRef, facts: Facts, from_cache: bool) -> AuditedImage:
         evaluation = evaluate(facts, self.baselines, self.now, self.feeds)
         business = self.business(image)
-        risk = score(evaluation.findings, facts.dormancy.days_idle, business.criticality)
         return AuditedImage(
             image=image,
             facts=facts,
             findings=evaluation.findings,
-            risk=risk,
+            risk=score(evaluation.findings, facts.dormancy.days_idle, business.criticality),
             business=business,
             from_cache=from_cache,
             rules_evaluated=evaluation.rules_evaluated,
