@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # rules read a baseline's values; they never load one
     from vmaudit.baseline.model import Baseline
 
 ALL_OS = ("linux", "windows", "unknown")
+WINDOWS = ("windows",)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,13 @@ def rule(
         return check
 
     return register
+
+
+def windows_rule(
+    rule_id: str, severity: Severity, keys: tuple[str, ...], *, sections: tuple[str, ...]
+) -> Callable[[RuleCheck], RuleCheck]:
+    """Register a rule that applies to Windows guests only."""
+    return rule(rule_id, severity, keys, os_types=WINDOWS, sections=sections)
 
 
 # ---------------------------------------------------------------- helpers
@@ -260,12 +268,8 @@ def patch_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[H
         )
 
 
-@rule(
-    "patch.hotfix-missing",
-    "high",
-    ("patches.windows.hotfixes_required",),
-    os_types=("windows",),
-    sections=("hotfixes",),
+@windows_rule(
+    "patch.hotfix-missing", "high", ("patches.windows.hotfixes_required",), sections=("hotfixes",)
 )
 def patch_hotfix_missing(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A Windows hotfix of `patches.windows.hotfixes_required` is not installed.
@@ -279,13 +283,7 @@ def patch_hotfix_missing(facts: Facts, baseline: Baseline, now: datetime) -> Ite
             yield Hit(kb, f"hotfix {kb} is not installed", {"installed": len(installed)})
 
 
-@rule(
-    "patch.build-below",
-    "high",
-    ("patches.windows.minimum_build",),
-    os_types=("windows",),
-    sections=("os",),
-)
+@windows_rule("patch.build-below", "high", ("patches.windows.minimum_build",), sections=("os",))
 def patch_build_below(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The Windows build (`CurrentBuild.UBR`, e.g. `17763.5458`) is below `minimum_build`.
 
@@ -356,6 +354,9 @@ def package_required_missing(facts: Facts, baseline: Baseline, now: datetime) ->
 # ---------------------------------------------------------------- accounts
 
 
+REVOKED_KEYS = ("accounts.revoked", "accounts.revoked_file")  # both make baseline.revoked
+
+
 def _revoked_users(facts: Facts, baseline: Baseline) -> Iterator[User]:
     revoked = {_name_key(facts, name) for name in baseline.revoked}
     for user in facts.users:
@@ -363,12 +364,7 @@ def _revoked_users(facts: Facts, baseline: Baseline) -> Iterator[User]:
             yield user
 
 
-@rule(
-    "account.revoked-present",
-    "high",
-    ("accounts.revoked", "accounts.revoked_file"),
-    sections=("accounts",),
-)
+@rule("account.revoked-present", "high", REVOKED_KEYS, sections=("accounts",))
 def account_revoked_present(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A revoked account still exists but cannot log in (locked, expired, disabled, no shell).
 
@@ -385,12 +381,7 @@ def account_revoked_present(facts: Facts, baseline: Baseline, now: datetime) -> 
             )
 
 
-@rule(
-    "account.revoked-active",
-    "critical",
-    ("accounts.revoked", "accounts.revoked_file"),
-    sections=("accounts",),
-)
+@rule("account.revoked-active", "critical", REVOKED_KEYS, sections=("accounts",))
 def account_revoked_active(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A revoked account still exists and can log in.
 

@@ -13,13 +13,12 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from vmaudit.judge.rules import Hit, parse_when, rule
+from vmaudit.judge.rules import WINDOWS, Hit, parse_when, rule
 from vmaudit.models import Autorun, AutoService, Facts, WindowsConfig
 
 if TYPE_CHECKING:
     from vmaudit.baseline.model import Baseline
 
-WINDOWS = ("windows",)
 CONFIG = ("config",)
 MICROSOFT_UPDATE = "microsoft-update"
 Entry = TypeVar("Entry", Autorun, AutoService)
