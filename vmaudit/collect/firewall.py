@@ -433,23 +433,30 @@ class _NftLoader:
             self.next()
             self.table_block(key, table)
 
-    def table_block(self, key: tuple[str, str], table: _Table) -> None:
+    def block_items(self, block: str) -> Iterator[_Tok]:
+        """The first token of each item of a ``{ ... }`` block, up to its "}". ``include``
+        and ``define``, allowed in every block, are handled here; so is the separator that
+        must follow each item once it is read."""
         while True:
             token = self.next()
             if token is None:
-                raise NftError("end of file inside a table")
+                raise NftError(f"end of file inside a {block}")
             if token.kind in ("nl", ";"):
                 continue
             if token.kind == "}":
                 return
-            if token.kind != "word":
-                raise NftError(f"{token.file}:{token.line}: syntax error in table")
-            common = self.common(token)
+            common = self.common(token) if token.kind == "word" else ""
             if common == "include":
                 continue
-            if common:
-                pass
-            elif token.text == "chain":
+            if not common:
+                yield token
+            self.block_separator()
+
+    def table_block(self, key: tuple[str, str], table: _Table) -> None:
+        for token in self.block_items("table"):
+            if token.kind != "word":
+                raise NftError(f"{token.file}:{token.line}: syntax error in table")
+            if token.text == "chain":
                 name = self.word()
                 chain = table.chains.setdefault(name, _Chain())
                 self.expect("{")
@@ -467,8 +474,6 @@ class _NftLoader:
                 self.skip_statement()
             else:
                 raise NftError(f"{token.file}:{token.line}: unexpected {token.text!r} in table")
-            self.block_separator()
-        del key
 
     def block_separator(self) -> None:
         """After an item of a block: a separator, as nft requires (a "}" is not one)."""
@@ -506,20 +511,8 @@ class _NftLoader:
             self.chain_block(key[0], chain)
 
     def chain_block(self, family: str, chain: _Chain) -> None:
-        while True:
-            token = self.next()
-            if token is None:
-                raise NftError("end of file inside a chain")
-            if token.kind in ("nl", ";"):
-                continue
-            if token.kind == "}":
-                return
-            common = self.common(token) if token.kind == "word" else ""
-            if common == "include":
-                continue
-            if common:
-                pass
-            elif token.kind == "word" and token.text == "type":
+        for token in self.block_items("chain"):
+            if token.kind == "word" and token.text == "type":
                 chain.kind = self.word()
                 if self.word() != "hook":
                     raise NftError(f"{token.file}:{token.line}: type without hook")
@@ -546,7 +539,6 @@ class _NftLoader:
                 chain.policy = value
             else:
                 self.skip_statement()  # a rule: not validated
-            self.block_separator()
 
     def include(self, name: str, token: _Tok) -> None:
         if self.depth >= MAX_NFT_DEPTH or len(self.stack) > MAX_NFT_DEPTH:
