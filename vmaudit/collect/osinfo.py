@@ -63,21 +63,24 @@ PACKAGE_FORMAT_BY_DISTRO = {
     "alpinelinux": "apk", "archlinux": "pacman", "manjaro": "pacman",
 }  # fmt: skip
 
-# ELF e_machine -> (libguestfs arch for 32-bit class, for 64-bit class)
-ELF_MACHINES: dict[int, tuple[str, str]] = {
+# ELF e_machine -> libguestfs arch, whichever the ELF class (32- or 64-bit)
+ELF_MACHINES = {
+    3: "i386",
+    21: "ppc64",
+    40: "arm",
+    43: "sparc64",
+    50: "ia64",
+    62: "x86_64",
+    183: "aarch64",
+    258: "loongarch64",
+}
+# ELF e_machine -> (arch of the 32-bit class, of the 64-bit class), where the class decides
+ELF_MACHINES_BY_CLASS = {
     2: ("sparc", "sparc64"),
-    3: ("i386", "i386"),
     8: ("mips", "mips64"),
     20: ("ppc", "ppc64"),
-    21: ("ppc64", "ppc64"),
     22: ("s390", "s390x"),
-    40: ("arm", "arm"),
-    43: ("sparc64", "sparc64"),
-    50: ("ia64", "ia64"),
-    62: ("x86_64", "x86_64"),
-    183: ("aarch64", "aarch64"),
     243: ("riscv32", "riscv64"),
-    258: ("loongarch64", "loongarch64"),
 }
 ARCH_PROBES = ("/bin/sh", "/usr/bin/ls", "/bin/ls", "/bin/busybox", "/usr/bin/bash", "/bin/bash")
 
@@ -106,10 +109,11 @@ def elf_arch(header: bytes) -> str | None:
     elf_class = header[4]  # 1 = 32-bit, 2 = 64-bit
     little = header[5] == 1
     machine = int.from_bytes(header[18:20], "little" if little else "big")
-    names = ELF_MACHINES.get(machine)
-    if names is None:
-        return None
-    arch = names[1] if elf_class == 2 else names[0]
+    by_class = ELF_MACHINES_BY_CLASS.get(machine)
+    if by_class is not None:
+        arch: str | None = by_class[1] if elf_class == 2 else by_class[0]
+    else:
+        arch = ELF_MACHINES.get(machine)
     if arch == "ppc64" and little:
         return "ppc64le"
     return arch
