@@ -61,3 +61,26 @@ def test_a_template_and_its_linked_clone_never_share_an_appliance() -> None:
     batches = cut_batches([vm, template, *others], 4)
     assert batches == [[vm, *others], [template]]
     assert len(cut_batches([vm, template, *others], 3)) == 2  # no more appliances than needed
+
+
+def test_images_sharing_files_spread_over_the_batches_the_others_fill() -> None:
+    """Two templates with their clones among 22 other images, two appliances of 13: the
+    four that share files go two to each batch, and no third appliance is launched."""
+    pairs = []
+    for n in (1, 2):
+        base = f"/ds/c{n}/crm-base.vmdk"
+        pairs += [_image(f"/ds/c{n}/crm.vmx", f"/ds/c{n}/crm-000001.vmdk", base)]
+        pairs += [_image(f"/ds/c{n}/crm-gold.vmtx", base)]
+    others = [_image(f"/ds/{n}.qcow2") for n in range(22)]
+    images = [*others[:11], pairs[0], pairs[1], *others[11:], pairs[2], pairs[3]]
+    batches = cut_batches(images, 13)
+    assert [len(batch) for batch in batches] == [13, 13]
+    for batch in batches:
+        assert sorted(batch, key=images.index) == batch  # each batch in the images' order
+        assert len({path for image in batch for path in sorted(_files_of(image))}) == sum(
+            len(_files_of(image)) for image in batch
+        )  # no file twice in one appliance
+
+
+def _files_of(image: ImageRef) -> set[str]:
+    return {path for disk in image.disks for path in disk.chain}

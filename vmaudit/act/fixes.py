@@ -28,7 +28,7 @@ import os
 import posixpath
 import stat
 import struct
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -66,6 +66,7 @@ from vmaudit.guest.base import (
     OwnedStat,
     remembered,
     safe_path,
+    walked_below,
 )
 from vmaudit.judge.rules import ROOT_LOGIN_ORDER
 from vmaudit.models import Facts, Finding
@@ -192,15 +193,17 @@ class PendingFS:
             return base
         return OwnedStat(path, own.kind, own.mode, 0, 0)
 
-    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+    def walk_modes(self, root: str, limit: int, only: Collection[str] | None = None) -> ModeWalk:
         """The base's walk with the files and folders the plan creates below ``root``."""
-        walk = self._modes().walk_modes(root, limit)
+        walk = self._modes().walk_modes(root, limit, only)
         seen = {entry.path for entry in walk.entries}
         prefix = root.rstrip("/") + "/"
         created = [
             owned
             for path in sorted({*self.writes, *self.folders} - seen)
-            if path.startswith(prefix) and (owned := self.lstat_owner(path)) is not None
+            if path.startswith(prefix)
+            and walked_below(path[len(prefix) :], only)
+            and (owned := self.lstat_owner(path)) is not None
         ]
         entries = (*walk.entries, *created)
         return replace(

@@ -191,8 +191,6 @@ def _walk(
     fs: GuestFS, modes: ModeFS, users: dict[int, str], groups: dict[int, str], warnings: list[str]
 ) -> tuple[ModeScan, list[FileMode], list[str]]:
     roots: list[str] = []
-    visited = 0
-    truncated = False
     writable: list[FileMode] = []
     writable_count = 0
     setuid: list[FileMode] = []
@@ -203,33 +201,35 @@ def _walk(
         if name in NOT_WALKED:
             continue
         top = modes.lstat_owner(join("/", name))
-        if top is None or top.kind == "link":
-            continue  # /bin -> usr/bin on merged-/usr guests: walked once, as /usr/bin
-        if top.kind != "dir":
-            continue
-        roots.append(join("/", name))
-        walked = modes.walk_modes(join("/", name), WALK_LIMIT - visited)
-        visited += len(walked.entries)
-        if walked.skipped:
-            warnings.append(f"config: {walked.skipped} name(s) under /{name} could not be read")
-        for entry in walked.entries:
-            if world_writable(entry):
-                writable_count += 1
-                if len(writable) < FIRST_PATHS:
-                    writable.append(_file_mode(entry, users, groups))
-            if entry.kind == "file" and entry.mode & (stat.S_ISUID | stat.S_ISGID):
-                setuid_count += 1
-                if len(setuid) < MAX_SETUID:
-                    setuid.append(_file_mode(entry, users, groups))
-            directory = entry.path.rpartition("/")[0]
-            program = entry.kind == "link" or (entry.kind == "file" and entry.mode & 0o111)
-            if program and directory in path_dirs and len(executables) < MAX_EXECUTABLES:
-                executables.append(safe_path(entry.path))
-        if walked.truncated or visited >= WALK_LIMIT:
-            truncated = True
-            warnings.append(f"config: over {WALK_LIMIT} files, the walk stopped in /{name}")
-            break
-    scan = ModeScan(tuple(roots), visited, truncated, writable_count, tuple(writable), setuid_count)
+        if top is not None and top.kind == "dir":  # /bin -> usr/bin: walked as /usr/bin
+            roots.append(join("/", name))
+    walked = modes.walk_modes("/", WALK_LIMIT, only={root[1:] for root in roots})
+    if walked.skipped:
+        warnings.append(f"config: {walked.skipped} name(s) in the walk could not be read")
+    for entry in walked.entries:
+        if world_writable(entry):
+            writable_count += 1
+            if len(writable) < FIRST_PATHS:
+                writable.append(_file_mode(entry, users, groups))
+        if entry.kind == "file" and entry.mode & (stat.S_ISUID | stat.S_ISGID):
+            setuid_count += 1
+            if len(setuid) < MAX_SETUID:
+                setuid.append(_file_mode(entry, users, groups))
+        directory = entry.path.rpartition("/")[0]
+        program = entry.kind == "link" or (entry.kind == "file" and entry.mode & 0o111)
+        if program and directory in path_dirs and len(executables) < MAX_EXECUTABLES:
+            executables.append(safe_path(entry.path))
+    if walked.truncated:
+        last = walked.entries[-1].path.split("/")[1] if walked.entries else ""
+        warnings.append(f"config: over {WALK_LIMIT} files, the walk stopped in /{last}")
+    scan = ModeScan(
+        tuple(roots),
+        len(walked.entries),
+        walked.truncated,
+        writable_count,
+        tuple(writable),
+        setuid_count,
+    )
     return scan, setuid, sorted(executables)
 
 

@@ -16,14 +16,21 @@ import resource
 import stat
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
 from vmaudit.discover.formats import qcow2_over, qemu_driver
 from vmaudit.errors import ErrorKind, GuestFileError, VmauditError, os_error_kind
-from vmaudit.guest.base import DEFAULT_CAP, FileKind, GuestStat, ModeWalk, OwnedStat
+from vmaudit.guest.base import (
+    DEFAULT_CAP,
+    FileKind,
+    GuestStat,
+    ModeWalk,
+    OwnedStat,
+    walked_below,
+)
 from vmaudit.guest.blockdev import device_file_node, validate_block_disk
 from vmaudit.guest.detect import (
     ENCRYPTED_FS,
@@ -527,13 +534,14 @@ class ApplianceFS:
             return None
         return OwnedStat(path, _kind(st["st_mode"]), st["st_mode"], st["st_uid"], st["st_gid"])
 
-    def walk_modes(self, root: str, limit: int) -> ModeWalk:
-        """One ``find0`` for the names, then one ``lstatnslist`` per directory (it takes
-        plain file names of one directory): a call per folder, not one per file."""
+    def walk_modes(self, root: str, limit: int, only: Collection[str] | None = None) -> ModeWalk:
+        """One ``find0`` for the names (one for the whole walk: each costs a process in the
+        appliance), then one ``lstatnslist`` per directory (it takes plain file names of one
+        directory): a call per folder, not one per file."""
         top = self.lstat_owner(root)
         if top is None or top.kind != "dir":
             return ModeWalk((), False)
-        names, skipped, truncated = self._find_names(root, limit)
+        names, skipped, truncated = self._find_names(root, limit, only)
         if names is None:
             return ModeWalk((), False)
         base = root.rstrip("/")
@@ -557,9 +565,12 @@ class ApplianceFS:
                 entries.append(OwnedStat(path, _kind(mode), mode, st["st_uid"], st["st_gid"]))
         return ModeWalk(tuple(entries), truncated, skipped)
 
-    def _find_names(self, root: str, limit: int) -> tuple[list[str] | None, int, bool]:
-        """The first ``limit`` names ``find0`` lists below ``root``, the names it could not
-        pass (not UTF-8), and whether it listed more; None when it cannot list ``root``."""
+    def _find_names(
+        self, root: str, limit: int, only: Collection[str] | None
+    ) -> tuple[list[str] | None, int, bool]:
+        """The first ``limit`` names ``find0`` lists below ``root`` (below ``only``'s names),
+        the names it could not pass (not UTF-8), and whether it listed more; None when it
+        cannot list ``root``."""
         fd, listing = tempfile.mkstemp(dir=self.scratch_dir)
         os.close(fd)
         names: list[str] = []
@@ -572,6 +583,8 @@ class ApplianceFS:
                     *complete, tail = (tail + block).split(b"\0")
                     for raw in complete:
                         if not raw:
+                            continue
+                        if not walked_below(os.fsdecode(raw), only):
                             continue
                         if len(names) >= limit:
                             return names, skipped, True

@@ -6,7 +6,7 @@ out of the guest root. Names that are not UTF-8 survive as ``surrogateescape`` s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
@@ -85,10 +85,19 @@ class ModeFS(Protocol):
         """``lstat`` with owner and group; None when missing."""
         ...
 
-    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+    def walk_modes(self, root: str, limit: int, only: Collection[str] | None = None) -> ModeWalk:
         """Every entry below directory ``root`` (not itself), never following a symlink,
-        at most ``limit`` of them; empty when ``root`` is not a directory (or a symlink)."""
+        at most ``limit`` of them; empty when ``root`` is not a directory (or a symlink).
+        With ``only``: just below those names of ``root``'s own entries, not the entries."""
         ...
+
+
+def walked_below(relative: str, only: Collection[str] | None) -> bool:
+    """Whether a path relative to a walk's root is kept by ``walk_modes``' ``only``."""
+    if only is None:
+        return True
+    top, sep, _ = relative.lstrip("/").partition("/")
+    return bool(sep) and top in only
 
 
 def read_bytes(

@@ -9,10 +9,11 @@ from __future__ import annotations
 import errno
 import os
 import stat as stat_mod
+from collections.abc import Collection
 from pathlib import Path
 
 from vmaudit.errors import GuestFileError
-from vmaudit.guest.base import DEFAULT_CAP, GuestStat, ModeWalk, OwnedStat
+from vmaudit.guest.base import DEFAULT_CAP, GuestStat, ModeWalk, OwnedStat, walked_below
 
 MAX_SYMLINKS = 40  # as Linux's MAXSYMLINKS
 
@@ -166,7 +167,7 @@ class TreeFS:
             return None
         return OwnedStat(path, _guest_stat(st).kind, st.st_mode, st.st_uid, st.st_gid)
 
-    def walk_modes(self, root: str, limit: int) -> ModeWalk:
+    def walk_modes(self, root: str, limit: int, only: Collection[str] | None = None) -> ModeWalk:
         """Depth first, names in directory order; ``os.scandir`` never follows a symlink
         here (``follow_symlinks=False``), so the walk stays inside the tree."""
         try:
@@ -178,6 +179,7 @@ class TreeFS:
         guest_root = "/" + "/".join(self._resolve(root, follow_last=False))
         found: list[OwnedStat] = []
         pending = [(os.fsencode(start), guest_root.rstrip("/"))]
+        top = pending[0][1]
         while pending:
             host_dir, guest_dir = pending.pop()
             try:
@@ -186,16 +188,22 @@ class TreeFS:
             except OSError:
                 continue
             for child in children:
-                if len(found) >= limit:
+                guest_path = f"{guest_dir}/{os.fsdecode(child.name)}"
+                kept = guest_dir != top or only is None
+                if not kept and not walked_below(f"{os.fsdecode(child.name)}/", only):
+                    continue
+                if kept and len(found) >= limit:
                     return ModeWalk(tuple(found), True)
                 try:
                     st = child.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                guest_path = f"{guest_dir}/{os.fsdecode(child.name)}"
-                found.append(
-                    OwnedStat(guest_path, _guest_stat(st).kind, st.st_mode, st.st_uid, st.st_gid)
-                )
+                if kept:
+                    found.append(
+                        OwnedStat(
+                            guest_path, _guest_stat(st).kind, st.st_mode, st.st_uid, st.st_gid
+                        )
+                    )
                 if stat_mod.S_ISDIR(st.st_mode):
                     pending.append((child.path, guest_path))
         return ModeWalk(tuple(found), False)

@@ -54,14 +54,24 @@ def cut_batches(images: Sequence[ImageRef], size: int) -> list[list[ImageRef]]:
     """The images in batches of at most ``size``, each in the first batch with room (in
     order, as slicing would cut them), except that two images sharing a file (a template and
     the linked clone made from it, two VMs on one base) never share a batch: one appliance
-    cannot tell their roots apart, and both would be audited again, alone."""
-    batches: list[tuple[list[ImageRef], set[str]]] = []
-    for image in images:
-        mine = _files(image)
+    cannot tell their roots apart, and both would be audited again, alone.
+
+    The images that share a file are placed first, so that they spread over the batches the
+    others fill anyway instead of opening one more appliance at the end."""
+    files = [_files(image) for image in images]
+    seen: dict[str, int] = {}
+    for mine in files:
+        for path in mine:
+            seen[path] = seen.get(path, 0) + 1
+    sharing = [i for i, mine in enumerate(files) if any(seen[path] > 1 for path in mine)]
+    alone = [i for i, mine in enumerate(files) if all(seen[path] == 1 for path in mine)]
+    batches: list[tuple[list[int], set[str]]] = []
+    for index in (*sharing, *alone):
+        mine = files[index]
         home = next((b for b in batches if len(b[0]) < size and not b[1] & mine), None)
         if home is None:
             home = ([], set())
             batches.append(home)
-        home[0].append(image)
+        home[0].append(index)
         home[1].update(mine)
-    return [batch for batch, _files_used in batches]
+    return [[images[i] for i in sorted(batch)] for batch, _files_used in batches]
