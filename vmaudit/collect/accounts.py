@@ -36,6 +36,7 @@ gid), so a second group line reusing gid 27 makes its members members of ``sudo`
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from collections.abc import Callable, Iterator
@@ -189,58 +190,68 @@ def _compat(name: str) -> bool:
     return name[:1] in ("+", "-")
 
 
-def parse_passwd_line(line: str) -> PasswdEntry | None:
+E = TypeVar("E")
+
+
+def _none_if_rejected(parse: Callable[[str], E]) -> Callable[[str], E | None]:
+    """A line parser that returns None where glibc rejects the line (``_Rejected``)."""
+
+    @functools.wraps(parse)
+    def parse_line(line: str) -> E | None:
+        try:
+            return parse(line)
+        except _Rejected:
+            return None
+
+    return parse_line
+
+
+@_none_if_rejected
+def parse_passwd_line(line: str) -> PasswdEntry:
     """One passwd line as ``_nss_files_parse_pwent``; None when glibc rejects it."""
     fields = _Fields(line)
-    try:
-        name = fields.text()
-        if fields.at_end() and _compat(name):
-            return PasswdEntry(name, "", 0, 0, "", "")
-        password = fields.text()
-        default = 0 if _compat(name) else None
-        uid = fields.number(default)
-        gid = fields.number(default)
-        fields.text()  # gecos
-        home = fields.text()
-        return PasswdEntry(name, password, uid, gid, home, fields.rest())
-    except _Rejected:
-        return None
+    name = fields.text()
+    if fields.at_end() and _compat(name):
+        return PasswdEntry(name, "", 0, 0, "", "")
+    password = fields.text()
+    default = 0 if _compat(name) else None
+    uid = fields.number(default)
+    gid = fields.number(default)
+    fields.text()  # gecos
+    home = fields.text()
+    return PasswdEntry(name, password, uid, gid, home, fields.rest())
 
 
-def parse_shadow_line(line: str) -> ShadowEntry | None:
+@_none_if_rejected
+def parse_shadow_line(line: str) -> ShadowEntry:
     """One shadow line as ``_nss_files_parse_spent``; None when glibc rejects it."""
     fields = _Fields(line)
-    try:
-        name = fields.text()
-        if fields.at_end() and _compat(name):
-            return ShadowEntry(name, "", 0, 0, 0, 0, 0, 0)
-        password = fields.text()
-        numbers = [_int32(fields.number(UNSET)) for _ in range(3)]
-        fields.skip_blanks()
-        if fields.at_end():  # the old form: no warn, inactive, expire, flag
-            numbers += [UNSET] * 3
-        else:
-            numbers += [_int32(fields.number(UNSET)) for _ in range(3)]
-            if not fields.at_end():
-                fields.number(UNSET, colon_ends=False)  # the flag: nothing may follow
-        last_change, min_days, max_days, warn_days, inactive, expire = numbers
-        return ShadowEntry(name, password, last_change, min_days, max_days, warn_days,
-                           inactive, expire)  # fmt: skip
-    except _Rejected:
-        return None
+    name = fields.text()
+    if fields.at_end() and _compat(name):
+        return ShadowEntry(name, "", 0, 0, 0, 0, 0, 0)
+    password = fields.text()
+    numbers = [_int32(fields.number(UNSET)) for _ in range(3)]
+    fields.skip_blanks()
+    if fields.at_end():  # the old form: no warn, inactive, expire, flag
+        numbers += [UNSET] * 3
+    else:
+        numbers += [_int32(fields.number(UNSET)) for _ in range(3)]
+        if not fields.at_end():
+            fields.number(UNSET, colon_ends=False)  # the flag: nothing may follow
+    last_change, min_days, max_days, warn_days, inactive, expire = numbers
+    return ShadowEntry(name, password, last_change, min_days, max_days, warn_days,
+                       inactive, expire)  # fmt: skip
 
 
-def parse_group_line(line: str) -> GroupEntry | None:
+@_none_if_rejected
+def parse_group_line(line: str) -> GroupEntry:
     """One group line as ``_nss_files_parse_grent``; None when glibc rejects it."""
     fields = _Fields(line)
-    try:
-        name = fields.text()
-        if fields.at_end() and _compat(name):
-            return GroupEntry(name, 0, ())
-        fields.text()  # password
-        gid = fields.number(0 if _compat(name) else None)
-    except _Rejected:
-        return None
+    name = fields.text()
+    if fields.at_end() and _compat(name):
+        return GroupEntry(name, 0, ())
+    fields.text()  # password
+    gid = fields.number(0 if _compat(name) else None)
     # parse_list: members split on commas only, leading blanks skipped, empty ones dropped.
     members = (part.lstrip(C_SPACE) for part in fields.rest().split(","))
     return GroupEntry(name, gid, tuple(member for member in members if member))
@@ -299,9 +310,6 @@ def _nss_lines(
 def _shown(text: str) -> str:
     """A guest string for the facts: undecodable bytes as U+FFFD."""
     return text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
-
-
-E = TypeVar("E")
 
 
 def _entries(
