@@ -2,10 +2,10 @@
 
 Scans the sample datastore once into a fresh state database (every image opened; or takes
 the state a scan left, ``--state``), then
-decides each image as the libvirt hook would, twice: the whole hook process (``python -I -m
-vmaudit.act.cli libvirt ... prepare begin`` with a domain XML on stdin, what ``virsh start``
-waits for) and ``Gate.decide`` alone in this process. Prints each image's times and the
-slowest hook run against the goal; exits 1 when the goal is missed.
+decides each image as the libvirt hook would, twice: the whole hook process as ``gate
+install`` writes it (``python -I -m vmaudit.act.hook ... prepare begin`` with a domain XML on
+stdin, what ``virsh start`` waits for) and ``Gate.decide`` alone in this process. Prints
+each image's times and the slowest hook run against the goal; exits 1 when it is missed.
 """
 
 from __future__ import annotations
@@ -88,8 +88,7 @@ def main() -> None:
                     sys.executable,
                     "-I",
                     "-m",
-                    "vmaudit.act.cli",
-                    "libvirt",
+                    "vmaudit.act.hook",
                     "--policy",
                     str(policy),
                     "bench",

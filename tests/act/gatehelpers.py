@@ -71,7 +71,7 @@ def write_policy(path: Path, datastores: list[Path], state: Path | str, **extra:
 def vmaudit_gate(
     *args: str, stdin: bytes = b"", timeout: float = 600, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[bytes]:
-    """``vmaudit gate ...`` as the installed hook runs it."""
+    """``vmaudit gate ...`` in an isolated Python (``-I``), as the installed hook runs."""
     return subprocess.run(
         [sys.executable, "-I", "-m", "vmaudit.act.cli", *args],
         input=stdin,

@@ -24,7 +24,10 @@ from tests.act.gatehelpers import (
     cache_facts,
 )
 from tests.feeds.conftest import DSA_5724_1, write_json
+from vmaudit.act.libvirt import hook_script
 from vmaudit.feeds import import_feeds
+
+HOOK = "vmaudit.act.hook"
 
 # The process runs ``module`` as ``-m`` would, and writes its modules whatever the exit.
 _RECORDING = """
@@ -119,20 +122,31 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "bad": bad, "good": good, "policy": policy}
 
 
+# The installed hook's command (vmaudit.act.libvirt.hook_script) and ``vmaudit gate libvirt``.
+ENTRIES = [(HOOK, ()), ("vmaudit.act.cli", ("libvirt",))]
+
+
+@pytest.mark.parametrize(("module", "command"), ENTRIES)
 def test_the_libvirt_hook_decides_from_cache_without_appliance_importer_or_schema(
-    site: dict[str, Path],
+    site: dict[str, Path], module: str, command: tuple[str, ...]
 ) -> None:
     for name, image, code in [("legacy", site["bad"], 1), ("clean", site["good"], 0)]:
         out = site["root"] / f"modules-{name}.json"
-        args = ("libvirt", "--policy", str(site["policy"]), name, "prepare", "begin", "-")
-        exit_code, said, modules = loaded(
-            out, "vmaudit.act.cli", *args, stdin=domain_xml(name, image)
-        )
+        args = (*command, "--policy", str(site["policy"]), name, "prepare", "begin", "-")
+        exit_code, said, modules = loaded(out, module, *args, stdin=domain_xml(name, image))
         assert exit_code == code, said
         assert "cached facts)" in said, said  # decided from the state database, not audited
         # the decision's own parts did load: the check looks at the right process
         assert {"vmaudit.act.gate", "vmaudit.state.db", "vmaudit.feeds.match"} <= set(modules)
         assert unwanted(modules) == []
+        if not command:  # the installed hook does without the CLI's parser
+            assert "click" not in modules
+
+
+def test_the_installed_hook_runs_the_module_that_does_without_click(tmp_path: Path) -> None:
+    script = hook_script(str(tmp_path / "gate.yaml"))
+    assert " -I -m vmaudit.act.hook --policy " in script
+    assert script.rstrip().endswith('"$@"')
 
 
 def test_gate_check_from_the_main_cli_decides_from_cache_with_the_same_imports(
@@ -150,9 +164,21 @@ def test_gate_check_from_the_main_cli_decides_from_cache_with_the_same_imports(
 def test_a_call_that_decides_nothing_reads_no_policy_and_opens_no_database(
     site: dict[str, Path],
 ) -> None:
-    out = site["root"] / "modules-pass.json"
-    args = ("libvirt", "--policy", str(site["policy"]), "legacy", "started", "begin", "-")
-    exit_code, said, modules = loaded(out, "vmaudit.act.cli", *args)
-    assert (exit_code, said) == (0, "")
-    decision_parts = {"yaml", "sqlite3", "vmaudit.act.gate", "vmaudit.act.policy", "vmaudit.models"}
-    assert decision_parts & set(modules) == set()
+    for module, command in ENTRIES:
+        out = site["root"] / "modules-pass.json"
+        args = (*command, "--policy", str(site["policy"]), "legacy", "started", "begin", "-")
+        exit_code, said, modules = loaded(out, module, *args)
+        assert (exit_code, said) == (0, "")
+        decision_parts = {
+            "yaml", "sqlite3", "vmaudit.act.gate", "vmaudit.act.policy", "vmaudit.models"
+        }  # fmt: skip
+        assert decision_parts & set(modules) == set()
+        if not command:  # nothing of vmaudit but the hook itself (run as __main__)
+            assert [m for m in modules if m.startswith("vmaudit")] == ["vmaudit", "vmaudit.act"]
+
+
+def test_the_hook_refuses_arguments_it_cannot_read(site: dict[str, Path]) -> None:
+    """Fewer than DOMAIN OPERATION, or an option twice: exit 2 (the start is refused)."""
+    for args in [("legacy",), ("--policy", "a.yaml", "--policy", "b.yaml", "x", "prepare")]:
+        exit_code, said, _modules = loaded(site["root"] / "modules-bad.json", HOOK, *args)
+        assert exit_code == 2 and "usage: vmaudit gate libvirt" in said, said

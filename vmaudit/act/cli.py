@@ -7,60 +7,16 @@ decide a start at once, before reading anything.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 import click
 
 from vmaudit.act import DEFAULT_POLICY
+from vmaudit.act.hook import config_errors, decide_and_exit, libvirt_hook
 from vmaudit.clikit import table_or_json
-from vmaudit.errors import ExitCode, VmauditError
-
-if TYPE_CHECKING:
-    from vmaudit.act.domain import GuestDisks
 
 _POLICY_HELP = f"GatePolicy YAML  [default: {DEFAULT_POLICY}, built-in defaults if absent]"
 _STATE_HELP = "State database (overrides the policy's state:)"
-
-
-@contextmanager
-def _config_errors(one_line: bool = False) -> Iterator[None]:
-    """A policy or state that cannot be used: the problems on stderr, exit 2."""
-    try:
-        yield
-    except VmauditError as exc:
-        message = exc.message
-        if one_line:  # libvirt shows the hook's stderr as one error line
-            message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
-        click.echo(f"vmaudit gate: {message}", err=True)
-        raise SystemExit(ExitCode.CONFIG) from None
-
-
-def _decide_and_exit(
-    guest: GuestDisks, policy_path: str | None, state: str | None, source: str, one_line: bool
-) -> None:
-    from vmaudit.act.gate import Gate
-    from vmaudit.act.policy import load_policy
-
-    with _config_errors(one_line):
-        gate_ = Gate(load_policy(policy_path), state)
-    try:
-        decision = gate_.decide(guest, source)
-    except Exception as exc:  # a bug of ours: on_error's case, said on one line, no traceback
-        allowed = gate_.policy.on_error == "allow"
-        verdict = "allowed" if allowed else "refused"
-        click.echo(
-            f"vmaudit gate: {verdict} (on_error: {gate_.policy.on_error}): internal "
-            f"error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}",
-            err=True,
-        )
-        raise SystemExit(0 if allowed else 1) from None
-    verdict = "allowed" if decision.allowed else "refused"
-    click.echo(f"vmaudit gate: {verdict} {decision.reason}", err=True)
-    raise SystemExit(decision.exit_code)
 
 
 @click.group("gate", context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,19 +43,7 @@ def gate_libvirt(
 
     Decides on ``prepare begin``; every other call passes at once.
     """
-    from vmaudit.act.libvirt import DECIDING
-
-    if (operation, subop) != DECIDING:
-        raise SystemExit(0)
-    from dataclasses import replace
-
-    from vmaudit.act.domain import MAX_XML_BYTES, domain_disks
-
-    data = sys.stdin.buffer.read(MAX_XML_BYTES + 1)
-    guest = domain_disks(data)
-    # libvirt names the domain in argv; the XML's own name may be absent or unreadable
-    guest = replace(guest, name=domain)
-    _decide_and_exit(guest, policy_path, state, "libvirt", one_line=True)
+    libvirt_hook(domain, operation, subop, policy_path, state)
 
 
 @gate.command("proxmox")
@@ -121,7 +65,7 @@ def gate_proxmox(
         raise SystemExit(0)
     from vmaudit.act.proxmox import vm_disks
 
-    _decide_and_exit(vm_disks(vmid, pve_dir), policy_path, state, "proxmox", one_line=True)
+    decide_and_exit(vm_disks(vmid, pve_dir), policy_path, state, "proxmox", one_line=True)
 
 
 @gate.command("check")
@@ -136,7 +80,7 @@ def gate_check(policy_path: str | None, state: str | None, images: tuple[str, ..
     from vmaudit.act.gate import Gate
     from vmaudit.act.policy import load_policy
 
-    with _config_errors():
+    with config_errors():
         gate_ = Gate(load_policy(policy_path), state)
     refused = False
     for image in images:
@@ -159,7 +103,7 @@ def gate_install(hypervisor: str, policy_path: str | None, hooks_dir: str) -> No
     from vmaudit.act.libvirt import install
     from vmaudit.act.policy import load_policy
 
-    with _config_errors():
+    with config_errors():
         Gate(load_policy(policy_path))  # a policy that cannot be used is refused now
         done = install(hooks_dir, policy_path)
     if done.changed:
@@ -175,7 +119,7 @@ def gate_uninstall(hypervisor: str, hooks_dir: str) -> None:
     """Remove qemu.d/vmaudit; no other hook is touched."""
     from vmaudit.act.libvirt import uninstall
 
-    with _config_errors():
+    with config_errors():
         done = uninstall(hooks_dir)
     click.echo(f"removed {done.path}" if done.changed else f"{done.path}: not installed")
 
@@ -200,7 +144,7 @@ def gate_decisions(policy_path: str | None, state: str | None, since: str | None
                 f"{since!r} is not an ISO date", param_hint="--since"
             ) from None
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    with _config_errors():
+    with config_errors():
         ref = state if state is not None else load_policy(policy_path).state
         db = open_state(ref)
         try:

@@ -20,13 +20,13 @@ from vmaudit.errors import ConfigError
 DEFAULT_HOOKS_DIR = "/etc/libvirt/hooks"
 HOOK_NAME = "vmaudit"
 MARKER = "# vmaudit power-on gate: installed by `vmaudit gate install libvirt`"
-DECIDING = ("prepare", "begin")
 
 
 def hook_script(policy: str | None) -> str:
     """The script libvirt runs: this Python, isolated (-I: no current folder, no PYTHON*
-    variables, no user site), running ``vmaudit gate libvirt`` with the policy given."""
-    command = [sys.executable, "-I", "-m", "vmaudit.act.cli", "libvirt"]
+    variables, no user site), running ``vmaudit gate libvirt``'s decision without its CLI
+    (vmaudit.act.hook) with the policy given."""
+    command = [sys.executable, "-I", "-m", "vmaudit.act.hook"]
     if policy is not None:
         command += ["--policy", os.path.abspath(policy)]
     return (
