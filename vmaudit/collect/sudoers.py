@@ -309,11 +309,9 @@ class _Lexer:
             if ch in BLANKS:
                 while self.pos < n and text[self.pos] in BLANKS:
                     self.pos += 1
-                if self.bol:
-                    keyword = self._bol_keyword(start)
-                    if keyword is not None:
-                        yield from self._entry(keyword, includes=False)
-                        continue
+                if self.bol and (keyword := self._bol_keyword(start)) is not None:
+                    yield from self._entry(keyword)
+                    continue
                 self.bol = False
                 continue
             if ch == "\\" and (m := CONTINUATION.match(text, self.pos)):
@@ -332,11 +330,9 @@ class _Lexer:
                 self.expect_path = self.expect_path and ch == "="
                 yield PUNCTUATION[ch]
                 continue
-            if self.bol:
-                keyword = self._bol_keyword(start)
-                if keyword is not None:
-                    yield from self._entry(keyword, includes=True)
-                    continue
+            if self.bol and (keyword := self._bol_keyword(start)) is not None:
+                yield from self._entry(keyword)
+                continue
             self.bol = False
             if ch == "#":
                 if m := ID.match(text, self.pos):
@@ -388,13 +384,13 @@ class _Lexer:
             return Token("ERROR") if self.continued else Token("ALIASKW", ALIAS_KEYWORDS[word])
         return None
 
-    def _entry(self, keyword: Token, includes: bool) -> Iterator[Token]:
+    def _entry(self, keyword: Token) -> Iterator[Token]:
         """A keyword that begins a line, then what it swallows: a Defaults entry whole,
-        the argument of ``@include``/``@includedir`` where ``includes`` is set."""
+        the argument of ``#include``/``#includedir`` (only ever at column 0)."""
         yield keyword
         if keyword.kind == "DEFAULTS":
             yield from self._skip_entry()
-        elif includes and keyword.kind in ("INCLUDE", "INCLUDEDIR"):
+        elif keyword.kind in ("INCLUDE", "INCLUDEDIR"):
             yield from self._include_argument()
 
     def _include_argument(self) -> Iterator[Token]:
