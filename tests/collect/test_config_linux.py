@@ -43,6 +43,32 @@ def test_world_writable_files_and_open_directories_are_counted(guest: Guest) -> 
     assert config.modes.world_writable == 2
 
 
+def test_the_walk_leaves_out_what_boot_makes_fresh_and_top_folders_that_are_links(
+    guest: Guest,
+) -> None:
+    """One walk from /: below /proc, /sys, /dev, /run nothing counts, a top folder that is
+    a symlink (merged /usr) is walked once through its target, the top entries are not
+    entries themselves."""
+    guest.write("/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)
+    for top in ("run", "proc", "usr/bin", "srv/open"):
+        guest.mkdir(f"/{top}")
+    for path in ("/run/lock.file", "/proc/fake", "/usr/bin/open.sh", "/srv/open/x"):
+        guest.write(path, "x\n", 0o644)
+        os.chmod(guest.host(path), 0o666)
+    os.chmod(guest.host("/srv"), 0o777)  # a top folder itself: not an entry of the walk
+    guest.symlink("/bin", "usr/bin")
+    config = collect_linux_config(guest.fs, [], [])
+    assert sorted(e.path for e in config.modes.world_writable_paths) == [
+        "/srv/open/x",
+        "/usr/bin/open.sh",
+    ]
+    assert "/run" not in config.modes.roots and "/bin" not in config.modes.roots
+    assert {"/etc", "/srv", "/usr"} <= set(config.modes.roots)
+    walked = guest.fs.walk_modes("/", 100, only={"srv"})
+    assert sorted(e.path for e in walked.entries) == ["/srv/open", "/srv/open/x"]
+    assert guest.fs.walk_modes("/", 1, only={"srv"}).truncated
+
+
 def test_setuid_files_and_startup_entries(guest: Guest) -> None:
     guest.write(
         "/etc/passwd", "root:x:0:0:root:/root:/bin/sh\njdoe:x:1000:1000::/home/jdoe:/bin/sh\n"
