@@ -40,17 +40,19 @@ MAX_TAGS = 32
 
 @dataclass(frozen=True)
 class Storage:
-    """One ``storage.cfg`` entry: its type and the options that say where volumes lie."""
+    """One ``storage.cfg`` entry (``TYPE: ID``) and the options that say where volumes lie."""
 
     type: str
-    path: str | None = None
-    vgname: str | None = None
-    pool: str | None = None
+    id: str
+    path: str | None
+    vgname: str | None
+    pool: str | None
 
-    def root(self, storage_id: str) -> str | None:
+    @property
+    def root(self) -> str | None:
         """The folder or ``/dev`` folder its volumes lie under; None for a remote storage."""
         if self.type in DIRECTORY_STORAGES:
-            base = self.path or (f"/mnt/pve/{storage_id}" if self.type != "dir" else None)
+            base = self.path or (f"/mnt/pve/{self.id}" if self.type != "dir" else None)
             return os.path.join(base, "images") if base else None
         if self.type in LVM_STORAGES and self.vgname and LV_NAME.fullmatch(self.vgname):
             return f"/dev/{self.vgname}"
@@ -80,7 +82,7 @@ def parse_storage_cfg(text: str) -> dict[str, Storage]:
     def close() -> None:
         if current is not None:
             storages[current] = Storage(
-                kind, options.get("path"), options.get("vgname"), options.get("pool")
+                kind, current, options.get("path"), options.get("vgname"), options.get("pool")
             )
 
     for line in text.split("\n"):
@@ -105,7 +107,7 @@ def parse_storages(text: str) -> dict[str, tuple[str, str | None]]:
 
 def storage_roots(storages: dict[str, Storage]) -> tuple[str, ...]:
     """Where this host's storages keep their volumes: the roots a scan may read."""
-    roots = (storage.root(key) for key, storage in storages.items())
+    roots = (storage.root for storage in storages.values())
     return tuple(dict.fromkeys(root for root in roots if root is not None))
 
 
@@ -124,7 +126,7 @@ def resolve_volume(
         return DiskSpec(target, "unknown", None, f"storage {storage_id!r} not in storage.cfg", fmt)
     detail = f"{storage.type} storage {storage_id}: {name}"
     if storage.type in DIRECTORY_STORAGES:
-        root = storage.root(storage_id)
+        root = storage.root
         if root is None:
             return DiskSpec(target, "unknown", None, f"dir storage {storage_id!r} has no path", fmt)
         if not re.fullmatch(r"[0-9]+/[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
@@ -134,7 +136,7 @@ def resolve_volume(
         extension = os.path.splitext(name)[1].lstrip(".")
         return DiskSpec(target, "file", os.path.join(root, name), "", fmt or extension or None)
     if storage.type in BLOCK_STORAGES:
-        root = storage.root(storage_id)
+        root = storage.root
         if root is None:
             return DiskSpec(target, "block", None, f"{detail}: no vgname/pool in storage.cfg", fmt)
         if not LV_NAME.fullmatch(name):
