@@ -6,18 +6,27 @@ runs at power-on. They register in ``vmaudit.judge.rules.RULES`` like every othe
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from vmaudit.judge.rules import Hit, rule
-from vmaudit.models import Facts, FileMode, LinuxConfig
+from vmaudit.judge.rules import Hit, RuleCheck, rule
+from vmaudit.models import Facts, FileMode, LinuxConfig, Severity
 
 if TYPE_CHECKING:
     from vmaudit.baseline.model import Baseline
 
 LINUX = ("linux",)
 CONFIG = ("config",)
+
+
+def _config_rule(
+    rule_id: str, severity: Severity, keys: tuple[str, ...]
+) -> Callable[[RuleCheck], RuleCheck]:
+    """A rule on the ``config`` section of Linux guests."""
+    return rule(rule_id, severity, keys, os_types=LINUX, sections=CONFIG)
+
+
 SELINUX_ORDER = ("disabled", "permissive", "enforcing")
 # What the kernel uses when no sysctl file sets a key (Linux 6.1, as Debian 12 ships it):
 # a dormant image boots with these. A key not listed here and set nowhere is reported.
@@ -66,9 +75,7 @@ def _shown(entry: FileMode) -> dict[str, Any]:
 # ---------------------------------------------------------------- permissions
 
 
-@rule(
-    "perm.critical-file", "high", ("permissions.critical_files",), os_types=LINUX, sections=CONFIG
-)
+@_config_rule("perm.critical-file", "high", ("permissions.critical_files",))
 def perm_critical_file(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A critical file (passwd, shadow, sudoers, sshd_config, host keys, cron, grub) has a
     mode, owner or group beyond the baseline's limits.
@@ -111,13 +118,7 @@ def perm_critical_file(facts: Facts, baseline: Baseline, now: datetime) -> Itera
             )
 
 
-@rule(
-    "perm.world-writable",
-    "medium",
-    ("permissions.forbid_world_writable",),
-    os_types=LINUX,
-    sections=CONFIG,
-)
+@_config_rule("perm.world-writable", "medium", ("permissions.forbid_world_writable",))
 def perm_world_writable(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A file writable by everyone, or a directory writable by everyone without the sticky
     bit (`/tmp` with its sticky bit is fine), anywhere on the guest's file systems but
@@ -145,13 +146,7 @@ def perm_world_writable(facts: Facts, baseline: Baseline, now: datetime) -> Iter
 # ---------------------------------------------------------------- executables
 
 
-@rule(
-    "exec.setuid-unexpected",
-    "high",
-    ("executables.setuid_allowed",),
-    os_types=LINUX,
-    sections=CONFIG,
-)
+@_config_rule("exec.setuid-unexpected", "high", ("executables.setuid_allowed",))
 def exec_setuid_unexpected(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A setuid or setgid program that is not in `executables.setuid_allowed` (paths,
     globs allowed), or that no package installed.
@@ -188,7 +183,7 @@ def exec_setuid_unexpected(facts: Facts, baseline: Baseline, now: datetime) -> I
         )
 
 
-@rule("exec.forbidden", "high", ("executables.forbidden",), os_types=LINUX, sections=CONFIG)
+@_config_rule("exec.forbidden", "high", ("executables.forbidden",))
 def exec_forbidden(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A forbidden program is on the guest: `executables.forbidden` lists names
     (`nc.traditional`, `tcpdump`) looked up in the default PATH directories
@@ -219,7 +214,7 @@ def exec_forbidden(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[
 # ---------------------------------------------------------------- services
 
 
-@rule("service.forbidden-enabled", "high", ("services.forbidden",), os_types=LINUX, sections=CONFIG)
+@_config_rule("service.forbidden-enabled", "high", ("services.forbidden",))
 def service_forbidden_enabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A forbidden service starts at boot: `services.forbidden` lists names (globs) matched
     against the systemd units of the boot transaction (with or without their suffix:
@@ -249,7 +244,7 @@ def service_forbidden_enabled(facts: Facts, baseline: Baseline, now: datetime) -
 # ---------------------------------------------------------------- lockdowns
 
 
-@rule("lockdown.selinux-disabled", "high", ("lockdown.selinux",), os_types=LINUX, sections=CONFIG)
+@_config_rule("lockdown.selinux-disabled", "high", ("lockdown.selinux",))
 def lockdown_selinux_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """SELinux is configured (`/etc/selinux/config`) in a weaker mode than
     `lockdown.selinux` (`enforcing` or `permissive`), or the kernel command line in the
@@ -272,9 +267,7 @@ def lockdown_selinux_disabled(facts: Facts, baseline: Baseline, now: datetime) -
         )
 
 
-@rule(
-    "lockdown.apparmor-disabled", "medium", ("lockdown.apparmor",), os_types=LINUX, sections=CONFIG
-)
+@_config_rule("lockdown.apparmor-disabled", "medium", ("lockdown.apparmor",))
 def lockdown_apparmor_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """No mandatory access control at boot: AppArmor is not installed or the kernel command
     line in the bootloader configuration disables it (`apparmor=0`, `security=` or `lsm=`
@@ -293,7 +286,7 @@ def lockdown_apparmor_disabled(facts: Facts, baseline: Baseline, now: datetime) 
         )
 
 
-@rule("lockdown.auditd-disabled", "medium", ("lockdown.auditd",), os_types=LINUX, sections=CONFIG)
+@_config_rule("lockdown.auditd-disabled", "medium", ("lockdown.auditd",))
 def lockdown_auditd_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """auditd does not start at boot (not in systemd's boot transaction, nor a SysV rc
     link): nothing records what happens when the guest wakes. On with `lockdown.auditd:
@@ -311,7 +304,7 @@ def lockdown_auditd_disabled(facts: Facts, baseline: Baseline, now: datetime) ->
         )
 
 
-@rule("lockdown.sysctl", "medium", ("lockdown.sysctl",), os_types=LINUX, sections=CONFIG)
+@_config_rule("lockdown.sysctl", "medium", ("lockdown.sysctl",))
 def lockdown_sysctl(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A kernel parameter differs from `lockdown.sysctl` (key to value) after the guest's
     sysctl files are applied at boot (sysctl.d directories in file-name order, then
@@ -342,7 +335,7 @@ def lockdown_sysctl(facts: Facts, baseline: Baseline, now: datetime) -> Iterator
 # ---------------------------------------------------------------- power-on
 
 
-@rule("boot.unexpected-startup", "medium", ("startup.allowed",), os_types=LINUX, sections=CONFIG)
+@_config_rule("boot.unexpected-startup", "medium", ("startup.allowed",))
 def boot_unexpected_startup(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """Something runs at power-on that `startup.allowed` does not name: an `@reboot`
     crontab entry of any user (matched by its command), a systemd timer with

@@ -9,12 +9,12 @@ read leaves these rules not judged. Imported by ``vmaudit.judge`` so the registr
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 
-from vmaudit.judge.rules import WINDOWS, Hit, parse_when, rule
-from vmaudit.models import Autorun, AutoService, Facts, WindowsConfig
+from vmaudit.judge.rules import Hit, RuleCheck, parse_when, windows_rule
+from vmaudit.models import Autorun, AutoService, Facts, Severity, WindowsConfig
 
 if TYPE_CHECKING:
     from vmaudit.baseline.model import Baseline
@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 CONFIG = ("config",)
 MICROSOFT_UPDATE = "microsoft-update"
 Entry = TypeVar("Entry", Autorun, AutoService)
+
+
+def _config_rule(
+    rule_id: str, severity: Severity, keys: tuple[str, ...]
+) -> Callable[[RuleCheck], RuleCheck]:
+    """A rule on the ``config`` section of Windows guests."""
+    return windows_rule(rule_id, severity, keys, sections=CONFIG)
 
 
 def _config(facts: Facts) -> WindowsConfig | None:
@@ -39,13 +46,7 @@ def _unlisted(entries: tuple[Entry, ...], baseline: Baseline, key: str) -> Itera
             yield entry
 
 
-@rule(
-    "win.uac-disabled",
-    "high",
-    ("windows.require_uac",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.uac-disabled", "high", ("windows.require_uac",))
 def uac_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """User Account Control is off (`EnableLUA` 0) while `windows.require_uac` is true.
 
@@ -58,13 +59,7 @@ def uac_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hi
         yield Hit("UAC", "User Account Control is disabled (EnableLUA 0)", {"EnableLUA": 0})
 
 
-@rule(
-    "win.smb1-enabled",
-    "high",
-    ("windows.forbid_smb1",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.smb1-enabled", "high", ("windows.forbid_smb1",))
 def smb1_enabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The SMB 1 server would accept connections at boot (`windows.forbid_smb1: true`).
 
@@ -78,13 +73,7 @@ def smb1_enabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hi
         yield Hit("SMB1", "the SMB 1 server is enabled", {"smb1_server": True})
 
 
-@rule(
-    "win.rdp-without-nla",
-    "high",
-    ("windows.require_rdp_nla",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.rdp-without-nla", "high", ("windows.require_rdp_nla",))
 def rdp_without_nla(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """Remote Desktop accepts connections without Network Level Authentication.
 
@@ -102,13 +91,7 @@ def rdp_without_nla(facts: Facts, baseline: Baseline, now: datetime) -> Iterator
         )
 
 
-@rule(
-    "win.autologon-password",
-    "critical",
-    ("windows.forbid_autologon_password",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.autologon-password", "critical", ("windows.forbid_autologon_password",))
 def autologon_password(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A plaintext password is stored in Winlogon's `DefaultPassword`.
 
@@ -129,12 +112,8 @@ def autologon_password(facts: Facts, baseline: Baseline, now: datetime) -> Itera
     )
 
 
-@rule(
-    "win.guest-enabled",
-    "high",
-    ("windows.forbid_guest",),
-    os_types=WINDOWS,
-    sections=("config", "accounts"),
+@windows_rule(
+    "win.guest-enabled", "high", ("windows.forbid_guest",), sections=(*CONFIG, "accounts")
 )
 def guest_enabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The built-in Guest account (RID 501) is enabled (`windows.forbid_guest: true`).
@@ -150,13 +129,7 @@ def guest_enabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[H
         yield Hit(name, f"the built-in Guest account {name} is enabled", {"password": password})
 
 
-@rule(
-    "win.lsa-unprotected",
-    "medium",
-    ("windows.require_lsa_protection",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.lsa-unprotected", "medium", ("windows.require_lsa_protection",))
 def lsa_unprotected(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """LSA protection is off (`Control\\Lsa` `RunAsPPL` not 1 or 2).
 
@@ -173,13 +146,7 @@ def _source_key(source: str) -> str:
     return source.strip().rstrip("/").casefold()
 
 
-@rule(
-    "win.update-source",
-    "medium",
-    ("windows.update_servers",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.update-source", "medium", ("windows.update_servers",))
 def update_source(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """The guest takes its updates from a source not in `windows.update_servers`.
 
@@ -201,13 +168,7 @@ def update_source(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[H
         )
 
 
-@rule(
-    "win.defender-disabled",
-    "high",
-    ("windows.require_defender",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.defender-disabled", "high", ("windows.require_defender",))
 def defender_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """Microsoft Defender Antivirus is not installed or is turned off.
 
@@ -229,13 +190,7 @@ def defender_disabled(facts: Facts, baseline: Baseline, now: datetime) -> Iterat
         )
 
 
-@rule(
-    "win.defender-signatures-stale",
-    "medium",
-    ("windows.max_signature_age_days",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.defender-signatures-stale", "medium", ("windows.max_signature_age_days",))
 def defender_signatures_stale(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """Defender's antivirus signatures are older than `windows.max_signature_age_days`.
 
@@ -266,13 +221,7 @@ def defender_signatures_stale(facts: Facts, baseline: Baseline, now: datetime) -
         )
 
 
-@rule(
-    "win.unexpected-autorun",
-    "medium",
-    ("windows.autoruns_allowed",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.unexpected-autorun", "medium", ("windows.autoruns_allowed",))
 def unexpected_autorun(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """An HKLM `Run` or `RunOnce` entry is not in `windows.autoruns_allowed`.
 
@@ -294,13 +243,7 @@ def unexpected_autorun(facts: Facts, baseline: Baseline, now: datetime) -> Itera
         )
 
 
-@rule(
-    "win.unexpected-service",
-    "medium",
-    ("windows.services_allowed",),
-    os_types=WINDOWS,
-    sections=CONFIG,
-)
+@_config_rule("win.unexpected-service", "medium", ("windows.services_allowed",))
 def unexpected_service(facts: Facts, baseline: Baseline, now: datetime) -> Iterator[Hit]:
     """A service that starts at boot (Start 2) is not in `windows.services_allowed`.
 
