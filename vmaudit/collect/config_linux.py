@@ -200,7 +200,7 @@ def _walk(
     for name in list_dir(fs, "/", warnings):
         if name in NOT_WALKED:
             continue
-        top = modes.lstat_owner(join("/", name))
+        top = fs.lstat(join("/", name))  # listing "/" has fetched it already
         if top is not None and top.kind == "dir":  # /bin -> usr/bin: walked as /usr/bin
             roots.append(join("/", name))
     walked = modes.walk_modes("/", WALK_LIMIT, only={root[1:] for root in roots})

@@ -13,7 +13,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from vmaudit.errors import GuestFileError
-from vmaudit.guest.base import DEFAULT_CAP, GuestStat, ModeWalk, OwnedStat, walked_below
+from vmaudit.guest.base import DEFAULT_CAP, GuestStat, ModeWalk, OwnedStat
 
 MAX_SYMLINKS = 40  # as Linux's MAXSYMLINKS
 
@@ -187,18 +187,18 @@ class TreeFS:
                     children = list(listing)
             except OSError:
                 continue
+            listed = only is None or guest_dir != top  # with ``only``, not root's own entries
+            if not listed:
+                children = [child for child in children if os.fsdecode(child.name) in (only or ())]
             for child in children:
-                guest_path = f"{guest_dir}/{os.fsdecode(child.name)}"
-                kept = guest_dir != top or only is None
-                if not kept and not walked_below(f"{os.fsdecode(child.name)}/", only):
-                    continue
-                if kept and len(found) >= limit:
+                if listed and len(found) >= limit:
                     return ModeWalk(tuple(found), True)
                 try:
                     st = child.stat(follow_symlinks=False)
                 except OSError:
                     continue
-                if kept:
+                guest_path = f"{guest_dir}/{os.fsdecode(child.name)}"
+                if listed:
                     found.append(
                         OwnedStat(
                             guest_path, _guest_stat(st).kind, st.st_mode, st.st_uid, st.st_gid

@@ -10,6 +10,7 @@ images would share one appliance kernel (README, "Speed").
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -59,14 +60,10 @@ def cut_batches(images: Sequence[ImageRef], size: int) -> list[list[ImageRef]]:
     The images that share a file are placed first, so that they spread over the batches the
     others fill anyway instead of opening one more appliance at the end."""
     files = [_files(image) for image in images]
-    seen: dict[str, int] = {}
-    for mine in files:
-        for path in mine:
-            seen[path] = seen.get(path, 0) + 1
-    sharing = [i for i, mine in enumerate(files) if any(seen[path] > 1 for path in mine)]
-    alone = [i for i, mine in enumerate(files) if all(seen[path] == 1 for path in mine)]
+    readers = Counter(path for mine in files for path in mine)
+    shares = [any(readers[path] > 1 for path in mine) for mine in files]
     batches: list[tuple[list[int], set[str]]] = []
-    for index in (*sharing, *alone):
+    for index in sorted(range(len(images)), key=lambda i: not shares[i]):  # stable: in order
         mine = files[index]
         home = next((b for b in batches if len(b[0]) < size and not b[1] & mine), None)
         if home is None:
