@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 DEB_PACKAGES := libguestfs-tools python3-guestfs python3-hivex libhivex-bin qemu-utils \
 	e2fsprogs fdisk debootstrap ntfs-3g lvm2 python3-venv dpkg-dev xz-utils \
 	rpm systemd-journal-remote wimtools chromium cryptsetup-bin btrfs-progs db-util \
-	libvirt-daemon-system libvirt-clients python3-libvirt postgresql nftables iptables distro-info-data
+	libvirt-daemon-system libvirt-clients python3-libvirt postgresql nftables iptables distro-info-data \
+	systemd util-linux
 export LIBGUESTFS_BACKEND ?= direct
 
 .PHONY: setup deb venv test test-fast lint demo fixtures bench clean
